@@ -1,0 +1,139 @@
+//! `segclip`: the native companion of the page. Each subcommand is a thin call into the library.
+
+mod convert;
+mod eval;
+mod segment;
+mod synth;
+
+/// The tokenizer every model of this build uses (static/tokenizer.json, made by
+/// scripts/make-fixtures from open_clip's vocabulary).
+pub const TOKENIZER_JSON: &[u8] = include_bytes!("../../../static/tokenizer.json");
+
+/// Loads a weights file (or the bundled model) into the shared inference pipeline.
+pub fn load_segmenter(
+    weights: Option<&std::path::Path>,
+    backend: segclip::backend::BackendKind,
+) -> anyhow::Result<segclip::pipeline::Segmenter> {
+    use anyhow::Context;
+    let Some(path) = weights else {
+        anyhow::bail!(
+            "this build bundles no trained model yet (weights/manifest.json lists none): pass \
+             --weights FILE, a weights file made by `segclip convert` or `segclip export`"
+        );
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let device = segclip::backend::device(backend).map_err(anyhow::Error::msg)?;
+    let file = segclip::weights::format::read(&bytes).with_context(|| path.display().to_string())?;
+    let tokenizer_sha = segclip::weights::format::sha256_hex(TOKENIZER_JSON);
+    if file.tokenizer_sha256 != tokenizer_sha {
+        eprintln!(
+            "warning: {} was made for another tokenizer (sha256 {}); this build's is {tokenizer_sha}",
+            path.display(),
+            file.tokenizer_sha256
+        );
+    }
+    let model = segclip::weights::model_io::load_model(&file, &device).with_context(|| path.display().to_string())?;
+    let tokenizer = segclip::tokenizer::ClipTokenizer::from_bytes(TOKENIZER_JSON)?;
+    segclip::pipeline::Segmenter::new(model, file.config, tokenizer, device)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Prints an error chain and turns it into the exit code.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "segclip", version, about = "Open-vocabulary semantic segmentation (SegCLIP): \
+segment images, train, evaluate, convert checkpoints and export the weights the page loads")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Segment images with free-form labels; writes overlays, index masks and JSON summaries.
+    Segment(segment::SegmentArgs),
+    /// Score a weights file on a dataset (synthetic split or VOC layout): mIoU, per-class IoU.
+    Eval(eval::EvalArgs),
+    /// Write a split of the synthetic shape scenes in VOC layout.
+    Synth(synth::SynthArgs),
+    /// Train SegCLIP (contrastive, reconstruction and superpixel losses).
+    Train(Passthrough),
+    /// Export a training checkpoint to the weights file the page loads (f32, f16 or int8).
+    Export(Passthrough),
+    /// Convert a SegCLIP, OpenAI CLIP or Hugging Face CLIP checkpoint to a segclip weights file.
+    Convert(convert::ConvertArgs),
+    /// Measure encode, segmentation and training-step speed on the available backends.
+    Bench(Passthrough),
+    /// Run a numeric self-check on a backend and report what it is.
+    Backend {
+        /// Which backend to check: cpu or wgpu.
+        #[arg(long, default_value = "cpu")]
+        backend: segclip::backend::BackendKind,
+    },
+}
+
+/// Arguments of a subcommand whose implementation has not landed yet: accepted as they are, so
+/// the message below is what the user sees rather than an argument-parsing error.
+#[derive(clap::Args)]
+struct Passthrough {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+fn not_yet(name: &str, issue: u32) -> ExitCode {
+    eprintln!(
+        "error: `segclip {name}` is not implemented yet in this build (tracked in issue {issue}); \
+         see README.md for what works today"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Segment(args) => report(segment::run(args)),
+        Command::Eval(args) => report(eval::run(args)),
+        Command::Synth(args) => report(synth::run(args)),
+        Command::Train(_) => not_yet("train", 5),
+        Command::Export(_) => not_yet("export", 5),
+        Command::Convert(args) => report(convert::run(args)),
+        Command::Bench(_) => not_yet("bench", 7),
+        Command::Backend { backend } => match run_selfcheck(backend) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run_selfcheck(kind: segclip::backend::BackendKind) -> Result<(), String> {
+    let device = segclip::backend::device(kind)?;
+    let started = std::time::Instant::now();
+    let data = segclip::selfcheck::on_device(&device).into_data();
+    let err = segclip::selfcheck::max_abs_error(&data)?;
+    let ok = err <= segclip::selfcheck::TOLERANCE;
+    println!(
+        "backend: {kind}\nself-check: {} (max abs error {err:.2e}, {:.1} ms)",
+        if ok { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("backend {kind} computed a wrong result (error {err:.2e})"))
+    }
+}

@@ -1,0 +1,760 @@
+//! Pascal VOC folder layout (native only: uses `std::fs`).
+//!
+//! Layout, under a root folder:
+//!
+//! ```text
+//! JPEGImages/<id>.png            RGB images (the reader also accepts .jpg / .jpeg)
+//! SegmentationClass/<id>.png     class-index masks: 8-bit grayscale or palette PNG, 255 = ignore
+//! ImageSets/Segmentation/<split>.txt   one id per line
+//! classes.txt                    one class name per line, in index order
+//! captions.jsonl                 {"image": "JPEGImages/<id>.png", "caption": "..."} per caption
+//! objects_<split>.jsonl          (written for synthetic splits) {"id", "background", "objects"}
+//! ```
+//!
+//! [`write_split`] writes scenes of a synthetic [`Split`] (ids `train_000000`, ...). Several
+//! splits may share one root: each split has its own id list, `captions.jsonl` is rewritten
+//! keeping the other splits' lines, and `classes.txt` must agree (it is checked).
+//!
+//! [`VocDataset`] reads any VOC-style folder: it lists ids, finds each image, decodes each mask
+//! to class indices (palette PNGs are mapped back to palette indices), and checks that image and
+//! mask sizes agree and that mask values are valid class indices or 255. Images are not decoded
+//! (only their PNG/JPEG header is read for the size); every error names the file concerned.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::synth::{self, Scene, SceneConfig, Split};
+
+/// Mask value meaning "not labelled".
+pub const IGNORE_INDEX: u8 = 255;
+
+/// Errors of this module; each names the file (or folder) concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum VocError {
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: cannot {action} PNG: {source}", .path.display())]
+    Png {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("missing {what}: {}", .path.display())]
+    Missing { what: &'static str, path: PathBuf },
+    #[error("missing image for id '{id}': no {id}.jpg, {id}.jpeg or {id}.png in {}", .dir.display())]
+    MissingImage { id: String, dir: PathBuf },
+    #[error("missing mask for id '{id}': {}", .path.display())]
+    MissingMask { id: String, path: PathBuf },
+    #[error(
+        "size mismatch for id '{id}': image {} is {}x{} but mask {} is {}x{}",
+        .image_path.display(), .image_size.0, .image_size.1, .mask_path.display(), .mask_size.0, .mask_size.1
+    )]
+    SizeMismatch { id: String, image_path: PathBuf, image_size: (u32, u32), mask_path: PathBuf, mask_size: (u32, u32) },
+    #[error("{}: invalid mask: {reason}", .path.display())]
+    BadMask { path: PathBuf, reason: String },
+    #[error("{}: {reason}", .path.display())]
+    BadFile { path: PathBuf, reason: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VocError + '_ {
+    move |source| VocError::Io { path: path.to_path_buf(), source }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Writing
+
+/// Which label map of a synthetic scene becomes `SegmentationClass`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskKind {
+    /// [`Scene::class_map`], classes [`synth::shape_classes`] (9).
+    Shape,
+    /// [`Scene::pair_map`], classes [`synth::pair_labels`] (89: "background", "red circle", ...).
+    Pair,
+}
+
+impl MaskKind {
+    pub fn class_names(self) -> Vec<String> {
+        match self {
+            MaskKind::Shape => synth::shape_classes().iter().map(|s| s.to_string()).collect(),
+            MaskKind::Pair => synth::pair_labels().to_vec(),
+        }
+    }
+}
+
+/// What [`write_split`] wrote.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WriteSummary {
+    pub root: PathBuf,
+    pub split: Split,
+    pub ids: Vec<String>,
+    pub captions: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CaptionLine {
+    image: String,
+    caption: String,
+}
+
+#[derive(Serialize)]
+struct ObjectsLine<'a> {
+    id: String,
+    background: synth::BackgroundKind,
+    objects: &'a [synth::ObjectInfo],
+}
+
+fn write_png(path: &Path, data: &[u8], size: (usize, usize), colour: image::ExtendedColorType) -> Result<(), VocError> {
+    image::save_buffer_with_format(path, data, size.0 as u32, size.1 as u32, colour, image::ImageFormat::Png)
+        .map_err(|source| VocError::Png { path: path.to_path_buf(), action: "write", source })
+}
+
+/// Writes one scene's image and mask (`JPEGImages/<id>.png`, `SegmentationClass/<id>.png`).
+/// The folders must exist.
+pub fn write_scene(root: &Path, scene: &Scene, kind: MaskKind) -> Result<String, VocError> {
+    let id = scene.id();
+    let dims = (scene.width, scene.height);
+    write_png(&root.join("JPEGImages").join(format!("{id}.png")), &scene.image, dims, image::ExtendedColorType::Rgb8)?;
+    let mask: Vec<u8> = match kind {
+        MaskKind::Shape => scene.class_map.clone(),
+        MaskKind::Pair => scene.pair_map.iter().map(|&p| u8::try_from(p).expect("pair index < 255")).collect(),
+    };
+    write_png(&root.join("SegmentationClass").join(format!("{id}.png")), &mask, dims, image::ExtendedColorType::L8)?;
+    Ok(id)
+}
+
+/// Writes scenes `range` of `split` under `root` in VOC layout (see the module docs), creating
+/// folders as needed and replacing earlier output for the same split.
+pub fn write_split(
+    root: &Path,
+    split: Split,
+    range: Range<u64>,
+    config: &SceneConfig,
+    kind: MaskKind,
+) -> Result<WriteSummary, VocError> {
+    for dir in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {
+        let d = root.join(dir);
+        fs::create_dir_all(&d).map_err(io_err(&d))?;
+    }
+    // classes.txt: create, or check that it agrees.
+    let classes_path = root.join("classes.txt");
+    let classes = kind.class_names();
+    if classes_path.exists() {
+        let existing = read_class_list(&classes_path)?;
+        if existing != classes {
+            return Err(VocError::BadFile {
+                path: classes_path,
+                reason: format!(
+                    "class list ({} classes) differs from the {kind:?} classes being written ({}); use another folder",
+                    existing.len(),
+                    classes.len()
+                ),
+            });
+        }
+    } else {
+        fs::write(&classes_path, classes.join("\n") + "\n").map_err(io_err(&classes_path))?;
+    }
+
+    let mut ids = Vec::with_capacity(range.end.saturating_sub(range.start) as usize);
+    let mut captions = Vec::new();
+    let mut objects = String::new();
+    for scene in synth::scenes(split, range, config) {
+        let id = write_scene(root, &scene, kind)?;
+        for c in &scene.captions {
+            captions.push(CaptionLine { image: format!("JPEGImages/{id}.png"), caption: c.clone() });
+        }
+        let line = ObjectsLine { id: id.clone(), background: scene.background, objects: &scene.objects };
+        objects.push_str(&serde_json::to_string(&line).expect("serialisable"));
+        objects.push('\n');
+        ids.push(id);
+    }
+
+    let list_path = root.join("ImageSets/Segmentation").join(format!("{}.txt", split.name()));
+    fs::write(&list_path, ids.iter().map(|i| format!("{i}\n")).collect::<String>()).map_err(io_err(&list_path))?;
+    let objects_path = root.join(format!("objects_{}.jsonl", split.name()));
+    fs::write(&objects_path, objects).map_err(io_err(&objects_path))?;
+
+    // captions.jsonl: keep other splits' lines, replace this split's.
+    let captions_path = root.join("captions.jsonl");
+    let own_prefix = format!("JPEGImages/{}_", split.name());
+    let mut out = String::new();
+    if captions_path.exists() {
+        let text = fs::read_to_string(&captions_path).map_err(io_err(&captions_path))?;
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let parsed: CaptionLine = serde_json::from_str(line).map_err(|e| VocError::BadFile {
+                path: captions_path.clone(),
+                reason: format!("line {}: {e}", n + 1),
+            })?;
+            if !parsed.image.starts_with(&own_prefix) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    for c in &captions {
+        out.push_str(&serde_json::to_string(c).expect("serialisable"));
+        out.push('\n');
+    }
+    let mut f = fs::File::create(&captions_path).map_err(io_err(&captions_path))?;
+    f.write_all(out.as_bytes()).map_err(io_err(&captions_path))?;
+
+    Ok(WriteSummary { root: root.to_path_buf(), split, ids, captions: captions.len() })
+}
+
+// ------------------------------------------------------------------------------------------------
+// Reading
+
+/// Reads a class list: one name per line (surrounding whitespace trimmed), index order. Trailing
+/// blank lines are ignored; blank lines in between, or more than 255 classes, are errors.
+pub fn read_class_list(path: &Path) -> Result<Vec<String>, VocError> {
+    let text = fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => VocError::Missing { what: "class list", path: path.to_path_buf() },
+        _ => VocError::Io { path: path.to_path_buf(), source },
+    })?;
+    let mut names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    while names.last().is_some_and(|n| n.is_empty()) {
+        names.pop();
+    }
+    let bad = |reason: String| VocError::BadFile { path: path.to_path_buf(), reason };
+    if let Some(i) = names.iter().position(|n| n.is_empty()) {
+        return Err(bad(format!("line {} is blank (class indices would shift)", i + 1)));
+    }
+    if names.is_empty() {
+        return Err(bad("no class names".into()));
+    }
+    if names.len() > 255 {
+        return Err(bad(format!("{} classes; at most 255 fit in 8-bit masks (255 = ignore)", names.len())));
+    }
+    Ok(names)
+}
+
+const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+
+fn be32(b: &[u8], i: usize) -> u32 {
+    u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// Width, height, bit depth and colour type from a PNG's IHDR.
+fn png_header(bytes: &[u8]) -> Option<(u32, u32, u8, u8)> {
+    (bytes.len() >= 33 && bytes[..8] == PNG_SIGNATURE && &bytes[12..16] == b"IHDR")
+        .then(|| (be32(bytes, 16), be32(bytes, 20), bytes[24], bytes[25]))
+}
+
+/// The PLTE chunk's colours.
+fn png_palette(bytes: &[u8]) -> Option<Vec<[u8; 3]>> {
+    let mut i = 8;
+    while i + 8 <= bytes.len() {
+        let len = be32(bytes, i) as usize;
+        let kind = &bytes[i + 4..i + 8];
+        let data = bytes.get(i + 8..i + 8 + len)?;
+        if kind == b"PLTE" {
+            return Some(data.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect());
+        }
+        if kind == b"IDAT" || kind == b"IEND" {
+            return None;
+        }
+        i += 12 + len;
+    }
+    None
+}
+
+/// Width and height from a baseline/progressive JPEG's SOF segment.
+fn jpeg_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
+        return None;
+    }
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return None;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        i += 2;
+        if marker == 0x01 || (0xD0..=0xD8).contains(&marker) {
+            continue; // no length
+        }
+        if marker == 0xD9 || marker == 0xDA {
+            return None; // end of image / start of scan before any frame header
+        }
+        let len = u16::from_be_bytes([bytes[i], bytes[i + 1]]) as usize;
+        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            let h = u16::from_be_bytes([*bytes.get(i + 3)?, *bytes.get(i + 4)?]) as u32;
+            let w = u16::from_be_bytes([*bytes.get(i + 5)?, *bytes.get(i + 6)?]) as u32;
+            return Some((w, h));
+        }
+        i += len;
+    }
+    None
+}
+
+/// An image's width and height from its PNG or JPEG header (the format is sniffed from the
+/// bytes, not the extension). The pixel data is not decoded.
+pub fn image_dimensions(path: &Path) -> Result<(u32, u32), VocError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    if let Some((w, h, _, _)) = png_header(&bytes) {
+        return Ok((w, h));
+    }
+    if let Some(dims) = jpeg_dimensions(&bytes) {
+        return Ok(dims);
+    }
+    Err(VocError::BadFile { path: path.to_path_buf(), reason: "not a readable PNG or JPEG image".into() })
+}
+
+/// A decoded class-index mask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mask {
+    pub width: u32,
+    pub height: u32,
+    /// Row-major class indices (255 = ignore).
+    pub data: Vec<u8>,
+}
+
+/// Reads a mask PNG as class indices: 8-bit (or 1/2/4-bit) grayscale values, or palette
+/// indices of a palette PNG (as VOC's `SegmentationClass` files are; a pixel maps to the first
+/// palette entry of its colour). Other PNG kinds are rejected.
+pub fn read_mask(path: &Path) -> Result<Mask, VocError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let bad = |reason: String| VocError::BadMask { path: path.to_path_buf(), reason };
+    let Some((width, height, depth, colour_type)) = png_header(&bytes) else {
+        return Err(bad("not a PNG file (masks must be PNG)".into()));
+    };
+    let decode = || {
+        image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|source| VocError::Png {
+            path: path.to_path_buf(),
+            action: "decode",
+            source,
+        })
+    };
+    let data = match colour_type {
+        0 => {
+            if depth == 16 {
+                return Err(bad("16-bit grayscale; class masks must be 8-bit".into()));
+            }
+            let raw = decode()?.into_luma8().into_raw();
+            // The decoder scales 1/2/4-bit grey to 0..=255; undo that.
+            let scale = 255 / ((1u16 << depth.min(8)) - 1) as u8;
+            if scale > 1 {
+                raw.into_iter().map(|v| v / scale).collect()
+            } else {
+                raw
+            }
+        }
+        3 => {
+            let palette = png_palette(&bytes).ok_or_else(|| bad("palette PNG without a PLTE chunk".into()))?;
+            let mut lookup: HashMap<[u8; 3], u8> = HashMap::new();
+            for (i, c) in palette.iter().enumerate().take(256) {
+                lookup.entry(*c).or_insert(i as u8);
+            }
+            let rgb = decode()?.into_rgb8();
+            let mut out = Vec::with_capacity(rgb.len() / 3);
+            for px in rgb.pixels() {
+                match lookup.get(&px.0) {
+                    Some(&i) => out.push(i),
+                    None => return Err(bad(format!("colour {:?} not in the palette", px.0))),
+                }
+            }
+            out
+        }
+        2 | 6 => return Err(bad("RGB(A) PNG; class masks must be 8-bit grayscale or palette PNGs".into())),
+        4 => return Err(bad("grayscale+alpha PNG; class masks must be 8-bit grayscale or palette PNGs".into())),
+        t => return Err(bad(format!("unknown PNG colour type {t}"))),
+    };
+    Ok(Mask { width, height, data })
+}
+
+/// One labelled image of a [`VocDataset`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VocSample {
+    pub id: String,
+    pub image_path: PathBuf,
+    pub mask_path: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    /// Row-major class indices, `width * height` long; values `< num_classes` or 255 (ignore).
+    pub mask: Vec<u8>,
+}
+
+/// A VOC-layout folder: `classes.txt`, `JPEGImages/`, `SegmentationClass/`, and the ids of one
+/// split (or of every mask).
+#[derive(Clone, Debug)]
+pub struct VocDataset {
+    root: PathBuf,
+    classes: Vec<String>,
+    ids: Vec<String>,
+}
+
+impl VocDataset {
+    /// Opens `root` with the ids of `ImageSets/Segmentation/<split>.txt` (blank lines skipped;
+    /// only the first whitespace-separated field of a line is used).
+    pub fn open(root: impl AsRef<Path>, split: &str) -> Result<Self, VocError> {
+        let root = root.as_ref().to_path_buf();
+        let classes = read_class_list(&root.join("classes.txt"))?;
+        let list = root.join("ImageSets/Segmentation").join(format!("{split}.txt"));
+        let text = fs::read_to_string(&list).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => VocError::Missing { what: "split list", path: list.clone() },
+            _ => VocError::Io { path: list.clone(), source },
+        })?;
+        let ids = text.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
+        Ok(Self { root, classes, ids })
+    }
+
+    /// Opens `root` with every `SegmentationClass/*.png` as an id (sorted), for folders without
+    /// `ImageSets`.
+    pub fn open_all(root: impl AsRef<Path>) -> Result<Self, VocError> {
+        let root = root.as_ref().to_path_buf();
+        let classes = read_class_list(&root.join("classes.txt"))?;
+        let dir = root.join("SegmentationClass");
+        if !dir.is_dir() {
+            return Err(VocError::Missing { what: "mask folder", path: dir });
+        }
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let path = entry.map_err(io_err(&dir))?.path();
+            if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+                if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                    ids.push(stem.to_string());
+                }
+            }
+        }
+        ids.sort();
+        Ok(Self { root, classes, ids })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// Class names by index (from `classes.txt`).
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// `JPEGImages/<id>.jpg`, `.jpeg` or `.png`, whichever exists (in that order).
+    pub fn image_path(&self, id: &str) -> Result<PathBuf, VocError> {
+        let dir = self.root.join("JPEGImages");
+        ["jpg", "jpeg", "png", "JPG", "JPEG", "PNG"]
+            .iter()
+            .map(|ext| dir.join(format!("{id}.{ext}")))
+            .find(|p| p.is_file())
+            .ok_or_else(|| VocError::MissingImage { id: id.to_string(), dir })
+    }
+
+    /// `SegmentationClass/<id>.png` (may not exist).
+    pub fn mask_path(&self, id: &str) -> PathBuf {
+        self.root.join("SegmentationClass").join(format!("{id}.png"))
+    }
+
+    /// Finds the image, reads the mask, and checks sizes and mask values.
+    pub fn load(&self, id: &str) -> Result<VocSample, VocError> {
+        let image_path = self.image_path(id)?;
+        let mask_path = self.mask_path(id);
+        if !mask_path.is_file() {
+            return Err(VocError::MissingMask { id: id.to_string(), path: mask_path });
+        }
+        let image_size = image_dimensions(&image_path)?;
+        let mask = read_mask(&mask_path)?;
+        if image_size != (mask.width, mask.height) {
+            return Err(VocError::SizeMismatch {
+                id: id.to_string(),
+                image_path,
+                image_size,
+                mask_path,
+                mask_size: (mask.width, mask.height),
+            });
+        }
+        let n = self.classes.len();
+        if let Some(i) = mask.data.iter().position(|&v| v as usize >= n && v != IGNORE_INDEX) {
+            return Err(VocError::BadMask {
+                path: mask_path,
+                reason: format!(
+                    "value {} at pixel ({}, {}) but classes.txt lists {n} classes (255 = ignore)",
+                    mask.data[i],
+                    i % mask.width as usize,
+                    i / mask.width as usize
+                ),
+            });
+        }
+        Ok(VocSample {
+            id: id.to_string(),
+            image_path,
+            mask_path,
+            width: mask.width,
+            height: mask.height,
+            mask: mask.data,
+        })
+    }
+
+    /// Every sample in id order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<VocSample, VocError>> + '_ {
+        self.ids.iter().map(|id| self.load(id))
+    }
+
+    /// `(image path relative to the root, caption)` pairs from `captions.jsonl` for this
+    /// dataset's ids; empty if the file does not exist.
+    pub fn captions(&self) -> Result<Vec<(String, String)>, VocError> {
+        let path = self.root.join("captions.jsonl");
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        let ids: std::collections::HashSet<&str> = self.ids.iter().map(String::as_str).collect();
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let c: CaptionLine = serde_json::from_str(line)
+                .map_err(|e| VocError::BadFile { path: path.clone(), reason: format!("line {}: {e}", n + 1) })?;
+            let stem = Path::new(&c.image).file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            if ids.contains(stem) {
+                out.push((c.image, c.caption));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("segclip-voc-test-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = temp_dir("roundtrip");
+        let cfg = SceneConfig::with_size(64);
+        let train = write_split(&dir, Split::Train, 0..6, &cfg, MaskKind::Shape).unwrap();
+        let val = write_split(&dir, Split::Val, 0..3, &cfg, MaskKind::Shape).unwrap();
+        // Writing train again replaces its captions rather than duplicating them.
+        write_split(&dir, Split::Train, 0..6, &cfg, MaskKind::Shape).unwrap();
+        assert_eq!(train.ids[0], "train_000000");
+
+        let ds = VocDataset::open(&dir, "train").unwrap();
+        assert_eq!(ds.classes(), synth::shape_classes());
+        assert_eq!(ds.ids(), &train.ids[..]);
+        for (i, sample) in ds.iter().enumerate() {
+            let sample = sample.unwrap();
+            let scene = synth::generate(Split::Train, i as u64, &cfg);
+            assert_eq!((sample.width, sample.height), (64, 64));
+            assert_eq!(sample.mask, scene.class_map);
+            assert!(sample.image_path.ends_with(format!("JPEGImages/{}.png", scene.id())));
+            let img = image::open(&sample.image_path).unwrap().into_rgb8();
+            assert_eq!(img.into_raw(), scene.image);
+        }
+        let caps = ds.captions().unwrap();
+        assert_eq!(caps.len(), train.captions);
+        let all = fs::read_to_string(dir.join("captions.jsonl")).unwrap();
+        assert_eq!(all.lines().count(), train.captions + val.captions);
+        assert!(all.lines().next().unwrap().starts_with("{\"image\":\"JPEGImages/"));
+        assert_eq!(VocDataset::open(&dir, "val").unwrap().len(), 3);
+        assert_eq!(VocDataset::open_all(&dir).unwrap().len(), 9);
+
+        // A different class list in the same folder is refused.
+        let err = write_split(&dir, Split::Compositional, 0..1, &cfg, MaskKind::Pair).unwrap_err();
+        assert!(err.to_string().contains("classes.txt"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pair_masks() {
+        let dir = temp_dir("pairs");
+        let cfg = SceneConfig::with_size(48);
+        write_split(&dir, Split::Compositional, 0..2, &cfg, MaskKind::Pair).unwrap();
+        let ds = VocDataset::open(&dir, "compositional").unwrap();
+        assert_eq!(ds.classes().len(), 89);
+        let s = ds.load("compositional_000001").unwrap();
+        let scene = synth::generate(Split::Compositional, 1, &cfg);
+        assert_eq!(s.mask, scene.pair_map.iter().map(|&p| p as u8).collect::<Vec<_>>());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Hand-written encoders for files `image` cannot write: palette and 4-bit grayscale PNGs.
+    fn png_file(
+        width: u32,
+        height: u32,
+        depth: u8,
+        colour_type: u8,
+        palette: Option<&[[u8; 3]]>,
+        rows: &[Vec<u8>],
+    ) -> Vec<u8> {
+        fn crc32(data: &[u8]) -> u32 {
+            let mut c = 0xFFFF_FFFFu32;
+            for &b in data {
+                c ^= b as u32;
+                for _ in 0..8 {
+                    c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                }
+            }
+            !c
+        }
+        fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+            out.extend((data.len() as u32).to_be_bytes());
+            let mut body = kind.to_vec();
+            body.extend(data);
+            out.extend(&body);
+            out.extend(crc32(&body).to_be_bytes());
+        }
+        // zlib stream with stored (uncompressed) deflate blocks.
+        let mut raw = Vec::new();
+        for row in rows {
+            raw.push(0); // filter: none
+            raw.extend(row);
+        }
+        let mut z = vec![0x78, 0x01];
+        let blocks: Vec<&[u8]> = raw.chunks(65535).collect();
+        for (i, b) in blocks.iter().enumerate() {
+            z.push((i + 1 == blocks.len()) as u8);
+            z.extend((b.len() as u16).to_le_bytes());
+            z.extend((!(b.len() as u16)).to_le_bytes());
+            z.extend(*b);
+        }
+        let (mut a, mut b) = (1u32, 0u32);
+        for &x in &raw {
+            a = (a + x as u32) % 65521;
+            b = (b + a) % 65521;
+        }
+        z.extend(((b << 16) | a).to_be_bytes());
+        let mut out = PNG_SIGNATURE.to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend(width.to_be_bytes());
+        ihdr.extend(height.to_be_bytes());
+        ihdr.extend([depth, colour_type, 0, 0, 0]);
+        chunk(&mut out, b"IHDR", &ihdr);
+        if let Some(p) = palette {
+            chunk(&mut out, b"PLTE", &p.concat());
+        }
+        chunk(&mut out, b"IDAT", &z);
+        chunk(&mut out, b"IEND", &[]);
+        out
+    }
+
+    fn layout(name: &str, classes: &str, ids: &[&str]) -> PathBuf {
+        let dir = temp_dir(name);
+        fs::create_dir_all(dir.join("JPEGImages")).unwrap();
+        fs::create_dir_all(dir.join("SegmentationClass")).unwrap();
+        fs::create_dir_all(dir.join("ImageSets/Segmentation")).unwrap();
+        fs::write(dir.join("classes.txt"), classes).unwrap();
+        fs::write(dir.join("ImageSets/Segmentation/val.txt"), ids.join("\n")).unwrap();
+        dir
+    }
+
+    /// A minimal JPEG header (SOI, APP0, SOF0) is enough for the size check.
+    fn jpeg_header(w: u16, h: u16) -> Vec<u8> {
+        let mut v = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
+        v.extend(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
+        v.extend([0xFF, 0xC0, 0x00, 0x11, 0x08]);
+        v.extend(h.to_be_bytes());
+        v.extend(w.to_be_bytes());
+        v.extend([3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+        v.extend([0xFF, 0xD9]);
+        v
+    }
+
+    #[test]
+    fn reads_palette_and_grey_masks_and_jpeg_sizes() {
+        let dir = layout("palette", "background\naeroplane\nbicycle\n\n", &["a", "b"]);
+        // Palette mask, VOC style: index 255 (ignore) has its own colour.
+        let mut palette = vec![[0, 0, 0], [128, 0, 0], [0, 128, 0]];
+        palette.resize(255, [0, 0, 0]); // duplicates of index 0: first entry wins
+        palette.push([224, 224, 192]);
+        let rows = vec![vec![0, 1, 2], vec![255, 1, 0]];
+        fs::write(dir.join("SegmentationClass/a.png"), png_file(3, 2, 8, 3, Some(&palette), &rows)).unwrap();
+        fs::write(dir.join("JPEGImages/a.jpg"), jpeg_header(3, 2)).unwrap();
+        // 4-bit grayscale mask: values 0, 1, 2 packed two per byte.
+        let grey_rows = vec![vec![0x01, 0x20], vec![0x21, 0x00]]; // 4 px per row
+        fs::write(dir.join("SegmentationClass/b.png"), png_file(4, 2, 4, 0, None, &grey_rows)).unwrap();
+        let rgb = vec![0u8; 4 * 2 * 3];
+        image::save_buffer(dir.join("JPEGImages/b.png"), &rgb, 4, 2, image::ExtendedColorType::Rgb8).unwrap();
+
+        let ds = VocDataset::open(&dir, "val").unwrap();
+        assert_eq!(ds.classes().len(), 3);
+        let samples: Vec<VocSample> = ds.iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(samples[0].mask, vec![0, 1, 2, 255, 1, 0]);
+        assert!(samples[0].image_path.ends_with("a.jpg"));
+        assert_eq!(samples[1].mask, vec![0, 1, 2, 0, 2, 1, 0, 0]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir =
+            layout("errors", "background\nthing\n", &["nomask", "noimage", "mismatch", "corrupt", "badvalue", "rgb"]);
+        let grey = |w: u32, h: u32, v: u8| {
+            let data = vec![v; (w * h) as usize];
+            move |p: &Path| image::save_buffer(p, &data, w, h, image::ExtendedColorType::L8).unwrap()
+        };
+        let img = |p: &Path, w: u32, h: u32| {
+            image::save_buffer(p, &vec![0u8; (w * h * 3) as usize], w, h, image::ExtendedColorType::Rgb8).unwrap()
+        };
+        let j = |n: &str| dir.join("JPEGImages").join(n);
+        let s = |n: &str| dir.join("SegmentationClass").join(n);
+        img(&j("nomask.png"), 4, 4);
+        grey(4, 4, 0)(&s("noimage.png"));
+        img(&j("mismatch.png"), 4, 4);
+        grey(5, 4, 0)(&s("mismatch.png"));
+        img(&j("corrupt.png"), 4, 4);
+        grey(4, 4, 1)(&s("corrupt.png"));
+        let mut bytes = fs::read(s("corrupt.png")).unwrap();
+        let n = bytes.len();
+        bytes.truncate(n - 20);
+        fs::write(s("corrupt.png"), bytes).unwrap();
+        img(&j("badvalue.png"), 4, 4);
+        grey(4, 4, 7)(&s("badvalue.png"));
+        img(&j("rgb.png"), 4, 4);
+        img(&s("rgb.png"), 4, 4);
+
+        let ds = VocDataset::open(&dir, "val").unwrap();
+        let errs: Vec<String> = ds.iter().map(|r| r.unwrap_err().to_string()).collect();
+        assert!(errs[0].contains("missing mask") && errs[0].contains("nomask.png"), "{}", errs[0]);
+        assert!(errs[1].contains("missing image") && errs[1].contains("noimage"), "{}", errs[1]);
+        assert!(errs[2].contains("size mismatch") && errs[2].contains("4x4") && errs[2].contains("5x4"), "{}", errs[2]);
+        assert!(errs[3].contains("corrupt.png") && errs[3].contains("decode"), "{}", errs[3]);
+        assert!(errs[4].contains("badvalue.png") && errs[4].contains("value 7"), "{}", errs[4]);
+        assert!(errs[5].contains("rgb.png") && errs[5].contains("RGB"), "{}", errs[5]);
+
+        let err = VocDataset::open(&dir, "nosuchsplit").unwrap_err().to_string();
+        assert!(err.contains("nosuchsplit.txt"), "{err}");
+        fs::write(dir.join("classes.txt"), "a\n\nb\n").unwrap();
+        let err = VocDataset::open(&dir, "val").unwrap_err().to_string();
+        assert!(err.contains("classes.txt") && err.contains("line 2"), "{err}");
+        fs::remove_file(dir.join("classes.txt")).unwrap();
+        let err = VocDataset::open(&dir, "val").unwrap_err().to_string();
+        assert!(err.contains("missing class list") && err.contains("classes.txt"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writes a few scenes for a visual check: `SEGCLIP_DUMP=/tmp/x cargo test dump -- --ignored`.
+    #[test]
+    #[ignore]
+    fn dump() {
+        let dir = PathBuf::from(std::env::var("SEGCLIP_DUMP").unwrap_or_else(|_| "/tmp/segclip-dump".into()));
+        let cfg = SceneConfig::default();
+        write_split(&dir.join("shape"), Split::Train, 0..24, &cfg, MaskKind::Shape).unwrap();
+        write_split(&dir.join("pair"), Split::Compositional, 0..8, &cfg, MaskKind::Pair).unwrap();
+    }
+}

@@ -1,0 +1,138 @@
+//! The building blocks both towers share: CLIP's pre-LN residual block, its packed multi-head
+//! attention and its QuickGELU MLP (reference/segclip.md, "Image encoder": blocks).
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, Initializer};
+use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::{Device, Tensor};
+
+/// CLIP's LayerNorm epsilon.
+pub const LN_EPS: f64 = 1e-5;
+
+pub fn layer_norm(width: usize, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(width).with_epsilon(LN_EPS).init(device)
+}
+
+/// New linear layers: normal(0, 0.02) weights, zero bias (reference "Training": init).
+pub fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out)
+        .with_bias(bias)
+        .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
+        .init(device)
+}
+
+/// QuickGELU: x * sigmoid(1.702 x), CLIP's activation.
+pub fn quick_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.clone() * sigmoid(x * 1.702)
+}
+
+/// CLIP MLP: `c_fc` (w -> ratio*w), QuickGELU, `c_proj` (back to w).
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub c_fc: Linear,
+    pub c_proj: Linear,
+}
+
+impl Mlp {
+    pub fn new(width: usize, ratio: usize, device: &Device) -> Self {
+        Self { c_fc: linear(width, width * ratio, true, device), c_proj: linear(width * ratio, width, true, device) }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.c_proj.forward(quick_gelu(self.c_fc.forward(x)))
+    }
+}
+
+/// Multi-head attention with PyTorch's packed projection: `in_proj` maps width -> 3 x width
+/// (query, key, value in that order), `out_proj` back. Scale 1/sqrt(head_dim).
+/// Attention is always per sample: batch rows never see each other (see reference, group module).
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub in_proj: Linear,
+    pub out_proj: Linear,
+    pub heads: usize,
+}
+
+impl Attention {
+    pub fn new(width: usize, heads: usize, device: &Device) -> Self {
+        Self { in_proj: linear(width, 3 * width, true, device), out_proj: linear(width, width, true, device), heads }
+    }
+
+    fn width(&self) -> usize {
+        self.out_proj.weight.dims()[0]
+    }
+
+    /// Self-attention over `x` [B, N, W]; `mask` is an additive [N, N] bias (causal text mask).
+    pub fn self_attention(&self, x: Tensor<3>, mask: Option<Tensor<2>>) -> Tensor<3> {
+        let w = self.width();
+        let qkv = self.in_proj.forward(x);
+        let q = qkv.clone().narrow(2, 0, w);
+        let k = qkv.clone().narrow(2, w, w);
+        let v = qkv.narrow(2, 2 * w, w);
+        self.attend(q, k, v, mask)
+    }
+
+    /// Cross-attention: queries from `query` [B, Nq, W], keys and values from `context` [B, Nk, W].
+    pub fn cross_attention(&self, query: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
+        let w = self.width();
+        let weight = self.in_proj.weight.val();
+        let bias = self.in_proj.bias.as_ref().map(|b| b.val());
+        let project = |x: Tensor<3>, start: usize| {
+            let y = x.matmul(weight.clone().narrow(1, start, w).unsqueeze::<3>());
+            match &bias {
+                Some(b) => y + b.clone().narrow(0, start, w).unsqueeze::<3>(),
+                None => y,
+            }
+        };
+        let q = project(query, 0);
+        let k = project(context.clone(), w);
+        let v = project(context, 2 * w);
+        self.attend(q, k, v, None)
+    }
+
+    fn attend(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, mask: Option<Tensor<2>>) -> Tensor<3> {
+        let [b, nq, w] = q.dims();
+        let nk = k.dims()[1];
+        let h = self.heads;
+        let d = w / h;
+        let split = |x: Tensor<3>, n: usize| x.reshape([b, n, h, d]).swap_dims(1, 2);
+        let q = split(q, nq) * (1.0 / (d as f64).sqrt());
+        let k = split(k, nk);
+        let v = split(v, nk);
+        let mut scores = q.matmul(k.swap_dims(2, 3));
+        if let Some(mask) = mask {
+            scores = scores + mask.unsqueeze::<4>();
+        }
+        let out = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, nq, w]);
+        self.out_proj.forward(out)
+    }
+}
+
+/// CLIP's residual block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+#[derive(Module, Debug)]
+pub struct ResidualBlock {
+    pub ln_1: LayerNorm,
+    pub attn: Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl ResidualBlock {
+    pub fn new(width: usize, heads: usize, mlp_ratio: usize, device: &Device) -> Self {
+        Self {
+            ln_1: layer_norm(width, device),
+            attn: Attention::new(width, heads, device),
+            ln_2: layer_norm(width, device),
+            mlp: Mlp::new(width, mlp_ratio, device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<2>>) -> Tensor<3> {
+        let x = x.clone() + self.attn.self_attention(self.ln_1.forward(x), mask);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+pub fn blocks(n: usize, width: usize, heads: usize, mlp_ratio: usize, device: &Device) -> Vec<ResidualBlock> {
+    (0..n).map(|_| ResidualBlock::new(width, heads, mlp_ratio, device)).collect()
+}

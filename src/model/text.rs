@@ -1,0 +1,106 @@
+//! The CLIP text tower (reference/segclip.md, "Text encoder"): token and positional embeddings,
+//! causal transformer, `ln_final`, the feature at the end-of-text token, `text_projection`.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+
+use super::config::SegClipConfig;
+use super::layers::{blocks, layer_norm, ResidualBlock};
+
+#[derive(Module, Debug)]
+pub struct TextTower {
+    pub token_embedding: Embedding,
+    /// [context, W].
+    pub positional_embedding: Param<Tensor<2>>,
+    pub blocks: Vec<ResidualBlock>,
+    pub ln_final: LayerNorm,
+    /// [W, E], used as `x @ text_projection`.
+    pub text_projection: Param<Tensor<2>>,
+}
+
+/// A batch of token sequences, with the end-of-text positions found on the host (the argmax of
+/// each row's ids, since EOT is the largest id), so no device read-back is needed.
+#[derive(Clone, Debug)]
+pub struct TokenBatch {
+    pub ids: Vec<i64>,
+    pub rows: usize,
+    pub len: usize,
+    pub eot_positions: Vec<usize>,
+}
+
+impl TokenBatch {
+    pub fn new(sequences: &[Vec<i64>]) -> Result<Self, String> {
+        let rows = sequences.len();
+        let len = sequences.first().map(|s| s.len()).unwrap_or(0);
+        if rows == 0 || len == 0 {
+            return Err("no token sequences to encode".into());
+        }
+        if let Some((i, s)) = sequences.iter().enumerate().find(|(_, s)| s.len() != len) {
+            return Err(format!("token sequence {i} has length {}, expected {len}", s.len()));
+        }
+        let eot_positions = sequences
+            .iter()
+            .map(|s| {
+                // First maximum, as torch.argmax.
+                let mut best = 0;
+                for (j, &id) in s.iter().enumerate() {
+                    if id > s[best] {
+                        best = j;
+                    }
+                }
+                best
+            })
+            .collect();
+        Ok(Self { ids: sequences.concat(), rows, len, eot_positions })
+    }
+}
+
+impl TextTower {
+    pub fn new(c: &SegClipConfig, device: &Device) -> Self {
+        let w = c.text_width;
+        Self {
+            token_embedding: EmbeddingConfig::new(c.vocab_size, w)
+                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
+                .init(device),
+            positional_embedding: Param::from_tensor(Tensor::random(
+                [c.context_length, w],
+                Distribution::Normal(0.0, 0.01),
+                device,
+            )),
+            blocks: blocks(c.text_layers, w, c.text_heads, c.mlp_ratio, device),
+            ln_final: layer_norm(w, device),
+            text_projection: Param::from_tensor(Tensor::random(
+                [w, c.embed_dim],
+                Distribution::Normal(0.0, (w as f64).powf(-0.5)),
+                device,
+            )),
+        }
+    }
+
+    /// Text embeddings [T, E] (not normalised).
+    pub fn forward(&self, tokens: &TokenBatch, device: &Device) -> Tensor<2> {
+        let (t, n) = (tokens.rows, tokens.len);
+        let context = self.positional_embedding.dims()[0];
+        assert!(n <= context, "token sequences of length {n} exceed the text context {context}");
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(tokens.ids.clone(), [t, n]), device);
+        let mut x = self.token_embedding.forward(ids)
+            + self.positional_embedding.val().narrow(0, 0, n).unsqueeze::<3>();
+        let mask = causal_mask(n, device);
+        for block in &self.blocks {
+            x = block.forward(x, Some(mask.clone()));
+        }
+        let x = self.ln_final.forward(x);
+        let w = x.dims()[2];
+        let rows: Vec<i64> = tokens.eot_positions.iter().enumerate().map(|(i, &p)| (i * n + p) as i64).collect();
+        let at_eot = x.reshape([t * n, w]).select(0, Tensor::<1, Int>::from_data(TensorData::new(rows, [t]), device));
+        at_eot.matmul(self.text_projection.val())
+    }
+}
+
+/// Additive causal mask [n, n]: 0 on and below the diagonal, a large negative above. (A finite
+/// value rather than -inf: it underflows to exactly 0 after softmax and stays safe in WGSL.)
+pub fn causal_mask(n: usize, device: &Device) -> Tensor<2> {
+    let values: Vec<f32> = (0..n * n).map(|i| if i % n > i / n { -1e9 } else { 0.0 }).collect();
+    Tensor::from_data(TensorData::new(values, [n, n]), device)
+}

@@ -1,0 +1,139 @@
+//! The image tower (reference/segclip.md, "Image encoder"): patch embedding, `ln_pre`, the class
+//! token dropped, stage 1, the group module, stage 3 on the group tokens, max pooling, `ln_post`
+//! and `proj`.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::LayerNorm;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Device, Distribution, Tensor};
+
+use super::config::SegClipConfig;
+use super::group::{Assignment, GroupModule, GroupOutput};
+use super::layers::{blocks, layer_norm, ResidualBlock};
+
+#[derive(Module, Debug)]
+pub struct VisionTower {
+    /// Patch embedding: conv patch x patch, stride patch, no bias.
+    pub conv1: Conv2d,
+    /// Kept for checkpoint fidelity: the class token is dropped right after `ln_pre`, so it
+    /// affects no output.
+    pub class_embedding: Param<Tensor<1>>,
+    /// [1 + grid^2, W]: row 0 for the class token, then the patch grid row-major.
+    pub positional_embedding: Param<Tensor<2>>,
+    pub ln_pre: LayerNorm,
+    /// Stage 1: CLIP blocks 0..s-1.
+    pub stage1: Vec<ResidualBlock>,
+    pub group: GroupModule,
+    /// Stage 3: CLIP blocks s.. on the group tokens only.
+    pub stage3: Vec<ResidualBlock>,
+    pub ln_post: LayerNorm,
+    /// [W, E], used as `x @ proj`.
+    pub proj: Param<Tensor<2>>,
+}
+
+/// What the image tower returns for a batch of images.
+pub struct VisionOutput {
+    /// Row 0 of the projected tokens: the image embedding [B, E] (not normalised).
+    pub image_embed: Tensor<2>,
+    /// Rows 1..=L: the group (region) embeddings [B, L, E] (not normalised).
+    pub group_embed: Tensor<3>,
+    /// Soft assignment [B, L, P], softmax over the centers.
+    pub soft_assign: Tensor<3>,
+    /// Hard assignment [B, L, P].
+    pub hard_assign: Tensor<3>,
+    /// Patch grid [rows, cols] of this input.
+    pub grid: [usize; 2],
+}
+
+impl VisionTower {
+    pub fn new(c: &SegClipConfig, device: &Device) -> Self {
+        let w = c.vision_width;
+        let scale = (w as f64).powf(-0.5);
+        Self {
+            conv1: Conv2dConfig::new([3, w], [c.patch_size, c.patch_size])
+                .with_stride([c.patch_size, c.patch_size])
+                .with_bias(false)
+                .init(device),
+            class_embedding: Param::from_tensor(Tensor::random([w], Distribution::Normal(0.0, scale), device)),
+            positional_embedding: Param::from_tensor(Tensor::random(
+                [c.num_patches() + 1, w],
+                Distribution::Normal(0.0, scale),
+                device,
+            )),
+            ln_pre: layer_norm(w, device),
+            stage1: blocks(c.group_after, w, c.vision_heads, c.mlp_ratio, device),
+            group: GroupModule::new(w, c.vision_heads, c.num_centers, c.cross_layers, c.mlp_ratio, device),
+            stage3: blocks(c.stage3_layers(), w, c.vision_heads, c.mlp_ratio, device),
+            ln_post: layer_norm(w, device),
+            proj: Param::from_tensor(Tensor::random([w, c.embed_dim], Distribution::Normal(0.0, scale), device)),
+        }
+    }
+
+    /// Positional embeddings of the patches for a `rows x cols` grid [P, W]: the stored grid as it
+    /// is, or resized bicubically (half-pixel centres, as torch's `align_corners=False`).
+    pub fn patch_positions(&self, rows: usize, cols: usize) -> Tensor<2> {
+        let table = self.positional_embedding.val();
+        let [n, w] = table.dims();
+        let patches = table.narrow(0, 1, n - 1);
+        let base = ((n - 1) as f64).sqrt().round() as usize;
+        if base * base != n - 1 {
+            panic!("positional table has {} patch rows, not a square grid", n - 1);
+        }
+        if rows == base && cols == base {
+            return patches;
+        }
+        let grid = patches.reshape([1, base, base, w]).permute([0, 3, 1, 2]);
+        let resized = interpolate(
+            grid,
+            InterpolateOptions::new(InterpolateMode::Bicubic)
+                .with_align_corners(false)
+                .with_output_size([rows, cols]),
+        );
+        resized.permute([0, 2, 3, 1]).reshape([rows * cols, w])
+    }
+
+    /// Patch tokens after `ln_pre`, class token dropped: [B, P, W].
+    pub fn embed_patches(&self, images: Tensor<4>) -> (Tensor<3>, [usize; 2]) {
+        let x = self.conv1.forward(images); // [B, W, rows, cols]
+        let [b, w, rows, cols] = x.dims();
+        let tokens = x.reshape([b, w, rows * cols]).swap_dims(1, 2);
+        let tokens = tokens + self.patch_positions(rows, cols).unsqueeze::<3>();
+        (self.ln_pre.forward(tokens), [rows, cols])
+    }
+
+    /// Stage 1 on patch tokens [B, P, W].
+    pub fn stage1(&self, mut x: Tensor<3>) -> Tensor<3> {
+        for block in &self.stage1 {
+            x = block.forward(x, None);
+        }
+        x
+    }
+
+    /// Stage 3, max pool, `ln_post`, `proj` on the group tokens: [B, L+1, E] (row 0 the image).
+    pub fn head(&self, group_tokens: Tensor<3>) -> Tensor<3> {
+        let mut z = group_tokens;
+        for block in &self.stage3 {
+            z = block.forward(z, None);
+        }
+        let pooled = z.clone().max_dim(1); // [B, 1, W]
+        let tokens = self.ln_post.forward(Tensor::cat(vec![pooled, z], 1));
+        tokens.matmul(self.proj.val().unsqueeze::<3>())
+    }
+
+    /// Full image encoding; `images` [B, 3, H, W] already normalised with CLIP's mean and std.
+    pub fn forward(&self, images: Tensor<4>, assignment: Assignment) -> VisionOutput {
+        let (patches, grid) = self.embed_patches(images);
+        let GroupOutput { tokens, soft, hard } = self.group.forward(self.stage1(patches), assignment);
+        let projected = self.head(tokens);
+        let [b, l1, e] = projected.dims();
+        VisionOutput {
+            image_embed: projected.clone().narrow(1, 0, 1).reshape([b, e]),
+            group_embed: projected.narrow(1, 1, l1 - 1),
+            soft_assign: soft,
+            hard_assign: hard,
+            grid,
+        }
+    }
+}

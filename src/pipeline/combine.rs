@@ -1,0 +1,261 @@
+//! Turning image features and label embeddings into a label map: the published protocol's
+//! per-window steps 1-5 and the window averaging (reference/segclip.md, "Inference"). Host-side
+//! arithmetic on small matrices, identical in the page and the CLI; it needs no model run, which
+//! is what makes a label edit cheap.
+
+use super::preprocess::resize_bilinear;
+use super::windows::Window;
+
+/// The model's outputs for one window, read back to the host.
+#[derive(Clone, Debug)]
+pub struct WindowFeatures {
+    pub window: Window,
+    /// Patch grid [rows, cols].
+    pub grid: [usize; 2],
+    /// Soft assignment [L, rows * cols], softmax over the centers.
+    pub soft: Vec<f32>,
+    /// L2-normalised group embeddings [L, E].
+    pub groups: Vec<f32>,
+    /// L2-normalised image embedding [E].
+    pub image: Vec<f32>,
+}
+
+/// Combination settings.
+#[derive(Clone, Copy, Debug)]
+pub struct CombineOptions {
+    /// Background threshold (VOC 0.80, PASCAL Context 0.25, COCO-Object 0.65 in the release).
+    pub bg_thresh: f32,
+    /// Labels kept from the image-level ranking (k = min(top_k, N)).
+    pub top_k: usize,
+    /// exp(logit_scale), clamped to 100.
+    pub logit_scale: f32,
+}
+
+fn softmax_in_place(v: &mut [f32]) {
+    let max = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = if *x == f32::NEG_INFINITY { 0.0 } else { (*x - max).exp() };
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x /= sum;
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Steps 2-3 and the background rule: the group-by-class score matrix [L, N + 1] (column 0 is
+/// background).
+pub fn group_scores(f: &WindowFeatures, labels: &[Vec<f32>], o: &CombineOptions) -> Vec<Vec<f32>> {
+    let n = labels.len();
+    let e = f.image.len();
+    let l = f.groups.len() / e;
+    // Image-level ranking: keep the top-k labels.
+    let mut image_logits: Vec<f32> = labels.iter().map(|t| o.logit_scale * dot(&f.image, t)).collect();
+    softmax_in_place(&mut image_logits);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| image_logits[b].partial_cmp(&image_logits[a]).unwrap().then(a.cmp(&b)));
+    let keep: Vec<bool> = {
+        let mut k = vec![false; n];
+        for &i in order.iter().take(o.top_k.min(n)) {
+            k[i] = true;
+        }
+        k
+    };
+    let mut m = Vec::with_capacity(l);
+    for g in 0..l {
+        let group = &f.groups[g * e..(g + 1) * e];
+        let logits: Vec<f32> = labels.iter().map(|t| o.logit_scale * dot(group, t)).collect();
+        let mut pre = logits.clone();
+        softmax_in_place(&mut pre);
+        let mut kept: Vec<f32> =
+            logits.iter().zip(&keep).map(|(&v, &k)| if k { v } else { f32::NEG_INFINITY }).collect();
+        softmax_in_place(&mut kept);
+        m.push(kept.iter().zip(&pre).map(|(a, b)| a * b).collect::<Vec<f32>>());
+    }
+    // Background: threshold = min(bg_thresh, global max); a group whose best score is below it
+    // gets 1 in the background column, foreground scores unchanged.
+    let global_max = m.iter().flatten().cloned().fold(0.0f32, f32::max);
+    let threshold = o.bg_thresh.min(global_max);
+    m.into_iter()
+        .map(|row| {
+            let best = row.iter().cloned().fold(0.0f32, f32::max);
+            let mut out = Vec::with_capacity(n + 1);
+            out.push(if best < threshold { 1.0 } else { 0.0 });
+            out.extend(row);
+            out
+        })
+        .collect()
+}
+
+/// Step 1: the group each pixel of the window belongs to (soft assignment upsampled bilinearly to
+/// the window, argmax over the centers).
+pub fn pixel_groups(f: &WindowFeatures) -> Vec<usize> {
+    let [rows, cols] = f.grid;
+    let p = rows * cols;
+    let l = f.soft.len() / p;
+    // Interleave [L, P] to [P, L] for the resize.
+    let mut interleaved = vec![0f32; p * l];
+    for g in 0..l {
+        for i in 0..p {
+            interleaved[i * l + g] = f.soft[g * p + i];
+        }
+    }
+    let (w, h) = (f.window.width, f.window.height);
+    let up = resize_bilinear(&interleaved, cols, rows, l, w, h);
+    up.chunks_exact(l)
+        .map(|s| {
+            let mut best = 0;
+            for g in 1..l {
+                if s[g] > s[best] {
+                    best = g;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// Per-pixel scores [N + 1] at the rescaled resolution, averaged over windows, row-major.
+pub struct ScoreMap {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub scores: Vec<f32>,
+}
+
+pub fn score_map(
+    width: usize,
+    height: usize,
+    windows: &[(WindowFeatures, Vec<usize>)],
+    labels: &[Vec<f32>],
+    o: &CombineOptions,
+) -> ScoreMap {
+    let c = labels.len() + 1;
+    let mut scores = vec![0f32; width * height * c];
+    let mut counts = vec![0u16; width * height];
+    for (f, groups) in windows {
+        let m = group_scores(f, labels, o);
+        let win = f.window;
+        for y in 0..win.height {
+            for x in 0..win.width {
+                let px = (win.y + y) * width + win.x + x;
+                let row = &m[groups[y * win.width + x]];
+                for (k, v) in row.iter().enumerate() {
+                    scores[px * c + k] += v;
+                }
+                counts[px] += 1;
+            }
+        }
+    }
+    for (px, &n) in counts.iter().enumerate() {
+        if n > 1 {
+            for v in &mut scores[px * c..(px + 1) * c] {
+                *v /= n as f32;
+            }
+        }
+    }
+    ScoreMap { width, height, channels: c, scores }
+}
+
+/// Resizes the score map to the original size and takes the argmax per pixel: the label map
+/// (0 = background, i = label i) and each pixel's winning score.
+pub fn label_map(map: &ScoreMap, width: usize, height: usize) -> (Vec<u8>, Vec<f32>) {
+    let resized = if (width, height) == (map.width, map.height) {
+        map.scores.clone()
+    } else {
+        resize_bilinear(&map.scores, map.width, map.height, map.channels, width, height)
+    };
+    let mut labels = Vec::with_capacity(width * height);
+    let mut best_scores = Vec::with_capacity(width * height);
+    for s in resized.chunks_exact(map.channels) {
+        let mut best = 0;
+        for k in 1..map.channels {
+            if s[k] > s[best] {
+                best = k;
+            }
+        }
+        labels.push(best as u8);
+        best_scores.push(s[best]);
+    }
+    (labels, best_scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = dot(v, v).sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    fn features() -> WindowFeatures {
+        // Two groups: group 0 looks like label 0, group 1 like label 1; 2x2 grid, left column
+        // group 0, right column group 1.
+        WindowFeatures {
+            window: Window { x: 0, y: 0, width: 4, height: 4 },
+            grid: [2, 2],
+            soft: vec![0.9, 0.1, 0.9, 0.1, 0.1, 0.9, 0.1, 0.9],
+            groups: [unit(&[1.0, 0.1, 0.0]), unit(&[0.0, 1.0, 0.1])].concat(),
+            image: unit(&[1.0, 1.0, 0.0]),
+        }
+    }
+
+    #[test]
+    fn groups_take_their_closest_label_and_pixels_their_group() {
+        let labels = vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.0, 1.0, 0.0]), unit(&[0.0, 0.0, 1.0])];
+        let o = CombineOptions { bg_thresh: 0.0, top_k: 5, logit_scale: 100.0 };
+        let f = features();
+        let groups = pixel_groups(&f);
+        assert_eq!(&groups[..4], &[0, 0, 1, 1]);
+        let map = score_map(4, 4, &[(f, groups)], &labels, &o);
+        let (labels_out, _) = label_map(&map, 4, 4);
+        assert_eq!(&labels_out[..4], &[1, 1, 2, 2]); // label i is channel i + 1
+    }
+
+    #[test]
+    fn top_k_drops_labels_the_image_does_not_show() {
+        // With k = 1 only the best image-level label survives for every group.
+        let labels = vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.0, 1.0, 0.3])];
+        let mut f = features();
+        f.image = unit(&[1.0, 0.0, 0.0]);
+        let o = CombineOptions { bg_thresh: 0.0, top_k: 1, logit_scale: 100.0 };
+        let m = group_scores(&f, &labels, &o);
+        assert_eq!(m[1][2], 0.0, "label 1 was cut by top-k");
+        assert!(m[1][1] > 0.0);
+    }
+
+    #[test]
+    fn weak_groups_become_background() {
+        let labels = vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.0, 1.0, 0.0])];
+        let f = features();
+        let o = CombineOptions { bg_thresh: 0.99, top_k: 5, logit_scale: 1.0 };
+        // At logit scale 1 every score is ~0.25: the global max is below 0.99, so only groups
+        // below the global max become background, and the best group stays foreground.
+        let m = group_scores(&f, &labels, &o);
+        let backgrounds = m.iter().filter(|r| r[0] == 1.0).count();
+        assert_eq!(backgrounds, 1);
+    }
+
+    #[test]
+    fn overlapping_windows_are_averaged() {
+        let labels = vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.0, 1.0, 0.0])];
+        let o = CombineOptions { bg_thresh: 0.0, top_k: 5, logit_scale: 100.0 };
+        let a = features();
+        let mut b = features();
+        b.window.x = 2;
+        let (ga, gb) = (pixel_groups(&a), pixel_groups(&b));
+        let map = score_map(6, 4, &[(a.clone(), ga.clone()), (b, gb)], &labels, &o);
+        let single = score_map(4, 4, &[(a, ga)], &labels, &o);
+        // Column 0 is covered once: same as the single window.
+        assert_eq!(&map.scores[..3], &single.scores[..3]);
+        // Column 2 is covered by both: the mean of window a's column 2 and window b's column 0.
+        let c = 3;
+        let want: Vec<f32> = (0..c).map(|k| (single.scores[2 * c + k] + single.scores[k]) / 2.0).collect();
+        assert_eq!(&map.scores[2 * c..3 * c], &want[..]);
+    }
+}

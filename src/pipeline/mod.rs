@@ -1,0 +1,292 @@
+//! The published inference protocol, shared by the CLI and the page: preprocess, sliding windows,
+//! image features kept per image, label embeddings cached per label, the host-side combination,
+//! and the coloured overlay. Reads back from the device asynchronously, so the same code runs in
+//! wasm; natively `block_on` drives it.
+
+pub mod combine;
+pub mod decode;
+pub mod labels;
+pub mod overlay;
+pub mod preprocess;
+pub mod windows;
+
+use std::collections::HashMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Serialize;
+
+use crate::model::{SegClip, SegClipConfig, TokenBatch};
+use crate::tokenizer::ClipTokenizer;
+use combine::{CombineOptions, WindowFeatures};
+pub use preprocess::Rgb;
+
+/// Settings of a segmentation run.
+#[derive(Clone, Debug)]
+pub struct SegmentOptions {
+    /// Prompt templates; several are averaged (embeddings normalised, averaged, renormalised).
+    pub templates: Vec<String>,
+    pub bg_thresh: f32,
+    pub top_k: usize,
+    pub short_side: usize,
+    pub long_cap: usize,
+    /// Window side and stride in pixels of the rescaled image; 0 = the model's input size.
+    pub window: usize,
+    pub stride: usize,
+    /// Windows encoded per model call (bounds memory).
+    pub batch: usize,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        Self {
+            templates: vec![labels::DEFAULT_TEMPLATE.to_string()],
+            bg_thresh: 0.8,
+            top_k: 5,
+            short_side: 224,
+            long_cap: 2048,
+            window: 0,
+            stride: 0,
+            batch: 4,
+        }
+    }
+}
+
+/// What the model computed for one image; a label change reuses it.
+#[derive(Clone, Debug)]
+pub struct ImageFeatures {
+    pub width: usize,
+    pub height: usize,
+    pub resized: (usize, usize),
+    pub windows: Vec<(WindowFeatures, Vec<usize>)>,
+}
+
+/// A label's share of the image.
+#[derive(Clone, Debug, Serialize)]
+pub struct LabelSummary {
+    pub label: String,
+    pub colour: [u8; 3],
+    pub pixels: usize,
+    pub area_share: f64,
+    pub mean_score: f32,
+}
+
+/// The result for one image and label list.
+#[derive(Clone, Debug, Serialize)]
+pub struct Segmentation {
+    pub width: usize,
+    pub height: usize,
+    /// 0 = background, i = `labels[i - 1]`, row-major.
+    #[serde(skip)]
+    pub label_map: Vec<u8>,
+    /// Each pixel's winning score.
+    #[serde(skip)]
+    pub scores: Vec<f32>,
+    pub labels: Vec<LabelSummary>,
+    pub background_share: f64,
+}
+
+/// Counters that show what work a call did (the page shows them; tests read them).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Counters {
+    pub images_encoded: usize,
+    pub windows_encoded: usize,
+    pub prompts_encoded: usize,
+    pub label_cache_hits: usize,
+}
+
+pub struct Segmenter {
+    pub model: SegClip,
+    pub config: SegClipConfig,
+    pub tokenizer: ClipTokenizer,
+    pub device: Device,
+    pub options: SegmentOptions,
+    pub counters: Counters,
+    logit_scale: Option<f32>,
+    /// (templates, label) -> normalised embedding.
+    label_cache: HashMap<(String, String), Vec<f32>>,
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+}
+
+async fn read(t: Tensor<2>) -> Result<Vec<f32>, String> {
+    let data = t.into_data_async().await.map_err(|e| format!("reading back from the device: {e:?}"))?;
+    data.try_to_vec::<f32>().map_err(|e| format!("unexpected tensor dtype: {e:?}"))
+}
+
+impl Segmenter {
+    /// Fails when the model's text tower cannot read the tokenizer's ids.
+    pub fn new(model: SegClip, config: SegClipConfig, tokenizer: ClipTokenizer, device: Device) -> Result<Self, String> {
+        let vocab = tokenizer.vocab_size();
+        if config.vocab_size < vocab {
+            return Err(format!(
+                "the model's text vocabulary has {} tokens but the CLIP tokenizer produces ids up to {}: \
+                 these weights were not made for this tokenizer",
+                config.vocab_size,
+                vocab - 1
+            ));
+        }
+        Ok(Self {
+            model,
+            config,
+            tokenizer,
+            device,
+            options: SegmentOptions::default(),
+            counters: Counters::default(),
+            logit_scale: None,
+            label_cache: HashMap::new(),
+        })
+    }
+
+    async fn logit_scale(&mut self) -> Result<f32, String> {
+        if let Some(s) = self.logit_scale {
+            return Ok(s);
+        }
+        let s = read(self.model.scale().unsqueeze::<2>()).await?[0];
+        self.logit_scale = Some(s);
+        Ok(s)
+    }
+
+    /// Runs the image tower over every window of `image` and keeps what the combination needs.
+    pub async fn encode_image(&mut self, image: &Rgb) -> Result<ImageFeatures, String> {
+        let o = &self.options;
+        let crop = if o.window == 0 { self.config.image_size } else { o.window };
+        let stride = if o.stride == 0 { crop } else { o.stride };
+        let prepared = preprocess::prepare(image, o.short_side, o.long_cap);
+        let wins = windows::windows(prepared.width, prepared.height, crop, stride);
+        let mut out = Vec::with_capacity(wins.len());
+        // Windows of one size go through the model together, `batch` at a time.
+        let mut i = 0;
+        while i < wins.len() {
+            let (w, h) = (wins[i].width, wins[i].height);
+            let mut j = i;
+            while j < wins.len() && j - i < o.batch.max(1) && (wins[j].width, wins[j].height) == (w, h) {
+                j += 1;
+            }
+            let group = &wins[i..j];
+            let mut pixels = Vec::with_capacity(group.len() * 3 * w * h);
+            for win in group {
+                pixels.extend(preprocess::crop(&prepared, win.x, win.y, w, h));
+            }
+            let input = Tensor::<4>::from_data(TensorData::new(pixels, [group.len(), 3, h, w]), &self.device);
+            let encoded = self.model.image(input);
+            let grid = encoded.grid;
+            let [b, l, e] = encoded.group_embed.dims();
+            let p = grid[0] * grid[1];
+            let image_embed = read(encoded.image_embed).await?;
+            let group_embed = read(encoded.group_embed.reshape([b * l, e])).await?;
+            let soft = read(encoded.soft_assign.reshape([b * l, p])).await?;
+            for (k, win) in group.iter().enumerate() {
+                let mut image = image_embed[k * e..(k + 1) * e].to_vec();
+                normalise(&mut image);
+                let mut groups = group_embed[k * l * e..(k + 1) * l * e].to_vec();
+                groups.chunks_mut(e).for_each(normalise);
+                let f = WindowFeatures { window: *win, grid, soft: soft[k * l * p..(k + 1) * l * p].to_vec(), groups, image };
+                let pixel_groups = combine::pixel_groups(&f);
+                out.push((f, pixel_groups));
+            }
+            self.counters.windows_encoded += group.len();
+            i = j;
+        }
+        self.counters.images_encoded += 1;
+        Ok(ImageFeatures { width: image.width, height: image.height, resized: (prepared.width, prepared.height), windows: out })
+    }
+
+    /// Normalised embeddings of `labels` (prompted with the templates); only labels not seen
+    /// before go through the text tower.
+    pub async fn encode_labels(&mut self, labels: &[String]) -> Result<Vec<Vec<f32>>, String> {
+        labels::validate(labels)?;
+        let key = self.options.templates.join("\u{1f}");
+        let missing: Vec<&String> =
+            labels.iter().filter(|l| !self.label_cache.contains_key(&(key.clone(), (*l).clone()))).collect();
+        self.counters.label_cache_hits += labels.len() - missing.len();
+        if !missing.is_empty() {
+            let context = self.config.context_length;
+            let mut sequences = Vec::new();
+            for label in &missing {
+                for prompt in labels::prompts(label, &self.options.templates) {
+                    let (ids, truncated) = self.tokenizer.encode(&prompt, context).map_err(|e| e.to_string())?;
+                    if truncated {
+                        return Err(format!(
+                            "label \"{label}\" is too long for the text encoder: its prompt \"{prompt}\" exceeds \
+                             {context} tokens"
+                        ));
+                    }
+                    sequences.push(ids);
+                }
+            }
+            let t = self.options.templates.len();
+            let mut embeddings = Vec::with_capacity(sequences.len());
+            for chunk in sequences.chunks(64) {
+                let batch = TokenBatch::new(chunk)?;
+                let e = read(self.model.text(&batch, &self.device)).await?;
+                let dim = e.len() / chunk.len();
+                embeddings.extend(e.chunks(dim).map(|c| {
+                    let mut v = c.to_vec();
+                    normalise(&mut v);
+                    v
+                }));
+            }
+            self.counters.prompts_encoded += sequences.len();
+            for (label, per_template) in missing.iter().zip(embeddings.chunks(t)) {
+                let dim = per_template[0].len();
+                let mut mean = vec![0f32; dim];
+                for v in per_template {
+                    mean.iter_mut().zip(v).for_each(|(m, x)| *m += x);
+                }
+                normalise(&mut mean);
+                self.label_cache.insert((key.clone(), (*label).clone()), mean);
+            }
+        }
+        Ok(labels.iter().map(|l| self.label_cache[&(key.clone(), l.clone())].clone()).collect())
+    }
+
+    /// The cheap part: label embeddings + image features -> label map and summary.
+    pub async fn combine(&mut self, features: &ImageFeatures, labels: &[String], embeddings: &[Vec<f32>]) -> Result<Segmentation, String> {
+        let o = CombineOptions { bg_thresh: self.options.bg_thresh, top_k: self.options.top_k, logit_scale: self.logit_scale().await? };
+        let (rw, rh) = features.resized;
+        let map = combine::score_map(rw, rh, &features.windows, embeddings, &o);
+        let (label_map, scores) = combine::label_map(&map, features.width, features.height);
+        Ok(summarise(features.width, features.height, label_map, scores, labels))
+    }
+
+    /// Image + labels -> segmentation (encodes the image; use `encode_image` + `combine` to keep
+    /// the features across label edits).
+    pub async fn segment(&mut self, image: &Rgb, labels: &[String]) -> Result<Segmentation, String> {
+        let embeddings = self.encode_labels(labels).await?;
+        let features = self.encode_image(image).await?;
+        self.combine(&features, labels, &embeddings).await
+    }
+}
+
+fn summarise(width: usize, height: usize, label_map: Vec<u8>, scores: Vec<f32>, labels: &[String]) -> Segmentation {
+    let colours = overlay::label_colours(labels);
+    let mut pixels = vec![0usize; labels.len() + 1];
+    let mut score_sums = vec![0f64; labels.len() + 1];
+    for (&l, &s) in label_map.iter().zip(&scores) {
+        pixels[l as usize] += 1;
+        score_sums[l as usize] += s as f64;
+    }
+    let total = (width * height).max(1) as f64;
+    let summaries = labels
+        .iter()
+        .enumerate()
+        .map(|(i, label)| LabelSummary {
+            label: label.clone(),
+            colour: colours[i],
+            pixels: pixels[i + 1],
+            area_share: pixels[i + 1] as f64 / total,
+            mean_score: if pixels[i + 1] > 0 { (score_sums[i + 1] / pixels[i + 1] as f64) as f32 } else { 0.0 },
+        })
+        .collect();
+    Segmentation { width, height, label_map, scores, labels: summaries, background_share: pixels[0] as f64 / total }
+}
+
+/// Drives a pipeline future to completion natively (reads resolve immediately on the CPU and
+/// wgpu backends there).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    pollster::block_on(future)
+}

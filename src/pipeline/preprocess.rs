@@ -1,0 +1,130 @@
+//! Image preprocessing of the published protocol (reference/segclip.md, "Inference"): rescale so
+//! the short side is 224 with the long side capped at 2048, bilinear without antialiasing
+//! (OpenCV's INTER_LINEAR, mmcv's default), then CLIP's mean and std.
+
+/// CLIP's RGB mean and std on the 0..1 scale.
+pub const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub const STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+
+/// An RGB image, 8 bits per channel, row-major.
+#[derive(Clone, Debug)]
+pub struct Rgb {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u8>,
+}
+
+impl Rgb {
+    pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<Self, String> {
+        if width == 0 || height == 0 {
+            return Err(format!("image has no pixels ({width}x{height})"));
+        }
+        if pixels.len() != width * height * 3 {
+            return Err(format!("{width}x{height} RGB image needs {} bytes, got {}", width * height * 3, pixels.len()));
+        }
+        Ok(Self { width, height, pixels })
+    }
+}
+
+/// mmcv's `imrescale(img, (long_cap, short_side))`: the largest scale that fits both limits,
+/// output size `int(x * s + 0.5)`.
+pub fn rescaled_size(width: usize, height: usize, short_side: usize, long_cap: usize) -> (usize, usize) {
+    let (long, short) = (width.max(height) as f64, width.min(height) as f64);
+    let s = (long_cap as f64 / long).min(short_side as f64 / short);
+    let w = ((width as f64 * s + 0.5) as usize).max(1);
+    let h = ((height as f64 * s + 0.5) as usize).max(1);
+    (w, h)
+}
+
+/// Source index pair and weight of the second for output coordinate `out` (OpenCV's
+/// INTER_LINEAR: half-pixel centres, clamped at the borders).
+fn taps(out: usize, scale: f64, len: usize) -> (usize, usize, f32) {
+    let src = ((out as f64 + 0.5) * scale - 0.5).max(0.0);
+    let i0 = (src.floor() as usize).min(len - 1);
+    let i1 = (i0 + 1).min(len - 1);
+    let t = if i0 == len - 1 { 0.0 } else { (src - i0 as f64) as f32 };
+    (i0, i1, t)
+}
+
+/// Bilinear resize of an interleaved image with `channels` f32 channels.
+pub fn resize_bilinear(src: &[f32], width: usize, height: usize, channels: usize, out_w: usize, out_h: usize) -> Vec<f32> {
+    let (sx, sy) = (width as f64 / out_w as f64, height as f64 / out_h as f64);
+    let xs: Vec<_> = (0..out_w).map(|x| taps(x, sx, width)).collect();
+    let mut out = vec![0f32; out_w * out_h * channels];
+    for y in 0..out_h {
+        let (y0, y1, ty) = taps(y, sy, height);
+        for (x, &(x0, x1, tx)) in xs.iter().enumerate() {
+            for c in 0..channels {
+                let p = |yy: usize, xx: usize| src[(yy * width + xx) * channels + c];
+                let top = p(y0, x0) * (1.0 - tx) + p(y0, x1) * tx;
+                let bottom = p(y1, x0) * (1.0 - tx) + p(y1, x1) * tx;
+                out[(y * out_w + x) * channels + c] = top * (1.0 - ty) + bottom * ty;
+            }
+        }
+    }
+    out
+}
+
+/// The model's input for a whole image: rescaled, normalised, planar [3, h, w].
+pub struct Prepared {
+    pub width: usize,
+    pub height: usize,
+    pub planes: Vec<f32>,
+}
+
+pub fn prepare(image: &Rgb, short_side: usize, long_cap: usize) -> Prepared {
+    let (w, h) = rescaled_size(image.width, image.height, short_side, long_cap);
+    let src: Vec<f32> = image.pixels.iter().map(|&v| v as f32).collect();
+    let resized = if (w, h) == (image.width, image.height) {
+        src
+    } else {
+        resize_bilinear(&src, image.width, image.height, 3, w, h)
+    };
+    let mut planes = vec![0f32; 3 * w * h];
+    for (i, px) in resized.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            // OpenCV rounds the resized uint8 image before normalising.
+            let v = px[c].round().clamp(0.0, 255.0) / 255.0;
+            planes[c * w * h + i] = (v - MEAN[c]) / STD[c];
+        }
+    }
+    Prepared { width: w, height: h, planes }
+}
+
+/// Crops [3, h, w] planes to a window.
+pub fn crop(p: &Prepared, x: usize, y: usize, w: usize, h: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(3 * w * h);
+    for c in 0..3 {
+        for row in y..y + h {
+            let start = c * p.width * p.height + row * p.width + x;
+            out.extend_from_slice(&p.planes[start..start + w]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_side_becomes_224_and_long_side_is_capped() {
+        assert_eq!(rescaled_size(500, 375, 224, 2048), (299, 224));
+        assert_eq!(rescaled_size(375, 500, 224, 2048), (224, 299));
+        // A panorama: the long side cap wins.
+        assert_eq!(rescaled_size(10000, 1000, 224, 2048), (2048, 205));
+    }
+
+    #[test]
+    fn bilinear_halving_averages_pixel_pairs() {
+        // 4x1 -> 2x1 with half-pixel centres samples at 0.5 and 2.5.
+        let out = resize_bilinear(&[0.0, 2.0, 4.0, 6.0], 4, 1, 1, 2, 1);
+        assert_eq!(out, vec![1.0, 5.0]);
+    }
+
+    #[test]
+    fn upsampling_clamps_at_the_borders() {
+        let out = resize_bilinear(&[0.0, 4.0], 2, 1, 1, 4, 1);
+        assert_eq!(out, vec![0.0, 1.0, 3.0, 4.0]);
+    }
+}

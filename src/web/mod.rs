@@ -1,0 +1,57 @@
+//! The page's wasm entry: picks a backend (WebGPU first, the CPU backend as the fallback), proves
+//! it computes correctly, and reports what it got. DOM wiring lives here and nowhere else.
+
+mod backend;
+mod dom;
+
+use wasm_bindgen::prelude::*;
+
+/// Called by the `segclip-web` binary's `main` when the module loads.
+pub fn start() {
+    console_error_panic_hook::set_once();
+    wasm_bindgen_futures::spawn_local(async {
+        if let Err(e) = run().await {
+            dom::log(&format!("start-up failed: {e}"));
+            dom::publish_status(&serde_json::json!({ "state": "error", "error": e }));
+            dom::set_text("backend", &format!("Start-up failed: {e}"));
+        }
+    });
+}
+
+async fn run() -> Result<(), String> {
+    dom::publish_status(&serde_json::json!({ "state": "starting" }));
+    let requested = dom::query_param("backend");
+    let picked = backend::pick(requested.as_deref()).await?;
+    let info = &picked.info;
+    dom::log(&format!("backend: {}", serde_json::to_string(info).unwrap_or_default()));
+    dom::show_backend(info);
+
+    let manifest = dom::fetch_json("weights/manifest.json").await;
+    let models = match &manifest {
+        Ok(m) => m.get("models").and_then(|v| v.as_array()).map(|a| a.len()).unwrap_or(0),
+        Err(e) => {
+            dom::log(&format!("weights manifest: {e}"));
+            0
+        }
+    };
+    dom::set_text(
+        "model",
+        if models == 0 {
+            "No bundled model in this build yet: the page checks its compute backend only."
+        } else {
+            "Bundled model found."
+        },
+    );
+    dom::publish_status(&serde_json::json!({
+        "state": "ready",
+        "backend": info,
+        "bundled_models": models,
+    }));
+    Ok(())
+}
+
+/// Exposed for the page's own diagnostics and tests: re-run the backend self-check.
+#[wasm_bindgen(js_name = segclipVersion)]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}

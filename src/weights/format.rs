@@ -1,0 +1,256 @@
+//! The segclip weights file, shared by the CLI and the page: a safetensors file whose
+//! `__metadata__` names the format and version, holds the model config, the SHA-256 of the
+//! tokenizer it was made with, the storage dtype and a SHA-256 over all tensor bytes. Tensors are
+//! named by their path in the burn model (`visual.stage1.0.attn.in_proj.weight`) and stored in
+//! burn's layout, as f32, f16, or int8 with per-output-channel scales (see `quant`).
+//! Python tools can open it as any safetensors file.
+
+use std::collections::{BTreeMap, HashMap};
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use sha2::{Digest, Sha256};
+
+use super::quant::{self, StorageDtype, SCALE_SUFFIX};
+use crate::model::SegClipConfig;
+
+pub const FORMAT_NAME: &str = "segclip-weights";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A tensor on the host, f32, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Self { shape, data }
+    }
+}
+
+/// A decoded weights file.
+#[derive(Clone, Debug)]
+pub struct WeightsFile {
+    pub config: SegClipConfig,
+    pub tokenizer_sha256: String,
+    pub dtype: StorageDtype,
+    pub tensors: BTreeMap<String, HostTensor>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("not a segclip weights file: {0}")]
+    NotSegclip(String),
+    #[error("weights file format version {found} is not supported (this build reads version {supported}); \
+             re-export it with a matching `segclip export` or update segclip")]
+    UnsupportedVersion { found: String, supported: u32 },
+    #[error("weights file is truncated or corrupt: {0}")]
+    Corrupt(String),
+    #[error("weights file checksum mismatch: the header records {expected}, the tensor data hashes to {found} \
+             (the file was modified or damaged)")]
+    Checksum { expected: String, found: String },
+    #[error("weights file field '{field}': {message}")]
+    Field { field: &'static str, message: String },
+    #[error("tensor '{tensor}': expected shape {expected:?}, found {found:?}")]
+    Shape { tensor: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("tensor '{tensor}': stored as {found}, expected {expected}")]
+    Dtype { tensor: String, expected: String, found: String },
+    #[error("weights file lacks {} tensor(s) the model needs: {}", .0.len(), preview(.0))]
+    Missing(Vec<String>),
+    #[error("weights file has {} tensor(s) the model does not use: {}", .0.len(), preview(.0))]
+    Unexpected(Vec<String>),
+}
+
+fn preview(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(8).map(|s| s.as_str()).collect();
+    if names.len() > shown.len() {
+        format!("{}, … ({} more)", shown.join(", "), names.len() - shown.len())
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Axes that keep their own int8 scale ("output channels") for a tensor of this name and rank;
+/// `None` keeps the tensor in f32 (small or position-like tensors, where 8 bits cost accuracy
+/// for no size gain).
+fn int8_channel_axes(name: &str, shape: &[usize]) -> Option<Vec<usize>> {
+    let numel: usize = shape.iter().product();
+    if numel < 1024 || name.contains("positional_embedding") || name.contains("semantic_center") {
+        return None;
+    }
+    match shape.len() {
+        // Embedding tables: one scale per token row. Matmul weights ([in, out]): per output column.
+        2 if name.ends_with("token_embedding.weight") => Some(vec![0]),
+        2 => Some(vec![1]),
+        // Block-diagonal projections [H, d_in, d_out]: per head and output.
+        3 => Some(vec![0, 2]),
+        // Convolutions [out, in, kh, kw]: per output channel.
+        4 => Some(vec![0]),
+        _ => None,
+    }
+}
+
+/// Serialises tensors (burn names and layout) into a weights file.
+pub fn write(
+    config: &SegClipConfig,
+    tokenizer_sha256: &str,
+    dtype: StorageDtype,
+    tensors: &BTreeMap<String, HostTensor>,
+) -> Result<Vec<u8>, WeightsError> {
+    // (name, dtype, shape, bytes), in name order: the checksum covers the bytes in this order.
+    let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in tensors {
+        let f32_bytes = || t.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        match dtype {
+            StorageDtype::F32 => entries.push((name.clone(), Dtype::F32, t.shape.clone(), f32_bytes())),
+            StorageDtype::F16 => {
+                entries.push((name.clone(), Dtype::F16, t.shape.clone(), quant::to_f16_bytes(&t.data)))
+            }
+            StorageDtype::Int8 => match int8_channel_axes(name, &t.shape) {
+                Some(axes) => {
+                    let q = quant::quantize_int8(&t.data, &t.shape, &axes);
+                    entries.push((name.clone(), Dtype::I8, t.shape.clone(), q.values.iter().map(|&v| v as u8).collect()));
+                    entries.push((
+                        format!("{name}{SCALE_SUFFIX}"),
+                        Dtype::F32,
+                        q.scale_shape,
+                        q.scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    ));
+                }
+                None => entries.push((name.clone(), Dtype::F32, t.shape.clone(), f32_bytes())),
+            },
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hasher = Sha256::new();
+    for (_, _, _, bytes) in &entries {
+        hasher.update(bytes);
+    }
+    let config_json = serde_json::to_string(config).expect("config serialises");
+    let metadata: HashMap<String, String> = [
+        ("format", FORMAT_NAME.to_string()),
+        ("format_version", FORMAT_VERSION.to_string()),
+        ("config", config_json),
+        ("tokenizer_sha256", tokenizer_sha256.to_string()),
+        ("dtype", dtype.to_string()),
+        ("data_sha256", hex(&hasher.finalize())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let views = entries
+        .iter()
+        .map(|(name, dt, shape, bytes)| {
+            TensorView::new(*dt, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| WeightsError::Corrupt(format!("tensor '{name}': {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, Some(metadata)).map_err(|e| WeightsError::Corrupt(e.to_string()))
+}
+
+/// Parses and verifies a weights file. Works on bytes, so the page uses it unchanged.
+pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
+    if bytes.len() < 8 {
+        return Err(WeightsError::NotSegclip(format!("only {} bytes long", bytes.len())));
+    }
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    if header_len > 100_000_000 || bytes.get(8).copied() != Some(b'{') {
+        return Err(WeightsError::NotSegclip(
+            "no safetensors header (is this a PyTorch checkpoint? convert it with `segclip convert`)".into(),
+        ));
+    }
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| classify(e, bytes.len()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    match meta.get("format").map(|s| s.as_str()) {
+        Some(FORMAT_NAME) => {}
+        Some(other) => return Err(WeightsError::NotSegclip(format!("its format is '{other}', expected '{FORMAT_NAME}'"))),
+        None => {
+            return Err(WeightsError::NotSegclip(
+                "a safetensors file without segclip metadata (a raw checkpoint? convert it with `segclip convert`)".into(),
+            ))
+        }
+    }
+    let version = meta.get("format_version").cloned().unwrap_or_default();
+    if version != FORMAT_VERSION.to_string() {
+        return Err(WeightsError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+    }
+    let field = |name: &'static str| {
+        meta.get(name).cloned().ok_or(WeightsError::Field { field: name, message: "missing".into() })
+    };
+    let config: SegClipConfig = serde_json::from_str(&field("config")?)
+        .map_err(|e| WeightsError::Field { field: "config", message: e.to_string() })?;
+    config.validate().map_err(|message| WeightsError::Field { field: "config", message })?;
+    let dtype: StorageDtype =
+        field("dtype")?.parse().map_err(|message| WeightsError::Field { field: "dtype", message })?;
+    let expected_sha = field("data_sha256")?;
+    let tokenizer_sha256 = field("tokenizer_sha256")?;
+
+    let st = SafeTensors::deserialize(bytes).map_err(|e| classify(e, bytes.len()))?;
+    let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    for name in &names {
+        hasher.update(st.tensor(name).map_err(|e| WeightsError::Corrupt(e.to_string()))?.data());
+    }
+    let found_sha = hex(&hasher.finalize());
+    if found_sha != expected_sha {
+        return Err(WeightsError::Checksum { expected: expected_sha, found: found_sha });
+    }
+
+    let mut tensors = BTreeMap::new();
+    for name in names.iter().filter(|n| !n.ends_with(SCALE_SUFFIX)) {
+        let view = st.tensor(name).map_err(|e| WeightsError::Corrupt(e.to_string()))?;
+        let shape = view.shape().to_vec();
+        let data = match view.dtype() {
+            Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => quant::from_f16_bytes(view.data()),
+            Dtype::I8 => {
+                let scale_name = format!("{name}{SCALE_SUFFIX}");
+                let scale = st.tensor(&scale_name).map_err(|_| WeightsError::Missing(vec![scale_name.clone()]))?;
+                if scale.dtype() != Dtype::F32 {
+                    return Err(WeightsError::Dtype { tensor: scale_name, expected: "F32".into(), found: format!("{:?}", scale.dtype()) });
+                }
+                let ok_shape = scale.shape().len() == shape.len()
+                    && scale.shape().iter().zip(&shape).all(|(&s, &d)| s == 1 || s == d);
+                if !ok_shape {
+                    return Err(WeightsError::Shape { tensor: scale_name, expected: shape.clone(), found: scale.shape().to_vec() });
+                }
+                let scales: Vec<f32> =
+                    scale.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                let values: Vec<i8> = view.data().iter().map(|&b| b as i8).collect();
+                quant::dequantize_int8(&values, &shape, &scales, scale.shape())
+            }
+            other => {
+                return Err(WeightsError::Dtype { tensor: name.clone(), expected: "F32, F16 or I8".into(), found: format!("{other:?}") })
+            }
+        };
+        tensors.insert(name.clone(), HostTensor { shape, data });
+    }
+    Ok(WeightsFile { config, tokenizer_sha256, dtype, tensors })
+}
+
+fn classify(e: safetensors::SafeTensorError, len: usize) -> WeightsError {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::MetadataIncompleteBuffer | E::InvalidOffset(_) => {
+            WeightsError::Corrupt(format!("the header describes more data than the file's {len} bytes ({e})"))
+        }
+        E::InvalidHeader(_) | E::InvalidHeaderStart | E::InvalidHeaderDeserialization(_) | E::HeaderTooLarge | E::HeaderTooSmall => {
+            WeightsError::NotSegclip(format!("unreadable safetensors header ({e})"))
+        }
+        other => WeightsError::Corrupt(other.to_string()),
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes` as lowercase hex (tokenizer hashes, manifest entries).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}

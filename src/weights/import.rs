@@ -1,0 +1,178 @@
+//! Importing checkpoints users hold: the SegCLIP release state dict, OpenAI CLIP state dicts and
+//! Hugging Face CLIP safetensors (reference/segclip.md, "Checkpoint layout"). Every source is
+//! first brought to the release's key layout (`clip.` prefix), then mapped to our parameter
+//! names and layouts by the rules in `keymap`. Native only: it reads files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::format::{HostTensor, WeightsError};
+use super::keymap;
+use crate::model::SegClipConfig;
+
+/// Which layout a checkpoint is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceLayout {
+    /// The SegCLIP release: `clip.` + OpenAI keys, visual blocks in `layers0` / `layers2`.
+    SegClip,
+    /// An OpenAI CLIP state dict (`visual.transformer.resblocks.N`, `transformer.resblocks.N`).
+    OpenAiClip,
+    /// Hugging Face `CLIPModel` (`vision_model.encoder.layers.N.self_attn.q_proj`, ...).
+    HuggingFaceClip,
+}
+
+impl std::fmt::Display for SourceLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceLayout::SegClip => "SegCLIP release",
+            SourceLayout::OpenAiClip => "OpenAI CLIP",
+            SourceLayout::HuggingFaceClip => "Hugging Face CLIP",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{0}")]
+    Layout(String),
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+}
+
+/// A checkpoint brought to our parameter names.
+pub struct Imported {
+    pub layout: SourceLayout,
+    pub config: SegClipConfig,
+    /// Our parameter name -> tensor (burn layout).
+    pub tensors: BTreeMap<String, HostTensor>,
+    /// Source keys deliberately not loaded (training-only parts, buffers), with the reason.
+    pub unused: Vec<(String, &'static str)>,
+}
+
+/// Reads every floating-point tensor of a torch zip-pickle (`.pt`, `.pth`, `.bin`) or a
+/// safetensors file, cast to f32.
+pub fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, HostTensor>, ImportError> {
+    let shown = path.display().to_string();
+    let err = |message: String| ImportError::Read { path: shown.clone(), message };
+    let mut head = [0u8; 9];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+        let n = f.read(&mut head).map_err(|e| err(e.to_string()))?;
+        if n < 9 {
+            return Err(err(format!("only {n} bytes long: not a checkpoint")));
+        }
+    }
+    if head[8] == b'{' {
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        return read_safetensors(&bytes).map_err(err);
+    }
+    if &head[..2] != b"PK" {
+        return Err(err("neither a torch zip archive nor a safetensors file".into()));
+    }
+    if is_torchscript(path) {
+        return Err(err(
+            "this is a TorchScript archive (the OpenAI release format), which holds code, not a \
+             state dict. Re-save its weights once with PyTorch:\n  python -c \"import torch; \
+             m = torch.jit.load('IN.pt', map_location='cpu'); torch.save({k: v.float() for k, v in \
+             m.state_dict().items()}, 'OUT_state_dict.pt')\"\nthen convert OUT_state_dict.pt"
+                .into(),
+        ));
+    }
+    let reader = burn::store::pytorch_reader::PytorchReader::new(path).map_err(|e| err(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for (name, tensor) in reader.into_tensors() {
+        use burn::store::pytorch_reader::DType as D;
+        let bytes = tensor.read().map_err(|e| err(e.to_string()))?;
+        let data: Vec<f32> = match tensor.dtype() {
+            D::F32 => bytes.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            D::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_ne_bytes([b[0], b[1]]).to_f32()).collect(),
+            D::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_ne_bytes([b[0], b[1]]).to_f32()).collect(),
+            D::F64 => bytes.chunks_exact(8).map(|b| f64::from_ne_bytes(b.try_into().unwrap()) as f32).collect(),
+            _ => continue, // integer buffers (position ids, counters) carry no weights
+        };
+        out.insert(name, HostTensor::new(tensor.shape().to_vec(), data));
+    }
+    Ok(out)
+}
+
+fn is_torchscript(path: &Path) -> bool {
+    // TorchScript archives carry `constants.pkl` and a `code/` folder beside `data.pkl`.
+    let Ok(bytes) = std::fs::read(path) else { return false };
+    let window = &bytes[..bytes.len().min(1 << 20)];
+    let has = |needle: &[u8]| window.windows(needle.len()).any(|w| w == needle);
+    has(b"constants.pkl") || has(b"/code/__torch__")
+}
+
+fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, HostTensor>, String> {
+    use safetensors::tensor::Dtype;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("unreadable safetensors: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let b = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => b.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => b.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => b.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F64 => b.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+            _ => continue,
+        };
+        out.insert(name, HostTensor::new(view.shape().to_vec(), data));
+    }
+    Ok(out)
+}
+
+/// Tells the layout from the keys.
+pub fn detect_layout(keys: &BTreeSet<String>) -> Result<SourceLayout, ImportError> {
+    if keys.iter().any(|k| k.starts_with("clip.visual.")) {
+        Ok(SourceLayout::SegClip)
+    } else if keys.iter().any(|k| k.starts_with("vision_model.")) {
+        Ok(SourceLayout::HuggingFaceClip)
+    } else if keys.iter().any(|k| k.starts_with("visual.transformer.resblocks.")) {
+        Ok(SourceLayout::OpenAiClip)
+    } else {
+        let sample: Vec<&str> = keys.iter().take(5).map(|s| s.as_str()).collect();
+        Err(ImportError::Layout(format!(
+            "unrecognised checkpoint layout (first keys: {sample:?}); expected a SegCLIP release \
+             state dict (clip.visual.*), an OpenAI CLIP state dict (visual.transformer.resblocks.*) \
+             or Hugging Face CLIP (vision_model.*)"
+        )))
+    }
+}
+
+/// Imports a checkpoint file. `config` overrides the config inferred from tensor shapes (needed
+/// when heads are not width / 64, the release's rule).
+pub fn import(path: &Path, config: Option<SegClipConfig>) -> Result<Imported, ImportError> {
+    let raw = read_checkpoint(path)?;
+    import_tensors(raw, config)
+}
+
+pub fn import_tensors(
+    raw: BTreeMap<String, HostTensor>,
+    config: Option<SegClipConfig>,
+) -> Result<Imported, ImportError> {
+    let keys: BTreeSet<String> = raw.keys().cloned().collect();
+    let layout = detect_layout(&keys)?;
+    let mut unused = Vec::new();
+    let clip_like = match layout {
+        SourceLayout::SegClip => raw,
+        SourceLayout::OpenAiClip => raw.into_iter().map(|(k, v)| (format!("clip.{k}"), v)).collect(),
+        SourceLayout::HuggingFaceClip => keymap::huggingface_to_openai(raw, &mut unused)?
+            .into_iter()
+            .map(|(k, v)| (format!("clip.{k}"), v))
+            .collect(),
+    };
+    let config = match config {
+        Some(c) => c,
+        None => keymap::infer_config(&clip_like, layout)?,
+    };
+    config.validate().map_err(ImportError::Layout)?;
+    let release = match layout {
+        SourceLayout::SegClip => clip_like,
+        _ => keymap::split_visual_blocks(clip_like, config.group_after),
+    };
+    let tensors = keymap::release_to_ours(release, &config, &mut unused)?;
+    Ok(Imported { layout, config, tensors, unused })
+}

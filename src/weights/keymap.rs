@@ -1,0 +1,324 @@
+//! Checkpoint key maps, kept as data: which source key becomes which of our parameters and how
+//! its layout changes. Sources are first brought to the SegCLIP release's layout
+//! (reference/segclip.md, "Checkpoint layout"), so one table serves all three.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+use super::format::HostTensor;
+use super::import::{ImportError, SourceLayout};
+use crate::model::SegClipConfig;
+
+/// How a tensor's layout changes on the way in.
+#[derive(Clone, Copy, Debug)]
+enum Transform {
+    /// Same layout.
+    Keep,
+    /// PyTorch Linear [out, in] -> burn Linear [in, out].
+    Transpose,
+    /// Grouped 1x1 conv [W, d, 1] (groups = heads) -> block-diagonal [H, d_in, d_out].
+    GroupedConv,
+    /// Scalar [] -> [1].
+    Scalar,
+    /// [1, L, W] or [L, W] -> [L, W].
+    Matrix,
+}
+
+/// Release key pattern -> our name (regex replacement syntax) and transform, first match wins.
+const RULES: &[(&str, &str, Transform)] = &[
+    // Image tower.
+    (r"^clip\.visual\.conv1\.weight$", "visual.conv1.weight", Transform::Keep),
+    (r"^clip\.visual\.class_embedding$", "visual.class_embedding", Transform::Keep),
+    (r"^clip\.visual\.positional_embedding$", "visual.positional_embedding", Transform::Keep),
+    (r"^clip\.visual\.ln_(pre|post)\.weight$", "visual.ln_$1.gamma", Transform::Keep),
+    (r"^clip\.visual\.ln_(pre|post)\.bias$", "visual.ln_$1.beta", Transform::Keep),
+    (r"^clip\.visual\.proj$", "visual.proj", Transform::Keep),
+    (r"^clip\.visual\.transformer\.layers0\.(\d+)\.(.+)$", "visual.stage1.$1.$2", Transform::Keep),
+    (r"^clip\.visual\.transformer\.layers2\.(\d+)\.(.+)$", "visual.stage3.$1.$2", Transform::Keep),
+    // Semantic group module.
+    (r"^clip\.visual\.transformer\.semantic_layer2\.semantic_center$", "visual.group.semantic_center", Transform::Matrix),
+    (r"^clip\.visual\.transformer\.semantic_layer2\.(k|v)_conv\.weight$", "visual.group.${1}_proj", Transform::GroupedConv),
+    (r"^clip\.visual\.transformer\.semantic_layer2\.proj_o\.mlp\.(fc1|fc2)\.(.+)$", "visual.group.proj_o.$1.$2", Transform::Keep),
+    (r"^clip\.visual\.transformer\.semantic_layer2\.(.+)$", "visual.group.$1", Transform::Keep),
+    // Text tower.
+    (r"^clip\.token_embedding\.weight$", "text.token_embedding.weight", Transform::Keep),
+    (r"^clip\.positional_embedding$", "text.positional_embedding", Transform::Keep),
+    (r"^clip\.transformer\.resblocks\.(\d+)\.(.+)$", "text.blocks.$1.$2", Transform::Keep),
+    (r"^clip\.ln_final\.(.+)$", "text.ln_final.$1", Transform::Keep),
+    (r"^clip\.text_projection$", "text.text_projection", Transform::Keep),
+    (r"^clip\.logit_scale$", "logit_scale", Transform::Scalar),
+];
+
+/// Source keys of the training-only parts (the masked-reconstruction branch): not part of the
+/// inference model, reported as unused rather than as errors.
+const TRAINING_ONLY: &[&str] = &[
+    r"^clip\.visual\.transformer\.layers_mae2\.",
+    r"^clip\.visual\.transformer\.reconstruct_layer2\.",
+    r"^vis_mae_decoder\.",
+];
+
+/// Suffix rules inside blocks and norms, applied after the prefix rules.
+const SUFFIX_RULES: &[(&str, &str, Transform)] = &[
+    (r"attn\.in_proj_weight$", "attn.in_proj.weight", Transform::Transpose),
+    (r"attn\.in_proj_bias$", "attn.in_proj.bias", Transform::Keep),
+    (r"\.(out_proj|c_fc|c_proj|fc1|fc2)\.weight$", ".$1.weight", Transform::Transpose),
+    // LayerNorms: weight/bias -> gamma/beta.
+    (r"(^|\.)(ln_\w+|ln|norm|cross_ln|k_ln)\.weight$", "$1$2.gamma", Transform::Keep),
+    (r"(^|\.)(ln_\w+|ln|norm|cross_ln|k_ln)\.bias$", "$1$2.beta", Transform::Keep),
+];
+
+fn compiled(rules: &[(&'static str, &'static str, Transform)]) -> Vec<(Regex, &'static str, Transform)> {
+    rules.iter().map(|(p, r, t)| (Regex::new(p).expect("valid key rule"), *r, *t)).collect()
+}
+
+/// Maps release-layout tensors to our parameter names; unknown keys are an error naming them.
+pub fn release_to_ours(
+    release: BTreeMap<String, HostTensor>,
+    config: &SegClipConfig,
+    unused: &mut Vec<(String, &'static str)>,
+) -> Result<BTreeMap<String, HostTensor>, ImportError> {
+    let rules = compiled(RULES);
+    let suffixes = compiled(SUFFIX_RULES);
+    let training: Vec<Regex> = TRAINING_ONLY.iter().map(|p| Regex::new(p).unwrap()).collect();
+    let mut out = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for (key, tensor) in release {
+        if training.iter().any(|r| r.is_match(&key)) {
+            unused.push((key, "training-only (masked reconstruction branch)"));
+            continue;
+        }
+        let Some((re, replacement, transform)) = rules.iter().find(|(re, _, _)| re.is_match(&key)) else {
+            unknown.push(key);
+            continue;
+        };
+        let mut name = re.replace(&key, *replacement).into_owned();
+        let mut transform = *transform;
+        for (re, replacement, t) in &suffixes {
+            if re.is_match(&name) {
+                name = re.replace(&name, *replacement).into_owned();
+                if matches!(transform, Transform::Keep) {
+                    transform = *t;
+                }
+                break;
+            }
+        }
+        let tensor = apply(transform, tensor, config.vision_heads).map_err(|m| ImportError::Layout(format!("{key}: {m}")))?;
+        out.insert(name, tensor);
+    }
+    if !unknown.is_empty() {
+        return Err(ImportError::Layout(format!(
+            "{} checkpoint key(s) match no SegCLIP parameter: {}",
+            unknown.len(),
+            unknown.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+fn apply(transform: Transform, t: HostTensor, heads: usize) -> Result<HostTensor, String> {
+    match transform {
+        Transform::Keep => Ok(t),
+        Transform::Transpose => {
+            let [rows, cols] = t.shape[..] else { return Err(format!("expected a matrix, found shape {:?}", t.shape)) };
+            let mut data = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for c in 0..cols {
+                    data[c * rows + r] = t.data[r * cols + c];
+                }
+            }
+            Ok(HostTensor::new(vec![cols, rows], data))
+        }
+        Transform::GroupedConv => {
+            let [w, d, 1] = t.shape[..] else { return Err(format!("expected a grouped conv weight [W, d, 1], found {:?}", t.shape)) };
+            if w != heads * d {
+                return Err(format!("grouped conv of width {w} with {d} inputs per group does not match {heads} heads"));
+            }
+            // Block g maps inputs g*d.. to outputs g*d..: weight[g*d + o, i] -> out[g, i, o].
+            let mut data = vec![0f32; w * d];
+            for g in 0..heads {
+                for o in 0..d {
+                    for i in 0..d {
+                        data[g * d * d + i * d + o] = t.data[(g * d + o) * d + i];
+                    }
+                }
+            }
+            Ok(HostTensor::new(vec![heads, d, d], data))
+        }
+        Transform::Scalar => {
+            if t.data.len() != 1 {
+                return Err(format!("expected a scalar, found shape {:?}", t.shape));
+            }
+            Ok(HostTensor::new(vec![1], t.data))
+        }
+        Transform::Matrix => {
+            let n = t.shape.len();
+            if n < 2 || t.shape[..n - 2].iter().any(|&d| d != 1) {
+                return Err(format!("expected [L, W], found {:?}", t.shape));
+            }
+            Ok(HostTensor::new(t.shape[n - 2..].to_vec(), t.data))
+        }
+    }
+}
+
+/// OpenAI layout (after the `clip.` prefix): visual `transformer.resblocks.n` becomes `layers0.n`
+/// for n < split and `layers2.(n - split)` after (reference, "Checkpoint layout").
+pub fn split_visual_blocks(tensors: BTreeMap<String, HostTensor>, split: usize) -> BTreeMap<String, HostTensor> {
+    let re = Regex::new(r"^clip\.visual\.transformer\.resblocks\.(\d+)\.(.+)$").unwrap();
+    tensors
+        .into_iter()
+        .map(|(k, v)| match re.captures(&k) {
+            Some(c) => {
+                let n: usize = c[1].parse().unwrap();
+                let key = if n < split {
+                    format!("clip.visual.transformer.layers0.{n}.{}", &c[2])
+                } else {
+                    format!("clip.visual.transformer.layers2.{}.{}", n - split, &c[2])
+                };
+                (key, v)
+            }
+            None => (k, v),
+        })
+        .collect()
+}
+
+/// Hugging Face CLIPModel keys -> OpenAI keys (q/k/v projections packed into `in_proj`).
+pub fn huggingface_to_openai(
+    hf: BTreeMap<String, HostTensor>,
+    unused: &mut Vec<(String, &'static str)>,
+) -> Result<BTreeMap<String, HostTensor>, ImportError> {
+    const RENAMES: &[(&str, &str)] = &[
+        (r"^vision_model\.embeddings\.patch_embedding\.weight$", "visual.conv1.weight"),
+        (r"^vision_model\.embeddings\.class_embedding$", "visual.class_embedding"),
+        (r"^vision_model\.embeddings\.position_embedding\.weight$", "visual.positional_embedding"),
+        (r"^vision_model\.pre_layr?norm\.(weight|bias)$", "visual.ln_pre.$1"),
+        (r"^vision_model\.post_layernorm\.(weight|bias)$", "visual.ln_post.$1"),
+        (r"^vision_model\.encoder\.layers\.(\d+)\.(.+)$", "visual.transformer.resblocks.$1.$2"),
+        (r"^text_model\.embeddings\.token_embedding\.weight$", "token_embedding.weight"),
+        (r"^text_model\.embeddings\.position_embedding\.weight$", "positional_embedding"),
+        (r"^text_model\.final_layer_norm\.(weight|bias)$", "ln_final.$1"),
+        (r"^text_model\.encoder\.layers\.(\d+)\.(.+)$", "transformer.resblocks.$1.$2"),
+        (r"^logit_scale$", "logit_scale"),
+    ];
+    const BLOCK: &[(&str, &str)] = &[
+        (r"\.self_attn\.out_proj\.", ".attn.out_proj."),
+        (r"\.layer_norm1\.", ".ln_1."),
+        (r"\.layer_norm2\.", ".ln_2."),
+        (r"\.mlp\.fc1\.", ".mlp.c_fc."),
+        (r"\.mlp\.fc2\.", ".mlp.c_proj."),
+    ];
+    let renames: Vec<(Regex, &str)> = RENAMES.iter().map(|(p, r)| (Regex::new(p).unwrap(), *r)).collect();
+    let block: Vec<(Regex, &str)> = BLOCK.iter().map(|(p, r)| (Regex::new(p).unwrap(), *r)).collect();
+    let qkv = Regex::new(r"^(.+)\.self_attn\.(q|k|v)_proj\.(weight|bias)$").unwrap();
+
+    let mut out = BTreeMap::new();
+    let mut pending: BTreeMap<(String, String), [Option<HostTensor>; 3]> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for (key, t) in hf {
+        if key == "visual_projection.weight" || key == "text_projection.weight" {
+            let name = if key.starts_with("visual") { "visual.proj" } else { "text_projection" };
+            out.insert(name.to_string(), apply(Transform::Transpose, t, 1).map_err(ImportError::Layout)?);
+            continue;
+        }
+        if key.ends_with("position_ids") {
+            unused.push((key, "buffer (position ids)"));
+            continue;
+        }
+        let Some((re, replacement)) = renames.iter().find(|(re, _)| re.is_match(&key)) else {
+            unknown.push(key);
+            continue;
+        };
+        let mut name = re.replace(&key, *replacement).into_owned();
+        if let Some(c) = qkv.captures(&name) {
+            let slot = match &c[2] { "q" => 0, "k" => 1, _ => 2 };
+            pending.entry((c[1].to_string(), c[3].to_string())).or_default()[slot] = Some(t);
+            continue;
+        }
+        for (re, replacement) in &block {
+            name = re.replace(&name, *replacement).into_owned();
+        }
+        out.insert(name, t);
+    }
+    for ((prefix, kind), parts) in pending {
+        let [Some(q), Some(k), Some(v)] = parts else {
+            return Err(ImportError::Layout(format!("{prefix}.self_attn: q, k and v projections must all be present")));
+        };
+        let mut shape = q.shape.clone();
+        shape[0] *= 3;
+        let data = [q.data, k.data, v.data].concat();
+        out.insert(format!("{prefix}.attn.in_proj_{kind}"), HostTensor::new(shape, data));
+    }
+    if !unknown.is_empty() {
+        return Err(ImportError::Layout(format!(
+            "{} Hugging Face key(s) match no CLIP parameter: {}",
+            unknown.len(),
+            unknown.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+/// Reads the config off tensor shapes (release layout, `clip.` prefix). Heads follow the
+/// release's rule, width / 64; pass a config explicitly for models that break it.
+pub fn infer_config(t: &BTreeMap<String, HostTensor>, layout: SourceLayout) -> Result<SegClipConfig, ImportError> {
+    let shape = |key: &str| {
+        t.get(key).map(|x| x.shape.clone()).ok_or_else(|| ImportError::Layout(format!("checkpoint lacks '{key}'")))
+    };
+    let count = |pattern: &str| {
+        let re = Regex::new(pattern).unwrap();
+        t.keys().filter_map(|k| re.captures(k).map(|c| c[1].parse::<usize>().unwrap())).max().map(|m| m + 1).unwrap_or(0)
+    };
+    let conv = shape("clip.visual.conv1.weight")?;
+    let (width, patch) = (conv[0], conv[2]);
+    let positions = shape("clip.visual.positional_embedding")?[0] - 1;
+    let grid = (positions as f64).sqrt().round() as usize;
+    let token = shape("clip.token_embedding.weight")?;
+    let text_width = token[1];
+    let heads = |w: usize, what: &str| {
+        if w % 64 == 0 {
+            Ok(w / 64)
+        } else {
+            Err(ImportError::Layout(format!(
+                "{what} width {w} is not a multiple of 64, so the head count cannot be derived (the \
+                 release's rule is width / 64): pass the model config with --config"
+            )))
+        }
+    };
+    let (vision_layers, group_after) = match layout {
+        SourceLayout::SegClip => {
+            let s1 = count(r"^clip\.visual\.transformer\.layers0\.(\d+)\.");
+            (s1 + count(r"^clip\.visual\.transformer\.layers2\.(\d+)\."), s1)
+        }
+        _ => {
+            let n = count(r"^clip\.visual\.transformer\.resblocks\.(\d+)\.");
+            // The release splits ViT-B/16's 12 blocks 10 + 2: the group module before the last two.
+            (n, n.saturating_sub(2).max(1))
+        }
+    };
+    let centers = t.get("clip.visual.transformer.semantic_layer2.semantic_center").map(|c| c.shape[c.shape.len() - 2]);
+    let fc = shape("clip.transformer.resblocks.0.mlp.c_fc.weight")?;
+    Ok(SegClipConfig {
+        image_size: grid * patch,
+        patch_size: patch,
+        vision_width: width,
+        vision_heads: heads(width, "image tower")?,
+        vision_layers,
+        group_after,
+        num_centers: centers.unwrap_or(8),
+        cross_layers: match count(r"^clip\.visual\.transformer\.semantic_layer2\.cross_att\.(\d+)\.") {
+            0 => 2,
+            n => n,
+        },
+        embed_dim: shape("clip.visual.proj")?[1],
+        text_width,
+        text_heads: heads(text_width, "text tower")?,
+        text_layers: count(r"^clip\.transformer\.resblocks\.(\d+)\."),
+        context_length: shape("clip.positional_embedding")?[0],
+        vocab_size: token[0],
+        mlp_ratio: fc[0] / text_width,
+        decoder_width: width / 2,
+        decoder_heads: 8,
+        decoder_layers: 3,
+        mae_blocks: 2,
+    })
+}

@@ -1,0 +1,12 @@
+//! Bytes <-> model: the weights file format, its quantisation, and checkpoint import.
+
+pub mod format;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod import;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod keymap;
+pub mod model_io;
+pub mod quant;
+
+pub use format::{HostTensor, WeightsError, WeightsFile};
+pub use quant::StorageDtype;

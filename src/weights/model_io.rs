@@ -1,0 +1,89 @@
+//! Moving tensors between a `SegClip` model and host tensors named by their burn module path.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, TensorData};
+use burn::store::{bridge, ModuleSnapshot};
+
+use super::format::{HostTensor, WeightsError, WeightsFile};
+use crate::model::{SegClip, SegClipConfig};
+
+/// Names and shapes of every parameter of a model of this config, without reading any data.
+pub fn expected_shapes(model: &SegClip) -> BTreeMap<String, Vec<usize>> {
+    model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.iter().copied().collect()))
+        .collect()
+}
+
+/// Reads every parameter back to the host (native; a sync read is not allowed in wasm).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn model_tensors(model: &SegClip) -> BTreeMap<String, HostTensor> {
+    model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| {
+            let name = t.name.clone();
+            let data = bridge::into_data(t).unwrap_or_else(|e| panic!("reading parameter {name}: {e}"));
+            let shape = data.shape().iter().copied().collect();
+            let values = data.convert::<f32>().try_to_vec::<f32>().expect("f32 parameter");
+            (name, HostTensor::new(shape, values))
+        })
+        .collect()
+}
+
+/// What an import did with the source tensors.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Parameters not in the source: they keep their fresh initialisation.
+    pub initialised: Vec<String>,
+}
+
+/// Writes `tensors` into `model`. With `allow_missing`, parameters absent from `tensors` keep
+/// their fresh initialisation and are reported; otherwise they are an error. Tensors the model
+/// does not have are always an error (importers drop known training-only keys before this).
+pub fn apply_tensors(
+    model: &mut SegClip,
+    tensors: &BTreeMap<String, HostTensor>,
+    allow_missing: bool,
+) -> Result<LoadReport, WeightsError> {
+    let expected = expected_shapes(model);
+    let unexpected: Vec<String> = tensors.keys().filter(|k| !expected.contains_key(*k)).cloned().collect();
+    if !unexpected.is_empty() {
+        return Err(WeightsError::Unexpected(unexpected));
+    }
+    let missing: Vec<String> = expected.keys().filter(|k| !tensors.contains_key(*k)).cloned().collect();
+    if !missing.is_empty() && !allow_missing {
+        return Err(WeightsError::Missing(missing));
+    }
+    for (name, t) in tensors {
+        let want = &expected[name];
+        if &t.shape != want {
+            return Err(WeightsError::Shape { tensor: name.clone(), expected: want.clone(), found: t.shape.clone() });
+        }
+    }
+    let packs = tensors
+        .iter()
+        .map(|(name, t)| bridge::from_data(TensorData::new(t.data.clone(), t.shape.clone()), name.clone(), None))
+        .collect();
+    let result = model.apply(packs, None, None, false);
+    if let Some(e) = result.errors.first() {
+        return Err(WeightsError::Corrupt(format!("applying tensors: {e:?}")));
+    }
+    Ok(LoadReport { initialised: missing })
+}
+
+/// Builds the model a weights file describes, on `device`.
+pub fn load_model(file: &WeightsFile, device: &Device) -> Result<SegClip, WeightsError> {
+    let mut model = SegClip::new(&file.config, device);
+    apply_tensors(&mut model, &file.tensors, false)?;
+    Ok(model)
+}
+
+/// Convenience: parse bytes and build the model.
+pub fn load_model_from_bytes(bytes: &[u8], device: &Device) -> Result<(SegClip, SegClipConfig), WeightsError> {
+    let file = super::format::read(bytes)?;
+    let model = load_model(&file, device)?;
+    Ok((model, file.config))
+}

@@ -1,0 +1,133 @@
+//! Storage dtypes of the weights file: f32, f16, and int8 with symmetric per-output-channel scales.
+//!
+//! An int8 tensor is stored as I8 values plus a companion F32 tensor `<name>.__scale` whose shape
+//! is the tensor's with every reduced axis set to 1, so the file itself says along which axes the
+//! scales vary (e.g. a [in, out] matmul weight has scales [1, out]); dequantisation is
+//! `q * scale`, broadcast.
+
+use half::f16;
+
+/// Storage dtype of a weights file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageDtype {
+    F32,
+    F16,
+    Int8,
+}
+
+impl std::str::FromStr for StorageDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "int8" | "i8" => Ok(Self::Int8),
+            other => Err(format!("unknown dtype '{other}': expected f32, f16 or int8")),
+        }
+    }
+}
+
+impl std::fmt::Display for StorageDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Int8 => "int8",
+        })
+    }
+}
+
+pub const SCALE_SUFFIX: &str = ".__scale";
+
+/// Int8-quantised values with their scales.
+pub struct Quantized {
+    pub values: Vec<i8>,
+    pub scale_shape: Vec<usize>,
+    pub scales: Vec<f32>,
+}
+
+/// Quantises `data` of `shape`, with one scale per combination of the `kept` axes.
+pub fn quantize_int8(data: &[f32], shape: &[usize], kept: &[usize]) -> Quantized {
+    let scale_shape: Vec<usize> =
+        shape.iter().enumerate().map(|(i, &d)| if kept.contains(&i) { d } else { 1 }).collect();
+    let n_scales: usize = scale_shape.iter().product();
+    let mut max_abs = vec![0f32; n_scales];
+    for (i, &v) in data.iter().enumerate() {
+        let s = scale_index(i, shape, &scale_shape);
+        max_abs[s] = max_abs[s].max(v.abs());
+    }
+    let scales: Vec<f32> = max_abs.iter().map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 }).collect();
+    let values = data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v / scales[scale_index(i, shape, &scale_shape)]).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    Quantized { values, scale_shape, scales }
+}
+
+/// Dequantises int8 `values` of `shape` with `scales` of `scale_shape`.
+pub fn dequantize_int8(values: &[i8], shape: &[usize], scales: &[f32], scale_shape: &[usize]) -> Vec<f32> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| q as f32 * scales[scale_index(i, shape, scale_shape)])
+        .collect()
+}
+
+/// Index into the scale tensor of the element at flat index `i` of a `shape` tensor.
+fn scale_index(mut i: usize, shape: &[usize], scale_shape: &[usize]) -> usize {
+    let mut index = 0;
+    let mut stride = 1;
+    for axis in (0..shape.len()).rev() {
+        let coord = i % shape[axis];
+        i /= shape[axis];
+        if scale_shape[axis] != 1 {
+            index += coord * stride;
+        }
+        stride *= scale_shape[axis];
+    }
+    index
+}
+
+pub fn to_f16_bytes(data: &[f32]) -> Vec<u8> {
+    data.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
+}
+
+pub fn from_f16_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_round_trip_is_within_half_a_step_per_channel() {
+        // [in = 3, out = 2]: scales per output column.
+        let data = [1.0, -0.01, -2.0, 0.02, 0.5, 0.0];
+        let q = quantize_int8(&data, &[3, 2], &[1]);
+        assert_eq!(q.scale_shape, vec![1, 2]);
+        assert!((q.scales[0] - 2.0 / 127.0).abs() < 1e-7);
+        assert!((q.scales[1] - 0.02 / 127.0).abs() < 1e-9);
+        let back = dequantize_int8(&q.values, &[3, 2], &q.scales, &q.scale_shape);
+        for (i, (a, b)) in data.iter().zip(&back).enumerate() {
+            let step = q.scales[i % 2];
+            assert!((a - b).abs() <= step / 2.0 + 1e-7, "element {i}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn zero_channel_dequantises_to_zero() {
+        let q = quantize_int8(&[0.0, 0.0, 1.0, 1.0], &[2, 2], &[0]);
+        assert_eq!(dequantize_int8(&q.values, &[2, 2], &q.scales, &q.scale_shape), vec![0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn f16_round_trip() {
+        let data = [1.0f32, -0.333, 65504.0];
+        let back = from_f16_bytes(&to_f16_bytes(&data));
+        assert_eq!(back[0], 1.0);
+        assert!((back[1] + 0.333).abs() < 1e-3);
+        assert_eq!(back[2], 65504.0);
+    }
+}

@@ -1,0 +1,185 @@
+//! The CLI end to end: help and version, convert on the PyTorch fixtures, segment, synth and
+//! eval on a converted tiny model, and the clear failures users meet.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn segclip(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_segclip")).args(args).output().expect("run segclip")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(name).display().to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("segclip-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small randomly initialised model with CLIP's full vocabulary (the parity fixtures have a
+/// 320-token one, which the real tokenizer's ids do not fit), written as a weights file.
+fn tiny_weights(dir: &Path, dtype: &str) -> String {
+    use segclip::model::{SegClip, SegClipConfig};
+    use segclip::weights::{format, model_io};
+    let config = SegClipConfig { vocab_size: 49408, context_length: 77, ..SegClipConfig::tiny() };
+    let model = SegClip::new(&config, &segclip::Device::flex());
+    let tokenizer = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("static/tokenizer.json")).unwrap();
+    let bytes = format::write(&config, &format::sha256_hex(&tokenizer), dtype.parse().unwrap(), &model_io::model_tensors(&model)).unwrap();
+    let out = dir.join(format!("tiny-{dtype}.safetensors"));
+    std::fs::write(&out, bytes).unwrap();
+    out.display().to_string()
+}
+
+#[test]
+fn weights_for_another_vocabulary_are_refused_with_the_reason() {
+    let dir = scratch("vocab");
+    let out = dir.join("w.safetensors").display().to_string();
+    let run = segclip(&["convert", &fixture("segclip_tiny.pt"), &out, "--config", &fixture("config.json")]);
+    assert!(run.status.success(), "{}", text(&run));
+    let seg = segclip(&["segment", &out, "--labels", "cat", "--weights", &out]);
+    assert!(!seg.status.success());
+    assert!(text(&seg).contains("320 tokens"), "{}", text(&seg));
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = segclip(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for sub in ["segment", "eval", "synth", "train", "export", "convert", "bench", "backend"] {
+        assert!(help.contains(sub), "--help does not mention `{sub}`:\n{help}");
+    }
+}
+
+#[test]
+fn version_is_the_crate_version() {
+    let out = segclip(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("segclip {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn subcommands_not_yet_built_say_so_and_fail() {
+    for sub in ["train", "export", "bench"] {
+        let out = segclip(&[sub]);
+        assert_eq!(out.status.code(), Some(2), "{sub}: {}", text(&out));
+        assert!(text(&out).contains("not implemented yet"), "{sub}: {}", text(&out));
+    }
+}
+
+#[test]
+fn unknown_backend_is_named_in_the_error() {
+    let out = segclip(&["backend", "--backend", "quantum"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("unknown backend 'quantum'"));
+}
+
+#[test]
+fn cpu_backend_self_check_passes() {
+    let out = segclip(&["backend", "--backend", "cpu"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("self-check: ok"));
+}
+
+#[test]
+fn convert_reports_layout_unused_and_fresh_parts() {
+    let dir = scratch("convert");
+    let out = dir.join("w.safetensors").display().to_string();
+    let run = segclip(&["convert", &fixture("segclip_tiny.pt"), &out, "--config", &fixture("config.json")]);
+    let log = text(&run);
+    assert!(run.status.success(), "{log}");
+    assert!(log.contains("SegCLIP release checkpoint"), "{log}");
+    assert!(log.contains("unused, training-only"), "{log}");
+    let clip = segclip(&["convert", &fixture("openai_clip_tiny.pt"), &out, "--config", &fixture("config.json")]);
+    let log = text(&clip);
+    assert!(clip.status.success(), "{log}");
+    assert!(log.contains("freshly initialised") && log.contains("visual.group."), "{log}");
+    // Heads cannot be derived from a width that is not a multiple of 64: the error says what to do.
+    let derive = segclip(&["convert", &fixture("segclip_tiny.pt"), &out]);
+    assert!(!derive.status.success());
+    assert!(text(&derive).contains("--config"), "{}", text(&derive));
+    // Not a checkpoint at all.
+    let junk = dir.join("junk.pt");
+    std::fs::write(&junk, b"PK\x03\x04 definitely not a zip").unwrap();
+    let bad = segclip(&["convert", junk.to_str().unwrap(), &out, "--config", &fixture("config.json")]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("junk.pt"), "{}", text(&bad));
+}
+
+#[test]
+fn synth_writes_a_reproducible_voc_split() {
+    let a = scratch("synth-a");
+    let b = scratch("synth-b");
+    for dir in [&a, &b] {
+        let run = segclip(&["synth", "--split", "val", "--count", "3", "--size", "64", "--out", dir.to_str().unwrap()]);
+        assert!(run.status.success(), "{}", text(&run));
+    }
+    let list = std::fs::read_to_string(a.join("ImageSets/Segmentation/val.txt")).unwrap();
+    assert_eq!(list.lines().count(), 3);
+    for id in list.lines() {
+        let rel = format!("JPEGImages/{id}.png");
+        assert_eq!(std::fs::read(a.join(&rel)).unwrap(), std::fs::read(b.join(&rel)).unwrap(), "{rel} differs");
+    }
+    assert!(std::fs::read_to_string(a.join("classes.txt")).unwrap().starts_with("background"));
+}
+
+#[test]
+fn segment_writes_overlay_mask_and_summary_and_survives_bad_files() {
+    let dir = scratch("segment");
+    let weights = tiny_weights(&dir, "f32");
+    let scenes = dir.join("scenes");
+    assert!(segclip(&["synth", "--split", "val", "--count", "1", "--size", "48", "--out", scenes.to_str().unwrap()]).status.success());
+    let image = scenes.join("JPEGImages/val_000000.png");
+    let not_image = dir.join("notes.png");
+    std::fs::write(&not_image, b"this is text").unwrap();
+    let out = dir.join("out");
+    let run = segclip(&[
+        "segment", image.to_str().unwrap(), not_image.to_str().unwrap(), "--labels", "circle, square, star",
+        "--weights", &weights, "--out", out.to_str().unwrap(), "--outline",
+    ]);
+    let log = text(&run);
+    // The good image is done, the bad one reported by name, and the run fails overall.
+    assert!(!run.status.success(), "{log}");
+    assert!(log.contains("notes.png") && log.contains("1 of 2 image(s) failed"), "{log}");
+    let mask = image::open(out.join("val_000000.mask.png")).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (48, 48));
+    assert!(mask.pixels().all(|p| p.0[0] <= 3), "mask values beyond the 3 labels");
+    assert!(out.join("val_000000.overlay.png").is_file());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("val_000000.json")).unwrap()).unwrap();
+    let labels = summary["result"]["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 3);
+    let share: f64 = labels.iter().map(|l| l["area_share"].as_f64().unwrap()).sum::<f64>()
+        + summary["result"]["background_share"].as_f64().unwrap();
+    assert!((share - 1.0).abs() < 1e-9, "area shares sum to {share}");
+
+    for (labels, expect) in [(" , ", "no labels"), ("cat, Cat", "twice")] {
+        let run = segclip(&["segment", image.to_str().unwrap(), "--labels", labels, "--weights", &weights]);
+        assert!(!run.status.success());
+        assert!(text(&run).contains(expect), "{labels:?}: {}", text(&run));
+    }
+    let long = "word ".repeat(100);
+    let run = segclip(&["segment", image.to_str().unwrap(), "--labels", &long, "--weights", &weights]);
+    assert!(text(&run).contains("too long"), "{}", text(&run));
+}
+
+#[test]
+fn eval_prints_miou_and_writes_the_confusion_matrix() {
+    let dir = scratch("eval");
+    let weights = tiny_weights(&dir, "int8");
+    let json = dir.join("confusion.json");
+    let run = segclip(&["eval", "synth:val", "--weights", &weights, "--count", "2", "--size", "48", "--out", json.to_str().unwrap()]);
+    let log = text(&run);
+    assert!(run.status.success(), "{log}");
+    assert!(log.contains("mIoU:") && log.contains("circle"), "{log}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["num_classes"], 9);
+    assert_eq!(report["total_pixels"], 2 * 48 * 48);
+}

@@ -97,6 +97,19 @@ fn convert_reports_layout_unused_and_fresh_parts() {
     assert!(run.status.success(), "{log}");
     assert!(log.contains("SegCLIP release checkpoint"), "{log}");
     assert!(log.contains("unused, training-only"), "{log}");
+    // Every dtype writes a file that reads back with the fixture's config; smaller for f16/int8.
+    let mut sizes = Vec::new();
+    for dtype in ["f32", "f16", "int8"] {
+        let path = dir.join(format!("w-{dtype}.safetensors"));
+        let run = segclip(&["convert", &fixture("segclip_tiny.pt"), path.to_str().unwrap(), "--dtype", dtype, "--config", &fixture("config.json")]);
+        assert!(run.status.success(), "{dtype}: {}", text(&run));
+        let file = segclip::weights::format::read(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(file.dtype.to_string(), dtype);
+        assert_eq!(file.config.vision_width, 32);
+        sizes.push(std::fs::metadata(&path).unwrap().len());
+    }
+    assert!(sizes[0] > sizes[1] && sizes[1] > sizes[2], "sizes f32/f16/int8: {sizes:?}");
+    assert!(!dir.join("w-f32.partial").exists(), "a temporary file was left behind");
     let clip = segclip(&["convert", &fixture("openai_clip_tiny.pt"), &out, "--config", &fixture("config.json")]);
     let log = text(&clip);
     assert!(clip.status.success(), "{log}");

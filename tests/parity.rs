@@ -110,6 +110,27 @@ fn positional_grid_is_resized_bicubically_like_torch() {
 }
 
 #[test]
+fn reconstruction_branch_matches_pytorch() {
+    let device = Device::flex();
+    let imported = import::import_for_training(&fixture("segclip_tiny.pt"), Some(config())).unwrap();
+    assert!(imported.unused.is_empty(), "training import left keys unused: {:?}", imported.unused);
+    let mut model = SegClip::new_for_training(&imported.config, &device);
+    model_io::apply_tensors(&mut model, &imported.tensors, false).unwrap();
+    let r = reference("segclip_tiny_io.safetensors");
+    let (shape, keep) = &r["recon_keep"];
+    let keep: Vec<Vec<usize>> = keep.chunks(shape[1]).map(|c| c.iter().map(|&v| v as usize).collect()).collect();
+    let out = model
+        .reconstruct(images(&r, "image", &device), &keep, segclip::model::Assignment::Eval)
+        .expect("training model has the reconstruction branch");
+    let err = relative_error(&values3(out.pred), &r["recon_pred"].1);
+    let loss = out.loss.into_data().try_to_vec::<f32>().unwrap()[0];
+    let want = r["recon_loss"].1[0];
+    println!("reconstruction: prediction relative error {err:.2e}, loss {loss} vs {want}");
+    assert!(err <= TOLERANCE, "prediction relative error {err:.2e}");
+    assert!((loss - want).abs() <= want.abs() * TOLERANCE, "loss {loss} vs {want}");
+}
+
+#[test]
 fn wgpu_backend_matches_pytorch_too() {
     // The page's WGSL kernels, natively on lavapipe.
     let device = segclip::backend::device(segclip::backend::BackendKind::Wgpu).unwrap();
@@ -212,4 +233,31 @@ fn damaged_weights_files_give_clear_errors() {
     let file = format::read(&bytes).unwrap();
     let mismatch = model_io::apply_tensors(&mut model, &file.tensors, false).unwrap_err().to_string();
     assert!(mismatch.contains("tensor 'visual.") && mismatch.contains("expected shape"), "{mismatch}");
+}
+
+#[test]
+fn gumbel_training_assignment_is_one_hot_and_differentiable() {
+    let device = segclip::backend::training_device();
+    let model = SegClip::new_for_training(&SegClipConfig::tiny(), &device);
+    let images = Tensor::<4>::random([2, 3, 32, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let out = model.visual.forward(images.clone(), segclip::model::Assignment::Gumbel { tau: 0.9 });
+    let hard = values3(out.hard_assign.clone());
+    // Each patch column holds exactly one 1 (up to the straight-through rounding).
+    let (l, p) = (4, 16);
+    for b in 0..2 {
+        for i in 0..p {
+            let column: Vec<f32> = (0..l).map(|g| hard[b * l * p + g * p + i]).collect();
+            let ones = column.iter().filter(|v| (**v - 1.0).abs() < 1e-5).count();
+            let zeros = column.iter().filter(|v| v.abs() < 1e-5).count();
+            assert_eq!((ones, zeros), (1, l - 1), "patch {i} of image {b}: {column:?}");
+        }
+    }
+    // The straight-through estimator lets gradients reach the centers; so does the masked pass.
+    let keep = vec![vec![0, 5, 10], vec![3, 7, 15]];
+    let recon = model.reconstruct(images, &keep, segclip::model::Assignment::Gumbel { tau: 0.9 }).unwrap();
+    let loss = out.image_embed.powf_scalar(2.0).mean() + recon.loss;
+    let grads = loss.backward();
+    let g = model.visual.group.semantic_center.grad(&grads).expect("gradient on the centers");
+    let norm: f32 = g.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v * v).sum();
+    assert!(norm > 0.0, "no gradient reached the centers");
 }

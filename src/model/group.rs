@@ -3,7 +3,7 @@
 //! and each center's patches are mean-pooled into a group token.
 
 use burn::module::{Module, Param};
-use burn::nn::{Initializer, LayerNorm, Linear};
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
@@ -95,11 +95,12 @@ impl GroupModule {
         // Conv1d default (kaiming-uniform, a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = d.
         let bound = 1.0 / (d as f64).sqrt();
         let block_diag = || Param::from_tensor(Tensor::random([heads, d, d], Distribution::Uniform(-bound, bound), device));
-        let center_init = Initializer::Normal { mean: 0.0, std: 0.02 };
         Self {
             // Truncated normal (std 0.02): values beyond 2 std are rare enough that a plain normal
             // clipped to +-0.04 matches it for training purposes.
-            semantic_center: center_init.init([centers, width], device).map(|t| t.clamp(-0.04, 0.04)),
+            semantic_center: Param::from_tensor(
+                Tensor::random([centers, width], Distribution::Normal(0.0, 0.02), device).clamp(-0.04, 0.04),
+            ),
             norm: layer_norm(width, device),
             cross_att: (0..layers).map(|_| CrossAttentionLayer::new(width, heads, mlp_ratio, device)).collect(),
             cross_ln: layer_norm(width, device),

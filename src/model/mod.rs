@@ -4,6 +4,7 @@
 pub mod config;
 pub mod group;
 pub mod layers;
+pub mod reconstruct;
 pub mod text;
 pub mod vision;
 
@@ -24,16 +25,29 @@ pub struct SegClip {
     pub text: text::TextTower,
     /// log of the contrastive temperature's inverse, [1]; initialised to ln 100 as CLIP's.
     pub logit_scale: Param<Tensor<1>>,
+    /// The training-only reconstruction branch; `None` in inference models and weights files.
+    pub recon: Option<reconstruct::ReconstructionHeads>,
 }
 
 impl SegClip {
-    /// A freshly initialised model of the given size.
+    /// A freshly initialised inference model of the given size.
     pub fn new(config: &SegClipConfig, device: &Device) -> Self {
         Self {
             visual: vision::VisionTower::new(config, device),
             text: text::TextTower::new(config, device),
             logit_scale: Param::from_tensor(Tensor::from_floats([MAX_LOGIT_SCALE.ln() as f32], device)),
+            recon: None,
         }
+    }
+
+    /// A freshly initialised model with the training-only reconstruction branch.
+    pub fn new_for_training(config: &SegClipConfig, device: &Device) -> Self {
+        Self { recon: Some(reconstruct::ReconstructionHeads::new(config, device)), ..Self::new(config, device) }
+    }
+
+    /// The masked-reconstruction pass (training models only).
+    pub fn reconstruct(&self, images: Tensor<4>, keep: &[Vec<usize>], assignment: Assignment) -> Option<reconstruct::Reconstruction> {
+        self.recon.as_ref().map(|r| r.forward(&self.visual, images, keep, assignment))
     }
 
     /// Encodes normalised images [B, 3, H, W] (evaluation assignment).

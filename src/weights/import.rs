@@ -146,12 +146,19 @@ pub fn detect_layout(keys: &BTreeSet<String>) -> Result<SourceLayout, ImportErro
 /// when heads are not width / 64, the release's rule).
 pub fn import(path: &Path, config: Option<SegClipConfig>) -> Result<Imported, ImportError> {
     let raw = read_checkpoint(path)?;
-    import_tensors(raw, config)
+    import_tensors(raw, config, false)
+}
+
+/// As `import`, keeping the training-only reconstruction branch (for `SegClip::new_for_training`).
+pub fn import_for_training(path: &Path, config: Option<SegClipConfig>) -> Result<Imported, ImportError> {
+    let raw = read_checkpoint(path)?;
+    import_tensors(raw, config, true)
 }
 
 pub fn import_tensors(
     raw: BTreeMap<String, HostTensor>,
     config: Option<SegClipConfig>,
+    training: bool,
 ) -> Result<Imported, ImportError> {
     let keys: BTreeSet<String> = raw.keys().cloned().collect();
     let layout = detect_layout(&keys)?;
@@ -173,6 +180,6 @@ pub fn import_tensors(
         SourceLayout::SegClip => clip_like,
         _ => keymap::split_visual_blocks(clip_like, config.group_after),
     };
-    let tensors = keymap::release_to_ours(release, &config, &mut unused)?;
+    let tensors = keymap::release_to_ours(release, &config, training, &mut unused)?;
     Ok(Imported { layout, config, tensors, unused })
 }

@@ -58,14 +58,25 @@ const TRAINING_ONLY: &[&str] = &[
     r"^vis_mae_decoder\.",
 ];
 
+/// The training-only parts mapped into `SegClip::recon`, for models built for training.
+const TRAINING_RULES: &[(&str, &str, Transform)] = &[
+    (r"^clip\.visual\.transformer\.layers_mae2\.(\d+)\.(.+)$", "recon.blocks.$1.$2", Transform::Keep),
+    (r"^clip\.visual\.transformer\.reconstruct_layer2\.rec_proj_a\.a_fc\.(weight|bias)$", "recon.rec_proj.$1", Transform::Keep),
+    (r"^vis_mae_decoder\.decoder_blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", "recon.decoder.decoder_blocks.$1.attn.in_proj.$2", Transform::Keep),
+    (r"^vis_mae_decoder\.decoder_blocks\.(\d+)\.attn\.proj\.(weight|bias)$", "recon.decoder.decoder_blocks.$1.attn.out_proj.$2", Transform::Keep),
+    (r"^vis_mae_decoder\.decoder_blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)$", "recon.decoder.decoder_blocks.$1.$2.$3", Transform::Keep),
+    (r"^vis_mae_decoder\.(.+)$", "recon.decoder.$1", Transform::Keep),
+];
+
 /// Suffix rules inside blocks and norms, applied after the prefix rules.
 const SUFFIX_RULES: &[(&str, &str, Transform)] = &[
     (r"attn\.in_proj_weight$", "attn.in_proj.weight", Transform::Transpose),
     (r"attn\.in_proj_bias$", "attn.in_proj.bias", Transform::Keep),
-    (r"\.(out_proj|c_fc|c_proj|fc1|fc2)\.weight$", ".$1.weight", Transform::Transpose),
+    // PyTorch Linear weights [out, in] -> burn [in, out].
+    (r"\.(in_proj|out_proj|c_fc|c_proj|fc1|fc2|rec_proj|decoder_embed|decoder_pred)\.weight$", ".$1.weight", Transform::Transpose),
     // LayerNorms: weight/bias -> gamma/beta.
-    (r"(^|\.)(ln_\w+|ln|norm|cross_ln|k_ln)\.weight$", "$1$2.gamma", Transform::Keep),
-    (r"(^|\.)(ln_\w+|ln|norm|cross_ln|k_ln)\.bias$", "$1$2.beta", Transform::Keep),
+    (r"(^|\.)(ln_\w+|ln|norm\d?|decoder_norm|cross_ln|k_ln)\.weight$", "$1$2.gamma", Transform::Keep),
+    (r"(^|\.)(ln_\w+|ln|norm\d?|decoder_norm|cross_ln|k_ln)\.bias$", "$1$2.beta", Transform::Keep),
 ];
 
 fn compiled(rules: &[(&'static str, &'static str, Transform)]) -> Vec<(Regex, &'static str, Transform)> {
@@ -73,18 +84,27 @@ fn compiled(rules: &[(&'static str, &'static str, Transform)]) -> Vec<(Regex, &'
 }
 
 /// Maps release-layout tensors to our parameter names; unknown keys are an error naming them.
+/// With `training`, the reconstruction branch is mapped too; otherwise it is reported unused.
 pub fn release_to_ours(
     release: BTreeMap<String, HostTensor>,
     config: &SegClipConfig,
+    training: bool,
     unused: &mut Vec<(String, &'static str)>,
 ) -> Result<BTreeMap<String, HostTensor>, ImportError> {
-    let rules = compiled(RULES);
+    let rules = if training {
+        let mut all = RULES.to_vec();
+        all.extend_from_slice(TRAINING_RULES);
+        compiled(&all)
+    } else {
+        compiled(RULES)
+    };
     let suffixes = compiled(SUFFIX_RULES);
-    let training: Vec<Regex> = TRAINING_ONLY.iter().map(|p| Regex::new(p).unwrap()).collect();
+    let keep_training = training;
+    let training_only: Vec<Regex> = TRAINING_ONLY.iter().map(|p| Regex::new(p).unwrap()).collect();
     let mut out = BTreeMap::new();
     let mut unknown = Vec::new();
     for (key, tensor) in release {
-        if training.iter().any(|r| r.is_match(&key)) {
+        if !keep_training && training_only.iter().any(|r| r.is_match(&key)) {
             unused.push((key, "training-only (masked reconstruction branch)"));
             continue;
         }
@@ -316,9 +336,17 @@ pub fn infer_config(t: &BTreeMap<String, HostTensor>, layout: SourceLayout) -> R
         context_length: shape("clip.positional_embedding")?[0],
         vocab_size: token[0],
         mlp_ratio: fc[0] / text_width,
-        decoder_width: width / 2,
+        // The reconstruction branch's sizes where the file has it (heads are not stored: the
+        // release's decoder uses 8).
+        decoder_width: t.get("vis_mae_decoder.decoder_embed.weight").map(|w| w.shape[0]).unwrap_or(width / 2),
         decoder_heads: 8,
-        decoder_layers: 3,
-        mae_blocks: 2,
+        decoder_layers: match count(r"^vis_mae_decoder\.decoder_blocks\.(\d+)\.") {
+            0 => 3,
+            n => n,
+        },
+        mae_blocks: match count(r"^clip\.visual\.transformer\.layers_mae2\.(\d+)\.") {
+            0 => 2,
+            n => n,
+        },
     })
 }

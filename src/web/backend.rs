@@ -39,7 +39,6 @@ pub struct AdapterSummary {
 }
 
 pub struct Picked {
-    #[allow(dead_code)] // the model pipeline runs on it once the model lands
     pub device: Device,
     pub info: BackendInfo,
 }

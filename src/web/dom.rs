@@ -7,12 +7,8 @@ use wasm_bindgen_futures::JsFuture;
 
 use super::backend::BackendInfo;
 
-fn document() -> Option<web_sys::Document> {
-    web_sys::window()?.document()
-}
-
 pub fn set_text(id: &str, text: &str) {
-    if let Some(el) = document().and_then(|d| d.get_element_by_id(id)) {
+    if let Some(el) = element(id) {
         el.set_text_content(Some(text));
     }
 }
@@ -88,3 +84,105 @@ pub async fn fetch_json(path: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{path} is not valid JSON: {e}"))
 }
 
+
+pub fn document() -> Option<web_sys::Document> {
+    web_sys::window()?.document()
+}
+
+pub fn element(id: &str) -> Option<web_sys::Element> {
+    document()?.get_element_by_id(id)
+}
+
+/// Marks the page busy (`<body data-busy>`; the styles show a progress cursor).
+pub fn set_busy(busy: bool) {
+    if let Some(body) = document().and_then(|d| d.body()) {
+        let _ = body.set_attribute("data-busy", if busy { "true" } else { "false" });
+    }
+}
+
+/// Sets `window.segclipStatus[key] = value`, keeping the rest of the status.
+pub fn merge_status(key: &str, value: &serde_json::Value) {
+    let Some(window) = web_sys::window() else { return };
+    let status = Reflect::get(&window, &"segclipStatus".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+    if !status.is_object() {
+        return;
+    }
+    if let Ok(js) = js_sys::JSON::parse(&value.to_string()) {
+        let _ = Reflect::set(&status, &key.into(), &js);
+    }
+}
+
+async fn fetch_response(path: &str) -> Result<web_sys::Response, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(path))
+        .await
+        .map_err(|e| format!("fetch {path}: {e:?}"))?
+        .dyn_into()
+        .map_err(|_| format!("fetch {path}: not a response"))?;
+    if !response.ok() {
+        return Err(format!("fetch {path}: HTTP {}", response.status()));
+    }
+    Ok(response)
+}
+
+/// Fetches an asset's bytes.
+pub async fn fetch_bytes(path: &str) -> Result<Vec<u8>, String> {
+    let response = fetch_response(path).await?;
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{path}: {e:?}"))?)
+        .await
+        .map_err(|e| format!("{path}: {e:?}"))?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// Fetches an asset's bytes, reporting bytes received of the total on a `<progress>` element.
+pub async fn fetch_bytes_with_progress(path: &str, progress_id: &str, text_id: &str) -> Result<Vec<u8>, String> {
+    let response = fetch_response(path).await?;
+    let total: f64 = response
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    if let Some(wrap) = element("progress-wrap") {
+        let _ = wrap.remove_attribute("hidden");
+    }
+    let body = response.body().ok_or_else(|| format!("{path}: empty response"))?;
+    let reader: web_sys::ReadableStreamDefaultReader =
+        body.get_reader().dyn_into().map_err(|_| format!("{path}: no stream reader"))?;
+    let mut bytes = Vec::with_capacity(total as usize);
+    loop {
+        let chunk = JsFuture::from(reader.read()).await.map_err(|e| format!("{path}: {e:?}"))?;
+        let done = Reflect::get(&chunk, &"done".into()).ok().and_then(|v| v.as_bool()).unwrap_or(true);
+        if done {
+            break;
+        }
+        let value = Reflect::get(&chunk, &"value".into()).map_err(|e| format!("{path}: {e:?}"))?;
+        bytes.extend(js_sys::Uint8Array::new(&value).to_vec());
+        if let Some(p) = element(progress_id) {
+            let _ = p.set_attribute("value", &(if total > 0.0 { bytes.len() as f64 / total } else { 0.0 }).to_string());
+        }
+        set_text(text_id, &format!("{:.1} of {:.1} MB", bytes.len() as f64 / 1e6, total / 1e6));
+    }
+    if let Some(wrap) = element("progress-wrap") {
+        let _ = wrap.set_attribute("hidden", "");
+    }
+    Ok(bytes)
+}
+
+/// Offers `bytes` as a download named `name`.
+pub fn save_bytes(bytes: &[u8], mime: &str, name: &str) {
+    let array = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let Ok(blob) = web_sys::Blob::new_with_u8_array_sequence_and_options(&array, &options) else { return };
+    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else { return };
+    if let Some(a) = document().and_then(|d| d.create_element("a").ok()) {
+        let _ = a.set_attribute("href", &url);
+        let _ = a.set_attribute("download", name);
+        if let Some(a) = a.dyn_ref::<web_sys::HtmlElement>() {
+            a.click();
+        }
+    }
+    let _ = web_sys::Url::revoke_object_url(&url);
+}

@@ -1,6 +1,7 @@
 //! The page's wasm entry: picks a backend (WebGPU first, the CPU backend as the fallback), proves
 //! it computes correctly, and reports what it got. DOM wiring lives here and nowhere else.
 
+mod app;
 mod backend;
 mod dom;
 
@@ -27,26 +28,24 @@ async fn run() -> Result<(), String> {
     dom::show_backend(info);
 
     let manifest = dom::fetch_json("weights/manifest.json").await;
-    let models = match &manifest {
-        Ok(m) => m.get("models").and_then(|v| v.as_array()).map(|a| a.len()).unwrap_or(0),
+    let bundled = match &manifest {
+        // The first int8 entry is the page's default model.
+        Ok(m) => m.get("models").and_then(|v| v.as_array()).and_then(|models| {
+            models.iter().find(|e| e.get("dtype").and_then(|d| d.as_str()) == Some("int8")).or(models.first()).cloned()
+        }),
         Err(e) => {
             dom::log(&format!("weights manifest: {e}"));
-            0
+            None
         }
     };
-    dom::set_text(
-        "model",
-        if models == 0 {
-            "No bundled model in this build yet: the page checks its compute backend only."
-        } else {
-            "Bundled model found."
-        },
-    );
-    dom::publish_status(&serde_json::json!({
-        "state": "ready",
-        "backend": info,
-        "bundled_models": models,
-    }));
+    let has_bundled = bundled.is_some();
+    dom::publish_status(&serde_json::json!({ "state": "loading-model", "backend": info }));
+    app::init(picked.device, bundled).await?;
+    dom::merge_status("state", &serde_json::json!("ready"));
+    dom::merge_status("bundled_model", &serde_json::json!(has_bundled));
+    if let Some(body) = dom::document().and_then(|d| d.body()) {
+        let _ = body.set_attribute("data-state", "ready");
+    }
     Ok(())
 }
 

@@ -6,6 +6,8 @@
 //! device in one place (`backend` natively, `web::backend` in the page).
 
 pub mod backend;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod model;

@@ -67,7 +67,7 @@ fn version_is_the_crate_version() {
 
 #[test]
 fn subcommands_not_yet_built_say_so_and_fail() {
-    for sub in ["train", "export", "bench"] {
+    for sub in ["train", "export"] {
         let out = segclip(&[sub]);
         assert_eq!(out.status.code(), Some(2), "{sub}: {}", text(&out));
         assert!(text(&out).contains("not implemented yet"), "{sub}: {}", text(&out));
@@ -195,4 +195,23 @@ fn eval_prints_miou_and_writes_the_confusion_matrix() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["num_classes"], 9);
     assert_eq!(report["total_pixels"], 2 * 48 * 48);
+}
+
+#[test]
+fn bench_reports_every_measurement_with_its_throughput() {
+    let dir = scratch("bench");
+    let json = dir.join("bench.json");
+    let run = segclip(&["bench", "--config", "small", "--runs", "1", "--json", json.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(doc["cores"].as_u64().unwrap() >= 1);
+    assert!(doc["peak_matmul_gflops"]["cpu"].as_f64().unwrap() > 0.0);
+    let measurements = doc["measurements"].as_array().unwrap();
+    let names: Vec<&str> = measurements.iter().map(|m| m["what"].as_str().unwrap()).collect();
+    for want in ["image encode 224", "text encode per label", "segmentation 224x224", "segmentation 448x448", "training step"] {
+        assert!(names.iter().any(|n| n.starts_with(want)), "{want} missing from {names:?}");
+    }
+    for m in measurements {
+        assert!(m["median_ms"].as_f64().unwrap() > 0.0 && m["gflops_per_s"].as_f64().unwrap() > 0.0, "{m}");
+    }
 }

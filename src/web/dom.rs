@@ -67,23 +67,9 @@ pub fn show_backend(info: &BackendInfo) {
 
 /// Fetches a JSON asset relative to the page.
 pub async fn fetch_json(path: &str) -> Result<serde_json::Value, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(path))
-        .await
-        .map_err(|e| format!("fetch {path}: {e:?}"))?
-        .dyn_into()
-        .map_err(|_| format!("fetch {path}: not a response"))?;
-    if !response.ok() {
-        return Err(format!("fetch {path}: HTTP {}", response.status()));
-    }
-    let text = JsFuture::from(response.text().map_err(|e| format!("{path}: {e:?}"))?)
-        .await
-        .map_err(|e| format!("{path}: {e:?}"))?
-        .as_string()
-        .unwrap_or_default();
-    serde_json::from_str(&text).map_err(|e| format!("{path} is not valid JSON: {e}"))
+    let bytes = fetch_bytes(path).await?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{path} is not valid JSON: {e}"))
 }
-
 
 pub fn document() -> Option<web_sys::Document> {
     web_sys::window()?.document()

@@ -1,5 +1,6 @@
 //! `segclip`: the native companion of the page. Each subcommand is a thin call into the library.
 
+mod bench;
 mod convert;
 mod eval;
 mod segment;
@@ -75,7 +76,7 @@ enum Command {
     /// Convert a SegCLIP, OpenAI CLIP or Hugging Face CLIP checkpoint to a segclip weights file.
     Convert(convert::ConvertArgs),
     /// Measure encode, segmentation and training-step speed on the available backends.
-    Bench(Passthrough),
+    Bench(bench::BenchArgs),
     /// Run a numeric self-check on a backend and report what it is.
     Backend {
         /// Which backend to check: cpu or wgpu.
@@ -109,7 +110,7 @@ fn main() -> ExitCode {
         Command::Train(_) => not_yet("train", 5),
         Command::Export(_) => not_yet("export", 5),
         Command::Convert(args) => report(convert::run(args)),
-        Command::Bench(_) => not_yet("bench", 7),
+        Command::Bench(args) => report(bench::run(args)),
         Command::Backend { backend } => match run_selfcheck(backend) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

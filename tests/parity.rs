@@ -261,3 +261,16 @@ fn gumbel_training_assignment_is_one_hot_and_differentiable() {
     let norm: f32 = g.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v * v).sum();
     assert!(norm > 0.0, "no gradient reached the centers");
 }
+
+#[test]
+fn torchscript_archives_get_the_resave_recipe() {
+    // The OpenAI release files are TorchScript zips: `constants.pkl` and code beside `data.pkl`.
+    let dir = std::env::temp_dir().join(format!("segclip-ts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ViT-B-16.pt");
+    let mut bytes = b"PK\x03\x04".to_vec();
+    bytes.extend_from_slice(b"\x00\x00ViT-B-16/constants.pkl\x00ViT-B-16/code/__torch__/model.py\x00ViT-B-16/data.pkl");
+    std::fs::write(&path, bytes).unwrap();
+    let err = import::import(&path, None).err().expect("refused").to_string();
+    assert!(err.contains("TorchScript") && err.contains("torch.jit.load") && err.contains("ViT-B-16.pt"), "{err}");
+}

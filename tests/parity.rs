@@ -211,8 +211,6 @@ fn damaged_weights_files_give_clear_errors() {
     let raw = err(&std::fs::read(fixture("hf_clip_tiny.safetensors")).unwrap());
     assert!(raw.contains("not a segclip weights file"), "{raw}");
 
-    let text = String::from_utf8_lossy(&bytes[..200.min(bytes.len())]).to_string();
-    assert!(text.contains("format_version"));
     let future = {
         let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();

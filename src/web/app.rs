@@ -175,6 +175,17 @@ fn set_image(rgb: Rgb, note: Option<String>) {
     schedule();
 }
 
+/// Reads a picked, dropped or pasted image file locally and shows it.
+fn load_image_file(file: web_sys::File) {
+    spawn_local(async move {
+        let name = file.name();
+        match file_bytes(file).await {
+            Ok(bytes) => handle_image_bytes(&bytes, &name),
+            Err(e) => message(&e, true),
+        }
+    });
+}
+
 fn handle_image_bytes(bytes: &[u8], name: &str) {
     match decode::decode_image(bytes, MAX_PIXELS) {
         Ok(rgb) => set_image(rgb, None),
@@ -471,13 +482,7 @@ async fn file_bytes(file: web_sys::File) -> Result<Vec<u8>, String> {
 fn wire_controls() -> Result<(), String> {
     on::<web_sys::Event>("image-input", "change", |_| {
         let Some(file) = input("image-input").and_then(|i| i.files()).and_then(|f| f.get(0)) else { return };
-        spawn_local(async move {
-            let name = file.name();
-            match file_bytes(file).await {
-                Ok(bytes) => handle_image_bytes(&bytes, &name),
-                Err(e) => message(&e, true),
-            }
-        });
+        load_image_file(file);
     })?;
     on::<web_sys::Event>("weights-input", "change", |_| {
         let Some(file) = input("weights-input").and_then(|i| i.files()).and_then(|f| f.get(0)) else { return };
@@ -610,13 +615,7 @@ fn wire_drop_and_paste() -> Result<(), String> {
             z.set_class_name("canvas-wrap");
         }
         let Some(file) = e.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) else { return };
-        spawn_local(async move {
-            let name = file.name();
-            match file_bytes(file).await {
-                Ok(bytes) => handle_image_bytes(&bytes, &name),
-                Err(e) => message(&e, true),
-            }
-        });
+        load_image_file(file);
     });
     document.add_event_listener_with_callback("drop", drop_handler.as_ref().unchecked_ref()).map_err(|e| format!("{e:?}"))?;
     drop_handler.forget();
@@ -624,13 +623,7 @@ fn wire_drop_and_paste() -> Result<(), String> {
         let Some(items) = e.clipboard_data().and_then(|d| d.files()) else { return };
         let Some(file) = items.get(0) else { return };
         e.prevent_default();
-        spawn_local(async move {
-            let name = file.name();
-            match file_bytes(file).await {
-                Ok(bytes) => handle_image_bytes(&bytes, &name),
-                Err(e) => message(&e, true),
-            }
-        });
+        load_image_file(file);
     });
     document.add_event_listener_with_callback("paste", paste.as_ref().unchecked_ref()).map_err(|e| format!("{e:?}"))?;
     paste.forget();

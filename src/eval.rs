@@ -331,3 +331,34 @@ mod tests {
         assert_eq!(back, m);
     }
 }
+
+/// Scores `count` scenes of a synthetic split (from index 0) with the shared pipeline: labels are
+/// the shape classes, or the colour+shape pairs with `pair_masks`; background is class 0.
+/// Used by `segclip eval` and by validation during training.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn score_synthetic(
+    segmenter: &mut crate::pipeline::Segmenter,
+    split: crate::data::Split,
+    count: u64,
+    scene: &crate::data::SceneConfig,
+    pair_masks: bool,
+    mut progress: impl FnMut(u64),
+) -> Result<ConfusionMatrix, String> {
+    use crate::data::{generate, pair_labels, shape_classes};
+    use crate::pipeline::{block_on, Rgb};
+    let classes: Vec<String> =
+        if pair_masks { pair_labels().to_vec() } else { shape_classes().iter().map(|s| s.to_string()).collect() };
+    let labels = classes[1..].to_vec();
+    let embeddings = block_on(segmenter.encode_labels(&labels))?;
+    let mut matrix = ConfusionMatrix::new(classes.len());
+    for i in 0..count {
+        let sc = generate(split, i, scene);
+        let truth: Vec<u16> = if pair_masks { sc.pair_map.clone() } else { sc.class_map.iter().map(|&c| c as u16).collect() };
+        let image = Rgb::new(sc.width, sc.height, sc.image)?;
+        let features = block_on(segmenter.encode_image(&image))?;
+        let result = block_on(segmenter.combine(&features, &labels, &embeddings))?;
+        matrix.add(&result.label_map, &truth).map_err(|e| format!("scene {i}: {e}"))?;
+        progress(i + 1);
+    }
+    Ok(matrix)
+}

@@ -14,6 +14,8 @@ pub mod model;
 pub mod pipeline;
 pub mod selfcheck;
 pub mod tokenizer;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
 pub mod weights;
 
 #[cfg(target_arch = "wasm32")]

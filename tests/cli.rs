@@ -66,15 +66,6 @@ fn version_is_the_crate_version() {
 }
 
 #[test]
-fn subcommands_not_yet_built_say_so_and_fail() {
-    for sub in ["train", "export"] {
-        let out = segclip(&[sub]);
-        assert_eq!(out.status.code(), Some(2), "{sub}: {}", text(&out));
-        assert!(text(&out).contains("not implemented yet"), "{sub}: {}", text(&out));
-    }
-}
-
-#[test]
 fn unknown_backend_is_named_in_the_error() {
     let out = segclip(&["backend", "--backend", "quantum"]);
     assert!(!out.status.success());

@@ -109,6 +109,34 @@ impl SegClipConfig {
         }
     }
 
+    /// The model trained on the synthetic scenes and bundled with the page: 96 px input with
+    /// patch 8, so a 12x12 grid (the probe's measured ceiling says mIoU 70 needs at least 12x12),
+    /// and narrow enough to train on a 2-core CPU. Its text tower keeps the full CLIP vocabulary
+    /// so any typed label tokenizes; the token table dominates the file.
+    pub fn bundled() -> Self {
+        Self {
+            image_size: 96,
+            patch_size: 8,
+            vision_width: 128,
+            vision_heads: 4,
+            vision_layers: 5,
+            group_after: 4,
+            num_centers: 8,
+            cross_layers: 2,
+            embed_dim: 128,
+            text_width: 128,
+            text_heads: 2,
+            text_layers: 3,
+            context_length: 77,
+            vocab_size: 49408,
+            mlp_ratio: 4,
+            decoder_width: 64,
+            decoder_heads: 2,
+            decoder_layers: 2,
+            mae_blocks: 1,
+        }
+    }
+
     /// A tiny model for unit tests (same shape as the parity fixtures' config).
     pub fn tiny() -> Self {
         Self {

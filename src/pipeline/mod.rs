@@ -27,6 +27,8 @@ pub struct SegmentOptions {
     pub templates: Vec<String>,
     pub bg_thresh: f32,
     pub top_k: usize,
+    /// Short side of the rescaled image; 0 = the model's input size (224 for the release, as the
+    /// published protocol; the bundled model's 96).
     pub short_side: usize,
     pub long_cap: usize,
     /// Window side and stride in pixels of the rescaled image; 0 = the model's input size.
@@ -42,7 +44,7 @@ impl Default for SegmentOptions {
             templates: vec![labels::DEFAULT_TEMPLATE.to_string()],
             bg_thresh: 0.8,
             top_k: 5,
-            short_side: 224,
+            short_side: 0,
             long_cap: 2048,
             window: 0,
             stride: 0,
@@ -154,7 +156,8 @@ impl Segmenter {
         let o = &self.options;
         let crop = if o.window == 0 { self.config.image_size } else { o.window };
         let stride = if o.stride == 0 { crop } else { o.stride };
-        let prepared = preprocess::prepare(image, o.short_side, o.long_cap);
+        let short_side = if o.short_side == 0 { self.config.image_size } else { o.short_side };
+        let prepared = preprocess::prepare(image, short_side, o.long_cap);
         let wins = windows::windows(prepared.width, prepared.height, crop, stride);
         let mut out = Vec::with_capacity(wins.len());
         // Windows of one size go through the model together, `batch` at a time.

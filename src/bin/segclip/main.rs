@@ -3,8 +3,10 @@
 mod bench;
 mod convert;
 mod eval;
+mod export;
 mod segment;
 mod synth;
+mod train;
 
 /// The tokenizer every model of this build uses (static/tokenizer.json, made by
 /// scripts/make-fixtures from open_clip's vocabulary).
@@ -70,9 +72,9 @@ enum Command {
     /// Write a split of the synthetic shape scenes in VOC layout.
     Synth(synth::SynthArgs),
     /// Train SegCLIP (contrastive, reconstruction and superpixel losses).
-    Train(Passthrough),
+    Train(train::TrainArgs),
     /// Export a training checkpoint to the weights file the page loads (f32, f16 or int8).
-    Export(Passthrough),
+    Export(export::ExportArgs),
     /// Convert a SegCLIP, OpenAI CLIP or Hugging Face CLIP checkpoint to a segclip weights file.
     Convert(convert::ConvertArgs),
     /// Measure encode, segmentation and training-step speed on the available backends.
@@ -85,30 +87,14 @@ enum Command {
     },
 }
 
-/// Arguments of a subcommand whose implementation has not landed yet: accepted as they are, so
-/// the message below is what the user sees rather than an argument-parsing error.
-#[derive(clap::Args)]
-struct Passthrough {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
-}
-
-fn not_yet(name: &str, issue: u32) -> ExitCode {
-    eprintln!(
-        "error: `segclip {name}` is not implemented yet in this build (tracked in issue {issue}); \
-         see README.md for what works today"
-    );
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Segment(args) => report(segment::run(args)),
         Command::Eval(args) => report(eval::run(args)),
         Command::Synth(args) => report(synth::run(args)),
-        Command::Train(_) => not_yet("train", 5),
-        Command::Export(_) => not_yet("export", 5),
+        Command::Train(args) => report(train::run(args)),
+        Command::Export(args) => report(export::run(args)),
         Command::Convert(args) => report(convert::run(args)),
         Command::Bench(args) => report(bench::run(args)),
         Command::Backend { backend } => match run_selfcheck(backend) {

@@ -1,0 +1,85 @@
+//! `segclip export CHECKPOINT OUT --dtype int8|f16|f32`: the weights file the page loads, plus
+//! its entry (file, dtype, size, SHA-256, config) in the `manifest.json` beside it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use segclip::train::{checkpoint, inference_tensors};
+use segclip::weights::format;
+use segclip::weights::quant::StorageDtype;
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// A training checkpoint (`checkpoint.safetensors`, or its run folder).
+    checkpoint: PathBuf,
+    /// The weights file to write.
+    out: PathBuf,
+    #[arg(long, default_value = "int8")]
+    dtype: StorageDtype,
+    /// Background threshold recorded in the manifest as the model's default.
+    #[arg(long)]
+    bg_thresh: Option<f32>,
+    /// Do not touch manifest.json.
+    #[arg(long)]
+    no_manifest: bool,
+}
+
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let path = if args.checkpoint.is_dir() { checkpoint::path_in(&args.checkpoint) } else { args.checkpoint.clone() };
+    let ck = checkpoint::read(&path).map_err(anyhow::Error::msg)?;
+    let tensors = inference_tensors(&ck);
+    let bytes = format::write(&ck.model_config, &ck.tokenizer_sha256, args.dtype, &tensors)?;
+    // Prove the file loads before anyone ships it.
+    let file = format::read(&bytes).context("re-reading the exported file")?;
+    segclip::weights::model_io::load_model(&file, &segclip::backend::training_device().without_autodiff())
+        .context("building a model from the exported file")?;
+    let tmp = args.out.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).with_context(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, &args.out).with_context(|| args.out.display().to_string())?;
+    let sha = format::sha256_hex(&bytes);
+    println!("wrote {} ({} bytes, {}, step {}, sha256 {sha})", args.out.display(), bytes.len(), args.dtype, ck.step);
+    if !args.no_manifest {
+        let manifest = update_manifest(&args.out, &bytes, &sha, args.dtype, &ck, args.bg_thresh)?;
+        println!("manifest: {}", manifest.display());
+    }
+    Ok(())
+}
+
+fn update_manifest(
+    out: &Path,
+    bytes: &[u8],
+    sha: &str,
+    dtype: StorageDtype,
+    ck: &checkpoint::Checkpoint,
+    bg_thresh: Option<f32>,
+) -> anyhow::Result<PathBuf> {
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value = if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?
+    } else {
+        serde_json::json!({ "format": "segclip-weights-manifest", "version": 1, "models": [] })
+    };
+    let file_name = out.file_name().and_then(|n| n.to_str()).context("output file name")?.to_string();
+    let models = manifest
+        .get_mut("models")
+        .and_then(|m| m.as_array_mut())
+        .with_context(|| format!("{}: no \"models\" array", path.display()))?;
+    models.retain(|m| m.get("file").and_then(|f| f.as_str()) != Some(file_name.as_str()));
+    let mut entry = serde_json::json!({
+        "file": file_name,
+        "dtype": dtype.to_string(),
+        "size": bytes.len(),
+        "sha256": sha,
+        "config": ck.model_config,
+        "trained_steps": ck.step,
+        "tokenizer_sha256": ck.tokenizer_sha256,
+    });
+    if let Some(t) = bg_thresh {
+        entry["bg_thresh"] = serde_json::json!(t);
+    }
+    models.push(entry);
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n").with_context(|| path.display().to_string())?;
+    Ok(path)
+}

@@ -1,0 +1,384 @@
+//! The training configuration: one TOML file (committed examples under `configs/`) plus
+//! `--set section.key=value` overrides from the command line.
+
+use serde::{Deserialize, Serialize};
+
+use super::superpixels::FelzenszwalbParams;
+use crate::model::SegClipConfig;
+
+/// Everything a run needs; saved inside every checkpoint so `--resume` continues the same run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub optim: OptimSection,
+    pub loss: LossSection,
+    pub run: RunSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `bundled`, `small`, `vit-b16` or `tiny` (ignored when `init` is a checkpoint that carries
+    /// its own sizes).
+    pub preset: String,
+    /// `scratch`, or a checkpoint to start from: a SegCLIP release `.pt`, an OpenAI CLIP `.pt`,
+    /// a Hugging Face CLIP `.safetensors`, or a segclip weights file.
+    #[serde(default = "scratch")]
+    pub init: String,
+    /// Overrides of single config fields, e.g. `{ vision_layers = 6 }`.
+    #[serde(default)]
+    pub overrides: toml::Table,
+    /// Initial contrastive scale (exp of the logit scale) of a model trained from scratch. CLIP
+    /// trains from 1/0.07; a pretrained checkpoint keeps its own (100 for CLIP).
+    #[serde(default)]
+    pub logit_scale_init: Option<f64>,
+}
+
+fn scratch() -> String {
+    "scratch".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// `synthetic`, `jsonl` (lines of `{"image": path, "caption": text}`) or `coco` (a COCO
+    /// captions JSON; images under `images`).
+    pub source: String,
+    /// The JSONL file or the COCO annotations file.
+    #[serde(default)]
+    pub path: String,
+    /// COCO: the image folder (default: the annotation file's folder).
+    #[serde(default)]
+    pub images: String,
+    /// Synthetic: side of the rendered scenes (before the crop).
+    #[serde(default = "default_scene_size")]
+    pub scene_size: usize,
+    #[serde(default = "one")]
+    pub min_objects: usize,
+    #[serde(default = "default_max_objects")]
+    pub max_objects: usize,
+    /// Synthetic: how many distinct training scenes to cycle through (0 = a fresh scene for every
+    /// sample). A small pool makes a quick overfitting check.
+    #[serde(default)]
+    pub pool: u64,
+    /// Synthetic: probability that a sample's caption names only shapes ("a circle and a star"):
+    /// colour words alone otherwise solve the contrastive task (notes/training-probe.md).
+    #[serde(default = "default_shape_only")]
+    pub shape_only_captions: f32,
+    /// RandomResizedCrop area scale and aspect ratio ranges (reference: (0.5, 1), (3/4, 4/3)).
+    #[serde(default = "default_crop_scale")]
+    pub crop_scale: [f32; 2],
+    #[serde(default = "default_crop_ratio")]
+    pub crop_ratio: [f32; 2],
+    /// Token context in training (reference: 32).
+    #[serde(default = "default_context")]
+    pub context_length: usize,
+    /// Threads preparing batches (decode, augmentation, superpixels) off the training thread.
+    #[serde(default = "one")]
+    pub workers: usize,
+}
+
+fn default_scene_size() -> usize {
+    96
+}
+fn one() -> usize {
+    1
+}
+fn default_max_objects() -> usize {
+    4
+}
+fn default_shape_only() -> f32 {
+    0.5
+}
+fn default_crop_scale() -> [f32; 2] {
+    [0.5, 1.0]
+}
+fn default_crop_ratio() -> [f32; 2] {
+    [0.75, 4.0 / 3.0]
+}
+fn default_context() -> usize {
+    32
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    /// Optimiser steps (each of `batch_size * accumulation` samples).
+    pub steps: u64,
+    pub batch_size: usize,
+    #[serde(default = "one")]
+    pub accumulation: usize,
+    /// Learning rate of the parts SegCLIP adds to CLIP (reference: 4e-3).
+    pub lr_new: f64,
+    /// Learning rate of the CLIP-initialised parts: stage 1, text tower, logit scale
+    /// (reference: 4e-6; from scratch there is nothing to preserve, so the same as `lr_new`).
+    pub lr_pretrained: f64,
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Share of the steps spent in the linear warm-up (reference: 0.15), then cosine to 0.
+    #[serde(default = "default_warmup")]
+    pub warmup_fraction: f64,
+    /// Global gradient-norm clip (reference: 1.0; 0 = off).
+    #[serde(default = "default_clip")]
+    pub clip_norm: f64,
+    /// Freeze the patch conv, positional/class embeddings, `ln_pre`, token and text positional
+    /// embeddings, as the reference does when starting from CLIP.
+    #[serde(default)]
+    pub freeze_embeddings: bool,
+}
+
+fn default_wd() -> f64 {
+    0.05
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.98]
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_warmup() -> f64 {
+    0.15
+}
+fn default_clip() -> f64 {
+    1.0
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossSection {
+    #[serde(default = "yes")]
+    pub contrastive: bool,
+    #[serde(default = "yes")]
+    pub reconstruction: bool,
+    #[serde(default = "yes")]
+    pub superpixel: bool,
+    #[serde(default = "unit")]
+    pub reconstruction_weight: f64,
+    /// The reference weighs the KL term 1 at its normalisation (by B * P * L), where it is tiny
+    /// (notes/training-probe.md); a larger weight makes it matter.
+    #[serde(default = "unit")]
+    pub superpixel_weight: f64,
+    /// Masked share of the tokens in the reconstruction pass (reference: 0.75).
+    #[serde(default = "default_mask_ratio")]
+    pub mask_ratio: f64,
+    /// Gumbel-softmax temperature of the training assignment (reference: 0.9).
+    #[serde(default = "default_tau")]
+    pub gumbel_tau: f64,
+    #[serde(default)]
+    pub felzenszwalb: FelzenszwalbParams,
+}
+
+fn yes() -> bool {
+    true
+}
+fn unit() -> f64 {
+    1.0
+}
+fn default_mask_ratio() -> f64 {
+    0.75
+}
+fn default_tau() -> f64 {
+    0.9
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Folder for checkpoints, the CSV log and the plot.
+    pub out: String,
+    /// Steps between checkpoints (also written at the end and on Ctrl-C).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Steps between validation runs (0 = only at the end).
+    #[serde(default)]
+    pub val_every: u64,
+    /// Synthetic `val` scenes scored at each validation.
+    #[serde(default = "default_val_scenes")]
+    pub val_scenes: u64,
+    /// Background threshold used by validation.
+    #[serde(default = "default_val_bg")]
+    pub val_bg_thresh: f32,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_checkpoint_every() -> u64 {
+    200
+}
+fn default_val_scenes() -> u64 {
+    64
+}
+fn default_val_bg() -> f32 {
+    0.5
+}
+
+/// The model sizes this run trains, from the preset and the overrides.
+impl ModelSection {
+    pub fn resolve(&self) -> Result<SegClipConfig, String> {
+        let base = match self.preset.as_str() {
+            "bundled" => SegClipConfig::bundled(),
+            "small" => SegClipConfig::small(),
+            "vit-b16" => SegClipConfig::vit_b16(),
+            "tiny" => SegClipConfig::tiny(),
+            other => return Err(format!("model.preset: unknown '{other}' (expected bundled, small, vit-b16 or tiny)")),
+        };
+        if self.overrides.is_empty() {
+            return Ok(base);
+        }
+        let mut table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
+        for (k, v) in &self.overrides {
+            if !table.contains_key(k) {
+                return Err(format!("model.overrides: unknown model field '{k}'"));
+            }
+            table.insert(k.clone(), v.clone());
+        }
+        let config: SegClipConfig = table.try_into().map_err(|e| format!("model.overrides: {e}"))?;
+        config.validate().map_err(|e| format!("model.overrides: {e}"))?;
+        Ok(config)
+    }
+}
+
+impl TrainConfig {
+    /// Parses TOML text and applies `key.path=value` overrides (the value is TOML: `0.5`,
+    /// `true`, `"text"`; a bare word is taken as a string).
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Self, String> {
+        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        for o in overrides {
+            let (path, value) = o.split_once('=').ok_or_else(|| format!("override '{o}': expected key.path=value"))?;
+            let value: toml::Value = match format!("v = {value}").parse::<toml::Table>() {
+                Ok(mut t) => t.remove("v").unwrap(),
+                Err(_) => toml::Value::String(value.to_string()),
+            };
+            let keys: Vec<&str> = path.trim().split('.').collect();
+            let mut table = &mut doc;
+            for k in &keys[..keys.len() - 1] {
+                table = table
+                    .entry(k.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()))
+                    .as_table_mut()
+                    .ok_or_else(|| format!("override '{o}': '{k}' is not a section"))?;
+            }
+            table.insert(keys[keys.len() - 1].to_string(), value);
+        }
+        let config: TrainConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let o = &self.optim;
+        if o.steps == 0 || o.batch_size < 2 || o.accumulation == 0 {
+            return Err("optim: steps >= 1, batch_size >= 2 (contrastive needs negatives), accumulation >= 1".into());
+        }
+        if !(o.lr_new > 0.0 && o.lr_pretrained >= 0.0) {
+            return Err(format!("optim: learning rates must be positive (lr_new {}, lr_pretrained {})", o.lr_new, o.lr_pretrained));
+        }
+        if !(0.0..1.0).contains(&o.warmup_fraction) {
+            return Err(format!("optim.warmup_fraction {} must be in [0, 1)", o.warmup_fraction));
+        }
+        let l = &self.loss;
+        if !(l.contrastive || l.reconstruction || l.superpixel) {
+            return Err("loss: every loss is switched off".into());
+        }
+        if !(0.0..1.0).contains(&l.mask_ratio) {
+            return Err(format!("loss.mask_ratio {} must be in [0, 1)", l.mask_ratio));
+        }
+        let d = &self.data;
+        if !matches!(d.source.as_str(), "synthetic" | "jsonl" | "coco") {
+            return Err(format!("data.source: unknown '{}' (expected synthetic, jsonl or coco)", d.source));
+        }
+        if d.source != "synthetic" && d.path.is_empty() {
+            return Err(format!("data.path: needed for source '{}'", d.source));
+        }
+        if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
+            return Err(format!("data.crop_scale {:?}: need 0 < lo <= hi <= 1", d.crop_scale));
+        }
+        if d.context_length < 3 {
+            return Err("data.context_length must be at least 3".into());
+        }
+        let model = self.model.resolve()?;
+        if d.context_length > model.context_length {
+            return Err(format!("data.context_length {} exceeds the model's context_length {}", d.context_length, model.context_length));
+        }
+        if d.source == "synthetic" && d.scene_size < model.image_size / 2 {
+            return Err(format!("data.scene_size {} is too small for the model's {} px input", d.scene_size, model.image_size));
+        }
+        if self.run.out.is_empty() {
+            return Err("run.out: the output folder is empty".into());
+        }
+        self.model.resolve().map(|_| ())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[model]
+preset = "tiny"
+[data]
+source = "synthetic"
+[optim]
+steps = 10
+batch_size = 4
+lr_new = 1e-3
+lr_pretrained = 1e-3
+[loss]
+[run]
+out = "runs/x"
+"#;
+
+    #[test]
+    fn defaults_follow_the_reference() {
+        let c = TrainConfig::parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.optim.betas, [0.9, 0.98]);
+        assert_eq!(c.optim.eps, 1e-6);
+        assert_eq!(c.optim.weight_decay, 0.05);
+        assert_eq!(c.optim.warmup_fraction, 0.15);
+        assert_eq!(c.optim.clip_norm, 1.0);
+        assert_eq!(c.loss.mask_ratio, 0.75);
+        assert_eq!(c.data.crop_scale, [0.5, 1.0]);
+        assert_eq!(c.run.seed, 42);
+        // Round trip through the checkpoint's copy.
+        assert_eq!(TrainConfig::parse(&c.to_toml(), &[]).unwrap(), c);
+    }
+
+    #[test]
+    fn overrides_set_nested_values_and_bad_ones_are_named() {
+        let c = TrainConfig::parse(MINIMAL, &["optim.steps=25".into(), "loss.superpixel=false".into(), "run.out=elsewhere".into()]).unwrap();
+        assert_eq!(c.optim.steps, 25);
+        assert!(!c.loss.superpixel);
+        assert_eq!(c.run.out, "elsewhere");
+        let e = TrainConfig::parse(MINIMAL, &["optim.stepz=3".into()]).unwrap_err();
+        assert!(e.contains("stepz"), "{e}");
+        let e = TrainConfig::parse(MINIMAL, &["optim.batch_size=1".into()]).unwrap_err();
+        assert!(e.contains("batch_size"), "{e}");
+        let e = TrainConfig::parse(MINIMAL, &["model.preset=huge".into()]).unwrap_err();
+        assert!(e.contains("huge"), "{e}");
+        let e = TrainConfig::parse(MINIMAL, &["model.overrides.vision_widht=3".into()]).unwrap_err();
+        assert!(e.contains("vision_widht"), "{e}");
+    }
+
+    #[test]
+    fn committed_configs_parse() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            TrainConfig::parse(&text, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Training batches: where samples come from (synthetic scenes on the fly, a JSONL image-caption
+//! list, COCO captions), the reference augmentation (RandomResizedCrop, bicubic), tokens,
+//! superpixel patch labels and the reconstruction masks, prepared by worker threads so the
+//! training thread only computes.
+//!
+//! Every batch is a pure function of (seed, step): a resumed run sees exactly the batches the
+//! uninterrupted run would have seen, with no loader state to checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use image::imageops::FilterType;
+use image::RgbImage;
+
+use super::config::TrainConfig;
+use super::superpixels::{felzenszwalb, patch_labels};
+use crate::data::synth::mix64;
+use crate::data::{generate, SceneConfig, Split, SplitMix64};
+use crate::model::SegClipConfig;
+use crate::pipeline::decode;
+use crate::pipeline::preprocess::{MEAN, STD};
+use crate::tokenizer::ClipTokenizer;
+
+/// One micro-batch, ready for the model.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// Normalised images, planar [B, 3, S, S].
+    pub images: Vec<f32>,
+    pub batch: usize,
+    pub size: usize,
+    /// Token ids, each row padded to the longest in the batch.
+    pub tokens: Vec<Vec<i64>>,
+    pub captions: Vec<String>,
+    /// Superpixel label of every patch [B][P] (when the superpixel loss is on).
+    pub superpixels: Option<Vec<Vec<u32>>>,
+    /// Visible patch indices of the masked reconstruction pass [B][K].
+    pub keep: Vec<Vec<usize>>,
+}
+
+/// Where images and captions come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Synthetic { scene: SceneConfig, pool: u64, shape_only: f32 },
+    /// (image path, caption) pairs from a JSONL file or a COCO captions file.
+    Pairs(Arc<Vec<(PathBuf, String)>>),
+}
+
+impl Source {
+    pub fn from_config(config: &TrainConfig) -> Result<Self, String> {
+        let d = &config.data;
+        match d.source.as_str() {
+            "synthetic" => {
+                let scene = SceneConfig {
+                    size: d.scene_size,
+                    min_objects: d.min_objects,
+                    max_objects: d.max_objects,
+                    ..SceneConfig::default()
+                };
+                scene.validate().map_err(|e| format!("data: {e}"))?;
+                Ok(Source::Synthetic { scene, pool: d.pool, shape_only: d.shape_only_captions })
+            }
+            "jsonl" => Ok(Source::Pairs(Arc::new(read_jsonl(Path::new(&d.path))?))),
+            "coco" => {
+                let images = if d.images.is_empty() {
+                    Path::new(&d.path).parent().unwrap_or(Path::new(".")).to_path_buf()
+                } else {
+                    PathBuf::from(&d.images)
+                };
+                Ok(Source::Pairs(Arc::new(read_coco(Path::new(&d.path), &images)?)))
+            }
+            other => Err(format!("data.source: unknown '{other}'")),
+        }
+    }
+}
+
+/// Reads `{"image": path, "caption": text}` lines; relative paths are relative to the file.
+pub fn read_jsonl(path: &Path) -> Result<Vec<(PathBuf, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let where_ = || format!("{} line {}", path.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{}: {e}", where_()))?;
+        let image = v.get("image").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: no string field \"image\"", where_()))?;
+        let caption = v.get("caption").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: no string field \"caption\"", where_()))?;
+        out.push((base.join(image), caption.to_string()));
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no samples", path.display()));
+    }
+    check_images_exist(&out)?;
+    Ok(out)
+}
+
+/// Reads a COCO captions file (`images[].{id, file_name}`, `annotations[].{image_id, caption}`);
+/// every caption is its own sample, as in the reference.
+pub fn read_coco(path: &Path, images: &Path) -> Result<Vec<(PathBuf, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let list = |field: &str| {
+        v.get(field).and_then(|x| x.as_array()).ok_or_else(|| format!("{}: no array \"{field}\" (not a COCO captions file?)", path.display()))
+    };
+    let mut files = std::collections::HashMap::new();
+    for (i, im) in list("images")?.iter().enumerate() {
+        let id = im.get("id").and_then(|x| x.as_u64()).ok_or_else(|| format!("{}: images[{i}] has no integer \"id\"", path.display()))?;
+        let name = im.get("file_name").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: images[{i}] has no \"file_name\"", path.display()))?;
+        files.insert(id, images.join(name));
+    }
+    let mut out = Vec::new();
+    for (i, a) in list("annotations")?.iter().enumerate() {
+        let id = a.get("image_id").and_then(|x| x.as_u64()).ok_or_else(|| format!("{}: annotations[{i}] has no integer \"image_id\"", path.display()))?;
+        let caption = a.get("caption").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: annotations[{i}] has no \"caption\"", path.display()))?;
+        let file = files.get(&id).ok_or_else(|| format!("{}: annotations[{i}] names image {id}, which \"images\" lacks", path.display()))?;
+        out.push((file.clone(), caption.trim().to_string()));
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no captions", path.display()));
+    }
+    check_images_exist(&out)?;
+    Ok(out)
+}
+
+fn check_images_exist(pairs: &[(PathBuf, String)]) -> Result<(), String> {
+    let missing: Vec<String> = pairs.iter().filter(|(p, _)| !p.is_file()).map(|(p, _)| p.display().to_string()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut unique = missing.clone();
+    unique.dedup();
+    Err(format!("{} image files are missing, e.g. {}", unique.len(), unique[..unique.len().min(3)].join(", ")))
+}
+
+/// torchvision's RandomResizedCrop box: 10 tries at a random area share and log-uniform aspect
+/// ratio, else the centre crop clamped to the ratio range. Returns (x, y, w, h).
+pub fn random_resized_crop_box(width: usize, height: usize, scale: [f32; 2], ratio: [f32; 2], rng: &mut SplitMix64) -> (usize, usize, usize, usize) {
+    let area = (width * height) as f32;
+    let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
+    for _ in 0..10 {
+        let target = area * rng.uniform(scale[0], scale[1].max(scale[0] + 1e-6));
+        let aspect = rng.uniform(lr0, lr1.max(lr0 + 1e-6)).exp();
+        let w = (target * aspect).sqrt().round() as usize;
+        let h = (target / aspect).sqrt().round() as usize;
+        if w > 0 && h > 0 && w <= width && h <= height {
+            let x = rng.below(width - w + 1);
+            let y = rng.below(height - h + 1);
+            return (x, y, w, h);
+        }
+    }
+    let in_ratio = width as f32 / height as f32;
+    let (w, h) = if in_ratio < ratio[0] {
+        (width, (width as f32 / ratio[0]).round() as usize)
+    } else if in_ratio > ratio[1] {
+        ((height as f32 * ratio[1]).round() as usize, height)
+    } else {
+        (width, height)
+    };
+    ((width - w) / 2, (height - h) / 2, w, h)
+}
+
+/// Produces the micro-batches of every step, in order, from worker threads.
+pub struct Loader {
+    receivers: Vec<Receiver<Result<Vec<Batch>, String>>>,
+    next: u64,
+}
+
+/// What a worker needs to build any step's batches.
+#[derive(Clone)]
+struct Recipe {
+    source: Source,
+    model: SegClipConfig,
+    config: TrainConfig,
+    tokenizer_json: Arc<Vec<u8>>,
+}
+
+impl Loader {
+    /// Starts `config.data.workers` threads producing steps `first_step..`.
+    pub fn start(config: &TrainConfig, model: &SegClipConfig, tokenizer_json: &[u8], first_step: u64) -> Result<Self, String> {
+        let source = Source::from_config(config)?;
+        let recipe = Recipe { source, model: model.clone(), config: config.clone(), tokenizer_json: Arc::new(tokenizer_json.to_vec()) };
+        // Fail here, not in a thread, on a bad tokenizer or an undecodable first image.
+        recipe.step(first_step)?;
+        let workers = config.data.workers.max(1) as u64;
+        let mut receivers = Vec::new();
+        for w in 0..workers {
+            let (tx, rx) = sync_channel(2);
+            let recipe = recipe.clone();
+            std::thread::Builder::new()
+                .name(format!("segclip-data-{w}"))
+                .spawn(move || {
+                    let mut step = first_step + w;
+                    while tx.send(recipe.step(step)).is_ok() {
+                        step += workers;
+                    }
+                })
+                .map_err(|e| format!("starting a data thread: {e}"))?;
+            receivers.push(rx);
+        }
+        Ok(Self { receivers, next: first_step })
+    }
+
+    /// The micro-batches of the next step.
+    pub fn next_step(&mut self) -> Result<Vec<Batch>, String> {
+        let n = self.receivers.len() as u64;
+        let rx = &self.receivers[((self.next) % n) as usize];
+        self.next += 1;
+        rx.recv().map_err(|_| "a data thread stopped".to_string())?
+    }
+}
+
+impl Recipe {
+    fn step(&self, step: u64) -> Result<Vec<Batch>, String> {
+        let tokenizer = ClipTokenizer::from_bytes(&self.tokenizer_json).map_err(|e| e.to_string())?;
+        (0..self.config.optim.accumulation).map(|m| self.micro_batch(step, m as u64, &tokenizer)).collect()
+    }
+
+    fn micro_batch(&self, step: u64, micro: u64, tokenizer: &ClipTokenizer) -> Result<Batch, String> {
+        let c = &self.config;
+        let b = c.optim.batch_size;
+        let s = self.model.image_size;
+        let mut rng = SplitMix64::new(mix64(c.run.seed ^ mix64(step.wrapping_mul(1_000_003) + micro)));
+        let mut images = Vec::with_capacity(b * 3 * s * s);
+        let mut captions = Vec::with_capacity(b);
+        let mut superpixels = c.loss.superpixel.then(Vec::new);
+        let mut keep = Vec::with_capacity(b);
+        for i in 0..b {
+            let global = (step * c.optim.accumulation as u64 + micro) * b as u64 + i as u64;
+            let (img, caption) = self.sample(global, &mut rng)?;
+            let (x, y, w, h) = random_resized_crop_box(img.width() as usize, img.height() as usize, c.data.crop_scale, c.data.crop_ratio, &mut rng);
+            let crop = image::imageops::crop_imm(&img, x as u32, y as u32, w as u32, h as u32).to_image();
+            let crop = if (w, h) == (s, s) { crop } else { image::imageops::resize(&crop, s as u32, s as u32, FilterType::CatmullRom) };
+            if let Some(sp) = superpixels.as_mut() {
+                let labels = felzenszwalb(crop.as_raw(), s, s, &c.loss.felzenszwalb)?;
+                sp.push(patch_labels(&labels, s, s, self.model.patch_size)?);
+            }
+            let plane = s * s;
+            let start = images.len();
+            images.resize(start + 3 * plane, 0.0);
+            for (p, px) in crop.pixels().enumerate() {
+                for ch in 0..3 {
+                    images[start + ch * plane + p] = (px[ch] as f32 / 255.0 - MEAN[ch]) / STD[ch];
+                }
+            }
+            captions.push(caption);
+            // MAE masking: the class token always stays, so int((P + 1) * (1 - ratio)) tokens
+            // keep int(...) - 1 patches (48 of 196 at the reference size).
+            let p = self.model.num_patches();
+            let k = ((((p + 1) as f64) * (1.0 - c.loss.mask_ratio)) as usize).saturating_sub(1).clamp(1, p);
+            let mut order: Vec<usize> = (0..p).collect();
+            rng.shuffle(&mut order);
+            order.truncate(k);
+            keep.push(order);
+        }
+        let mut tokens = Vec::with_capacity(b);
+        for caption in &captions {
+            let (ids, _) = tokenizer.encode(caption, c.data.context_length).map_err(|e| format!("caption '{caption}': {e}"))?;
+            tokens.push(ids);
+        }
+        // Trim the shared padding: every row keeps its EOT, the text tower reads it there.
+        let longest = tokens.iter().map(|t| t.iter().rposition(|&id| id != 0).map_or(1, |i| i + 1)).max().unwrap_or(1);
+        for t in &mut tokens {
+            t.truncate(longest);
+        }
+        Ok(Batch { images, batch: b, size: s, tokens, captions, superpixels, keep })
+    }
+
+    /// Sample `global` of the stream (RGB image and its caption).
+    fn sample(&self, global: u64, rng: &mut SplitMix64) -> Result<(RgbImage, String), String> {
+        match &self.source {
+            Source::Synthetic { scene, pool, shape_only } => {
+                let index = if *pool > 0 { global % pool } else { global };
+                let sc = generate(Split::Train, index, scene);
+                // captions[1] is the colour-free list of every object: shape words are the only
+                // way to match it.
+                let caption = if sc.captions.len() > 1 && rng.chance(*shape_only) {
+                    sc.captions[1].clone()
+                } else {
+                    rng.pick(&sc.captions).clone()
+                };
+                let img = RgbImage::from_raw(sc.width as u32, sc.height as u32, sc.image).ok_or("scene buffer size")?;
+                Ok((img, caption))
+            }
+            Source::Pairs(pairs) => {
+                // A fresh permutation every epoch, fixed by the seed.
+                let n = pairs.len() as u64;
+                let epoch = global / n;
+                let mut order: Vec<usize> = (0..pairs.len()).collect();
+                SplitMix64::new(mix64(self.config.run.seed ^ mix64(epoch + 1))).shuffle(&mut order);
+                let (path, caption) = &pairs[order[(global % n) as usize]];
+                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let rgb = decode::decode_image(&bytes, decode::DEFAULT_MAX_PIXELS).map_err(|e| format!("{}: {e}", path.display()))?;
+                let img = RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.pixels).ok_or("decoded buffer size")?;
+                // Stored images are pre-resized to a short side of the input size in the
+                // reference; do the same here so the crop's scale range means the same.
+                let s = self.model.image_size as f32;
+                let short = img.width().min(img.height()) as f32;
+                let img = if short > s * 1.5 {
+                    let f = s / short;
+                    image::imageops::resize(&img, ((img.width() as f32 * f).round() as u32).max(1), ((img.height() as f32 * f).round() as u32).max(1), FilterType::Triangle)
+                } else {
+                    img
+                };
+                Ok((img, caption.clone()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_box_stays_inside_and_respects_scale() {
+        let mut rng = SplitMix64::new(7);
+        for _ in 0..500 {
+            let (x, y, w, h) = random_resized_crop_box(120, 90, [0.5, 1.0], [0.75, 4.0 / 3.0], &mut rng);
+            assert!(x + w <= 120 && y + h <= 90 && w > 0 && h > 0);
+            let share = (w * h) as f32 / (120.0 * 90.0);
+            assert!(share > 0.4 && share <= 1.0, "{share}");
+        }
+        // Impossible ratios fall back to the centre crop.
+        let (x, y, w, h) = random_resized_crop_box(300, 10, [0.9, 1.0], [1.0, 1.0], &mut rng);
+        assert_eq!((w, h), (10, 10));
+        assert_eq!((x, y), (145, 0));
+    }
+
+    #[test]
+    fn jsonl_and_coco_errors_name_the_problem() {
+        let dir = std::env::temp_dir().join(format!("segclip-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("a.png");
+        RgbImage::new(8, 8).save(&img).unwrap();
+        let jsonl = dir.join("pairs.jsonl");
+        std::fs::write(&jsonl, "{\"image\": \"a.png\", \"caption\": \"a cat\"}\n{\"image\": \"a.png\"}\n").unwrap();
+        let e = read_jsonl(&jsonl).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("caption"), "{e}");
+        std::fs::write(&jsonl, "{\"image\": \"a.png\", \"caption\": \"a cat\"}\n{\"image\": \"b.png\", \"caption\": \"x\"}\n").unwrap();
+        let e = read_jsonl(&jsonl).unwrap_err();
+        assert!(e.contains("b.png") && e.contains("missing"), "{e}");
+        std::fs::write(&jsonl, "{\"image\": \"a.png\", \"caption\": \"a cat\"}\n").unwrap();
+        assert_eq!(read_jsonl(&jsonl).unwrap(), vec![(dir.join("a.png"), "a cat".to_string())]);
+
+        let coco = dir.join("captions.json");
+        std::fs::write(&coco, r#"{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "caption": " a cat "}, {"image_id": 1, "caption": "two"}]}"#).unwrap();
+        assert_eq!(read_coco(&coco, &dir).unwrap().len(), 2);
+        std::fs::write(&coco, r#"{"images": [], "annotations": [{"image_id": 5, "caption": "x"}]}"#).unwrap();
+        let e = read_coco(&coco, &dir).unwrap_err();
+        assert!(e.contains("image 5"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,364 @@
+//! Native training (reference/segclip.md, "Training"): the three losses, AdamW with the
+//! reference's groups and schedule, checkpoints with resume, validation mIoU on the synthetic
+//! `val` split, a CSV log and a plot of the curves.
+//!
+//! A loop of our own rather than burn-train's `Learner`: the learning-rate groups and decay rule
+//! are per parameter name, a batch is a pure function of (seed, step) so resuming needs no
+//! loader state, and the page's and CI's builds stay free of burn-train (this module is
+//! native-only).
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod losses;
+pub mod optim;
+pub mod plot;
+pub mod superpixels;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::data::synth::mix64;
+use crate::data::{SceneConfig, Split};
+use crate::model::{Assignment, SegClip, SegClipConfig, TokenBatch};
+use crate::pipeline::Segmenter;
+use crate::tokenizer::ClipTokenizer;
+use crate::weights::format::sha256_hex;
+use crate::weights::{format, import, model_io};
+pub use config::TrainConfig;
+use optim::{AdamW, GradientSum};
+
+/// How a run is driven (the CLI fills this; tests too).
+#[derive(Clone)]
+pub struct TrainOptions {
+    /// Set by Ctrl-C: the loop writes a checkpoint at the next step boundary and returns.
+    pub stop: Arc<AtomicBool>,
+    /// Stop (as if interrupted) once this many steps are done; for tests of resuming.
+    pub stop_after: Option<u64>,
+    /// Show a progress bar (off in tests).
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self { stop: Arc::new(AtomicBool::new(false)), stop_after: None, progress: false }
+    }
+}
+
+/// One row of the CSV log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogRow {
+    pub step: u64,
+    pub lr_new: f64,
+    pub loss: f64,
+    pub contrastive: f64,
+    pub reconstruction: f64,
+    pub superpixel: f64,
+    pub grad_norm: f64,
+    pub samples_per_s: f64,
+    pub val_miou: Option<f64>,
+}
+
+pub const LOG_HEADER: &str = "step,lr_new,loss,contrastive,reconstruction,superpixel,grad_norm,samples_per_s,val_miou";
+
+impl LogRow {
+    fn to_csv(&self) -> String {
+        format!(
+            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.4},{:.2},{}",
+            self.step,
+            self.lr_new,
+            self.loss,
+            self.contrastive,
+            self.reconstruction,
+            self.superpixel,
+            self.grad_norm,
+            self.samples_per_s,
+            self.val_miou.map(|v| format!("{:.4}", v)).unwrap_or_default()
+        )
+    }
+
+    pub fn parse(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 9 {
+            return None;
+        }
+        let n = |i: usize| f[i].parse::<f64>().ok();
+        Some(Self {
+            step: f[0].parse().ok()?,
+            lr_new: n(1)?,
+            loss: n(2)?,
+            contrastive: n(3)?,
+            reconstruction: n(4)?,
+            superpixel: n(5)?,
+            grad_norm: n(6)?,
+            samples_per_s: n(7)?,
+            val_miou: n(8),
+        })
+    }
+}
+
+/// Reads a run's CSV log.
+pub fn read_log(run_dir: &Path) -> Result<Vec<LogRow>, String> {
+    let path = run_dir.join("log.csv");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.lines().skip(1).filter_map(LogRow::parse).collect())
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    pub first_step: u64,
+    pub steps_done: u64,
+    pub interrupted: bool,
+    pub last: Option<LogRow>,
+    pub val_miou: Option<f64>,
+    pub wall_s: f64,
+}
+
+/// Builds the model to train: fresh, or from a checkpoint named by `model.init`.
+fn initial_model(config: &TrainConfig, model_config: &SegClipConfig, device: &Device) -> Result<(SegClip, SegClipConfig), String> {
+    let with_recon = config.loss.reconstruction;
+    let fresh = |c: &SegClipConfig| if with_recon { SegClip::new_for_training(c, device) } else { SegClip::new(c, device) };
+    let init = config.model.init.as_str();
+    if init == "scratch" {
+        let mut model = fresh(model_config);
+        if let Some(scale) = config.model.logit_scale_init {
+            if !(scale > 0.0 && scale <= crate::model::MAX_LOGIT_SCALE) {
+                return Err(format!("model.logit_scale_init {scale} must be in (0, {}]", crate::model::MAX_LOGIT_SCALE));
+            }
+            model.logit_scale = burn::module::Param::from_tensor(Tensor::from_floats([scale.ln() as f32], device));
+        }
+        return Ok((model, model_config.clone()));
+    }
+    let path = Path::new(init);
+    let bytes = std::fs::read(path).map_err(|e| format!("model.init {}: {e}", path.display()))?;
+    let (tensors, found) = if bytes.get(8) == Some(&b'{') && format::read(&bytes).is_ok() {
+        let file = format::read(&bytes).map_err(|e| format!("model.init {}: {e}", path.display()))?;
+        (file.tensors, file.config)
+    } else {
+        let imported = import::import_for_training(path, None).map_err(|e| format!("model.init {}: {e}", path.display()))?;
+        (imported.tensors, imported.config)
+    };
+    let mut model = fresh(&found);
+    let report = model_io::apply_tensors(&mut model, &tensors, true).map_err(|e| format!("model.init {}: {e}", path.display()))?;
+    if !report.initialised.is_empty() {
+        eprintln!("model.init: {} parameters not in {} start fresh (e.g. {})", report.initialised.len(), path.display(), report.initialised[0]);
+    }
+    Ok((model, found))
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 scalar")[0] as f64
+}
+
+/// Trains as `config` says, writing into `config.run.out`; with `resume`, continues the run
+/// folder's checkpoint (whose stored config then governs the run).
+pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options: &TrainOptions) -> Result<TrainSummary, String> {
+    let started = Instant::now();
+    let run_dir = PathBuf::from(&config.run.out);
+    let ckpt_path = checkpoint::path_in(&run_dir);
+    let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
+    let tokenizer_sha = sha256_hex(tokenizer_json);
+    let device = crate::backend::training_device();
+
+    // A fresh run or the continuation of a checkpoint.
+    let (config, mut model, model_config, mut optimizer, first_step) = if resume {
+        let ck = checkpoint::read(&ckpt_path)?;
+        if ck.tokenizer_sha256 != tokenizer_sha {
+            return Err(format!("{}: made with another tokenizer (sha256 {})", ckpt_path.display(), ck.tokenizer_sha256));
+        }
+        let mut model = if ck.config.loss.reconstruction { SegClip::new_for_training(&ck.model_config, &device) } else { SegClip::new(&ck.model_config, &device) };
+        model_io::apply_tensors(&mut model, &ck.model, false).map_err(|e| format!("{}: {e}", ckpt_path.display()))?;
+        let mut optimizer = AdamW::new(ck.config.optim.clone());
+        optimizer.load_state(ck.adam_t, &ck.optim, &device.clone().without_autodiff())?;
+        (ck.config, model, ck.model_config, optimizer, ck.step)
+    } else {
+        if ckpt_path.exists() {
+            let step = checkpoint::read(&ckpt_path).map(|c| c.step.to_string()).unwrap_or_else(|_| "?".into());
+            return Err(format!(
+                "{} already holds a checkpoint (step {step}): resume it with --resume, or set run.out to another folder",
+                run_dir.display()
+            ));
+        }
+        std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        device.seed(config.run.seed);
+        let model_config = config.model.resolve()?;
+        let (model, model_config) = initial_model(config, &model_config, &device)?;
+        std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        (config.clone(), model, model_config, AdamW::new(config.optim.clone()), 0)
+    };
+    if tokenizer.vocab_size() > model_config.vocab_size {
+        return Err(format!(
+            "the tokenizer has {} tokens but the model's vocabulary is {}: set model.overrides.vocab_size",
+            tokenizer.vocab_size(),
+            model_config.vocab_size
+        ));
+    }
+    let total = config.optim.steps;
+    if first_step >= total {
+        return Err(format!("{}: the run already finished all {total} steps", ckpt_path.display()));
+    }
+
+    // The log keeps only rows the checkpoint covers: steps after it are redone.
+    let log_path = run_dir.join("log.csv");
+    let mut rows: Vec<LogRow> = if resume { read_log(&run_dir).unwrap_or_default().into_iter().filter(|r| r.step <= first_step).collect() } else { Vec::new() };
+    {
+        let mut text = String::from(LOG_HEADER);
+        text.push('\n');
+        for r in &rows {
+            text.push_str(&r.to_csv());
+            text.push('\n');
+        }
+        std::fs::write(&log_path, text).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    }
+    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+
+    let mut loader = data::Loader::start(&config, &model_config, tokenizer_json, first_step)?;
+    let bar = if options.progress { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(first_step);
+
+    let save = |model: &SegClip, optimizer: &AdamW, step: u64| -> Result<(), String> {
+        checkpoint::write(
+            &ckpt_path,
+            &checkpoint::Checkpoint {
+                step,
+                adam_t: optimizer.t,
+                config: config.clone(),
+                model_config: model_config.clone(),
+                tokenizer_sha256: tokenizer_sha.clone(),
+                model: model_io::model_tensors(model),
+                optim: optimizer.state_tensors(),
+            },
+        )
+    };
+
+    let l = &config.loss;
+    let gumbel = Assignment::Gumbel { tau: l.gumbel_tau };
+    let samples_per_step = (config.optim.batch_size * config.optim.accumulation) as f64;
+    let mut step = first_step;
+    let mut interrupted = false;
+    let mut val_miou = None;
+    while step < total {
+        if options.stop.load(Ordering::SeqCst) || options.stop_after.is_some_and(|n| step >= n) {
+            interrupted = true;
+            break;
+        }
+        let t0 = Instant::now();
+        // Gumbel noise and any other device randomness: a function of (seed, step).
+        device.seed(mix64(config.run.seed ^ mix64(step + 1)));
+        let micro_batches = loader.next_step()?;
+        let mut sum = GradientSum::default();
+        let (mut lc, mut lr, mut ls) = (0.0, 0.0, 0.0);
+        for b in &micro_batches {
+            let images = Tensor::<4>::from_data(TensorData::new(b.images.clone(), [b.batch, 3, b.size, b.size]), &device);
+            let vision = model.visual.forward(images.clone(), gumbel);
+            let mut terms: Vec<Tensor<1>> = Vec::new();
+            if l.contrastive {
+                let tokens = TokenBatch::new(&b.tokens)?;
+                let text = model.text(&tokens, &device);
+                let loss = losses::contrastive(vision.image_embed.clone(), text, model.scale());
+                lc += scalar(loss.clone());
+                terms.push(loss);
+            }
+            if l.superpixel {
+                let sp = b.superpixels.as_ref().ok_or("batch without superpixels")?;
+                let loss = losses::superpixel_kl(vision.hard_assign.clone(), sp, &device);
+                ls += scalar(loss.clone());
+                terms.push(loss * l.superpixel_weight);
+            }
+            if l.reconstruction {
+                let recon = model.reconstruct(images, &b.keep, gumbel).ok_or("reconstruction is on but the model has no reconstruction heads")?;
+                lr += scalar(recon.loss.clone());
+                terms.push(recon.loss * l.reconstruction_weight);
+            }
+            let total_loss = terms.into_iter().reduce(|a, b| a + b).expect("at least one loss");
+            let grads = total_loss.backward();
+            sum.add(&model, &grads, config.optim.freeze_embeddings);
+        }
+        let k = micro_batches.len() as f64;
+        let (lc, lr, ls) = (lc / k, lr / k, ls / k);
+        let loss = lc + lr * l.reconstruction_weight + ls * l.superpixel_weight;
+        if !loss.is_finite() {
+            save(&model, &optimizer, step)?;
+            return Err(format!("step {step}: the loss is {loss} (contrastive {lc}, reconstruction {lr}, superpixel {ls}); checkpoint of step {step} kept, lower the learning rate"));
+        }
+        let (next, info) = optimizer.step(model, sum, step);
+        model = next;
+        step += 1;
+
+        let mut row = LogRow {
+            step,
+            lr_new: info.lr_new,
+            loss,
+            contrastive: lc,
+            reconstruction: lr,
+            superpixel: ls,
+            grad_norm: info.grad_norm,
+            samples_per_s: samples_per_step / t0.elapsed().as_secs_f64(),
+            val_miou: None,
+        };
+        let validate_now = step == total || (config.run.val_every > 0 && step % config.run.val_every == 0);
+        if validate_now {
+            bar.set_message("validating");
+            let miou = validate(&model, &model_config, tokenizer_json, &config)?;
+            row.val_miou = Some(miou);
+            val_miou = Some(miou);
+            bar.println(format!("step {step}: val mIoU {:.2}", miou * 100.0));
+        }
+        writeln!(log, "{}", row.to_csv()).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        bar.set_message(format!(
+            "loss {:.3} (c {:.3} r {:.3} s {:.4}) {:.1} samples/s",
+            row.loss, row.contrastive, row.reconstruction, row.superpixel, row.samples_per_s
+        ));
+        bar.set_position(step);
+        rows.push(row);
+        if step % config.run.checkpoint_every == 0 || step == total {
+            save(&model, &optimizer, step)?;
+        }
+    }
+    if interrupted {
+        save(&model, &optimizer, step)?;
+        bar.abandon_with_message(format!("interrupted: checkpoint of step {step} written to {}", ckpt_path.display()));
+    } else {
+        bar.finish();
+    }
+    plot::write_curves(&rows, &run_dir.join("curves.png"))?;
+    Ok(TrainSummary {
+        run_dir,
+        first_step,
+        steps_done: step,
+        interrupted,
+        last: rows.last().cloned(),
+        val_miou,
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// mIoU (0..1) of the current model on the first `val_scenes` synthetic `val` scenes, through
+/// the same pipeline the CLI and the page use.
+pub fn validate(model: &SegClip, model_config: &SegClipConfig, tokenizer_json: &[u8], config: &TrainConfig) -> Result<f64, String> {
+    let inference = model.valid();
+    let device = crate::backend::training_device().without_autodiff();
+    let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
+    let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device)?;
+    segmenter.options.bg_thresh = config.run.val_bg_thresh;
+    let scene = SceneConfig { size: config.data.scene_size, ..SceneConfig::default() };
+    let matrix = crate::eval::score_synthetic(&mut segmenter, Split::Val, config.run.val_scenes, &scene, false, |_| {})?;
+    Ok(matrix.mean_iou().unwrap_or(0.0))
+}
+
+/// The inference weights of a checkpoint: the reconstruction heads dropped.
+pub fn inference_tensors(ck: &checkpoint::Checkpoint) -> std::collections::BTreeMap<String, format::HostTensor> {
+    ck.model.iter().filter(|(k, _)| !k.starts_with("recon.")).map(|(k, v)| (k.clone(), v.clone())).collect()
+}

@@ -1,0 +1,154 @@
+//! Training end to end on the tiny smoke config: every loss falls, an interrupted run resumed
+//! from its checkpoint finishes exactly as the uninterrupted one, and the CLI trains, exports
+//! and evaluates.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use segclip::train::{self, checkpoint, TrainConfig, TrainOptions};
+
+const TOKENIZER: &[u8] = include_bytes!("../static/tokenizer.json");
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("segclip-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn smoke(out: &Path, extra: &[&str]) -> TrainConfig {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml")).unwrap();
+    let mut overrides = vec![format!("run.out={}", out.display())];
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    TrainConfig::parse(&text, &overrides).unwrap()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn every_loss_falls_and_a_resumed_run_continues_the_same_schedule() {
+    let dir = scratch("smoke");
+    // Uninterrupted.
+    let full = smoke(&dir.join("full"), &[]);
+    let summary = train::train(&full, false, TOKENIZER, &TrainOptions::default()).unwrap();
+    assert_eq!(summary.steps_done, 40);
+    let rows = train::read_log(&dir.join("full")).unwrap();
+    assert_eq!(rows.len(), 40);
+    for (name, series) in [
+        ("contrastive", rows.iter().map(|r| r.contrastive).collect::<Vec<_>>()),
+        ("reconstruction", rows.iter().map(|r| r.reconstruction).collect()),
+        ("superpixel", rows.iter().map(|r| r.superpixel).collect()),
+    ] {
+        let (first, last) = (mean(&series[..8]), mean(&series[32..]));
+        println!("{name}: first 8 steps {first:.5}, last 8 steps {last:.5}");
+        assert!(last < first, "{name} did not fall: {first} -> {last} ({series:?})");
+    }
+    // The learning rate followed warm-up then cosine to ~0.
+    assert!(rows[0].lr_new < rows[4].lr_new && rows[39].lr_new < rows[20].lr_new / 10.0);
+    assert!(dir.join("full/curves.png").is_file());
+    assert_eq!(rows.last().unwrap().val_miou.is_some(), true, "validation runs at the end");
+
+    // Interrupted after 17 steps (checkpoint written at the stop), then resumed.
+    let part = smoke(&dir.join("part"), &[]);
+    let options = TrainOptions { stop_after: Some(17), ..Default::default() };
+    let stopped = train::train(&part, false, TOKENIZER, &options).unwrap();
+    assert!(stopped.interrupted && stopped.steps_done == 17);
+    assert_eq!(checkpoint::read(&checkpoint::path_in(&dir.join("part"))).unwrap().step, 17);
+    // Starting over in the same folder is refused; resuming continues.
+    let err = train::train(&part, false, TOKENIZER, &TrainOptions::default()).unwrap_err();
+    assert!(err.contains("--resume"), "{err}");
+    let resumed = train::train(&part, true, TOKENIZER, &TrainOptions::default()).unwrap();
+    assert_eq!((resumed.first_step, resumed.steps_done), (17, 40));
+
+    let a = checkpoint::read(&checkpoint::path_in(&dir.join("full"))).unwrap();
+    let b = checkpoint::read(&checkpoint::path_in(&dir.join("part"))).unwrap();
+    assert_eq!((a.step, a.adam_t), (b.step, b.adam_t));
+    let mut worst = 0f32;
+    for (name, ta) in &a.model {
+        let tb = &b.model[name];
+        for (x, y) in ta.data.iter().zip(&tb.data) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    println!("resumed vs uninterrupted: max parameter difference {worst:e}");
+    assert!(worst <= 1e-5, "the resumed run diverged from the uninterrupted one by {worst}");
+    let rows_b = train::read_log(&dir.join("part")).unwrap();
+    assert_eq!(rows_b.len(), 40, "the log has one row per step, none repeated");
+    for (ra, rb) in rows.iter().zip(&rows_b) {
+        assert!((ra.loss - rb.loss).abs() <= 1e-4 * ra.loss.abs().max(1.0), "step {}: {} vs {}", ra.step, ra.loss, rb.loss);
+    }
+    // Finished runs say so.
+    let err = train::train(&part, true, TOKENIZER, &TrainOptions::default()).unwrap_err();
+    assert!(err.contains("already finished"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn each_loss_can_be_switched_off() {
+    let dir = scratch("ablate");
+    let c = smoke(&dir, &["optim.steps=2", "loss.reconstruction=false", "loss.superpixel=false"]);
+    train::train(&c, false, TOKENIZER, &TrainOptions::default()).unwrap();
+    let rows = train::read_log(&dir).unwrap();
+    assert!(rows.iter().all(|r| r.reconstruction == 0.0 && r.superpixel == 0.0 && r.contrastive > 0.0));
+    // Without the reconstruction loss the checkpoint carries no reconstruction heads.
+    let ck = checkpoint::read(&checkpoint::path_in(&dir)).unwrap();
+    assert!(ck.model.keys().all(|k| !k.starts_with("recon.")));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn damaged_checkpoints_are_named() {
+    let dir = scratch("damaged");
+    let c = smoke(&dir, &["optim.steps=1"]);
+    train::train(&c, false, TOKENIZER, &TrainOptions::default()).unwrap();
+    let path = checkpoint::path_in(&dir);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = checkpoint::read(&path).err().expect("truncated file refused");
+    assert!(err.contains("checkpoint.safetensors") && err.contains("truncated"), "{err}");
+    std::fs::write(&path, b"not a checkpoint at all").unwrap();
+    let err = checkpoint::read(&path).err().unwrap();
+    assert!(err.contains("checkpoint.safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn cli_trains_exports_and_evaluates() {
+    let dir = scratch("cli");
+    let bin = env!("CARGO_BIN_EXE_segclip");
+    let run = dir.join("run");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/smoke.toml");
+    let out = Command::new(bin)
+        .args(["train", config, "--set", &format!("run.out={}", run.display()), "--set", "optim.steps=3"])
+        .output()
+        .unwrap();
+    let text = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("val mIoU"), "{}", text(&out));
+
+    let bad = Command::new(bin).args(["train", config, "--set", "optim.lr_neww=1"]).output().unwrap();
+    assert!(!bad.status.success() && text(&bad).contains("lr_neww"), "{}", text(&bad));
+
+    let weights = dir.join("model-int8.safetensors");
+    let out = Command::new(bin).args(["export", run.to_str().unwrap(), weights.to_str().unwrap(), "--dtype", "int8"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let entry = &manifest["models"][0];
+    let bytes = std::fs::read(&weights).unwrap();
+    assert_eq!(entry["file"], "model-int8.safetensors");
+    assert_eq!(entry["size"], bytes.len());
+    assert_eq!(entry["sha256"], segclip::weights::format::sha256_hex(&bytes));
+    assert_eq!(entry["dtype"], "int8");
+    assert_eq!(entry["trained_steps"], 3);
+
+    let out = Command::new(bin)
+        .args(["eval", "synth:val", "--weights", weights.to_str().unwrap(), "--count", "2", "--size", "32", "--out"])
+        .arg(dir.join("confusion.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("mIoU"), "{}", text(&out));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -184,3 +184,132 @@ async fn page_segments_on_webgpu() {
 async fn page_segments_on_the_cpu_fallback() {
     segment_and_check(false).await;
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of the built page whose manifest bundles `weights` (with `sha` as its checksum).
+fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
+    let root = output_dir().join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    copy_dir(&dist_dir(), &root);
+    let bytes = std::fs::read(weights).unwrap();
+    std::fs::write(root.join("weights/bundled-test.safetensors"), &bytes).unwrap();
+    let manifest = serde_json::json!({
+        "format": "segclip-weights-manifest", "version": 1,
+        "models": [{ "file": "bundled-test.safetensors", "dtype": "int8", "size": bytes.len(), "sha256": sha, "bg_thresh": 0.6 }]
+    });
+    std::fs::write(root.join("weights/manifest.json"), manifest.to_string()).unwrap();
+    root
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundled_model_is_checked_cached_and_warmed_up() {
+    let _one_at_a_time = BROWSER_LOCK.lock().await;
+    let dir = output_dir();
+    let weights = test_weights(&dir);
+    let sha = format::sha256_hex(&std::fs::read(&weights).unwrap());
+    let root = dist_with_bundled_model("page-bundled", &weights, &sha);
+    let (url, requests) = serve(root);
+    let browser = Browser::start(false).await;
+
+    // First visit: downloaded, checked, cached, warmed up; the manifest's threshold applies.
+    browser.client.goto(&url).await.unwrap();
+    let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
+    assert_eq!(status["state"], "ready", "{status}\n{}", browser.console().await);
+    assert_eq!(status["bundled_model"], true);
+    assert_eq!(status["weights_origin"], "network", "{status}");
+    assert!(status["warm_up_ms"].as_f64().is_some(), "no warm-up: {status}");
+    assert_eq!(browser.eval("document.getElementById('bg-slider').value").await, "0.6");
+    let fetched = |log: &[String]| log.iter().filter(|u| u.contains("bundled-test.safetensors")).count();
+    assert_eq!(fetched(&requests.lock().unwrap()), 1);
+
+    // Reload: the weights come from the Cache API, with no request for them.
+    browser.client.goto(&url).await.unwrap();
+    let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
+    assert_eq!(status["state"], "ready", "{status}\n{}", browser.console().await);
+    assert_eq!(status["weights_origin"], "cache", "{status}");
+    assert_eq!(fetched(&requests.lock().unwrap()), 1, "the reload downloaded the weights again");
+    println!("bundled model: warm-up {} ms after a cached start", status["warm_up_ms"]);
+    browser.close().await;
+
+    // A file that does not match the manifest's checksum is refused with the reason.
+    let root = dist_with_bundled_model("page-bundled-bad", &weights, &"0".repeat(64));
+    let (url, _) = serve(root);
+    let browser = Browser::start(false).await;
+    browser.client.goto(&url).await.unwrap();
+    let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
+    let error = status["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("SHA-256") && error.contains("bundled-test.safetensors"), "{status}");
+    browser.close().await;
+}
+
+/// Issue 7's page figures, printed: wasm size, time from cached weights to the first mask, and a
+/// label edit's repaint time with 10 labels, on the CPU fallback with the bundled model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_metrics_with_the_bundled_model() {
+    let dist = dist_dir();
+    for entry in std::fs::read_dir(&dist).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let raw = std::fs::metadata(&path).unwrap().len();
+            let gz = std::process::Command::new("sh").arg("-c").arg(format!("gzip -9 -c '{}' | wc -c", path.display())).output().unwrap();
+            let gz: u64 = String::from_utf8_lossy(&gz.stdout).trim().parse().unwrap_or(0);
+            println!("page metrics: {} raw {:.1} MB, gzip -9 {:.1} MB", path.file_name().unwrap().to_string_lossy(), raw as f64 / 1e6, gz as f64 / 1e6);
+        }
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dist.join("weights/manifest.json")).unwrap()).unwrap();
+    if manifest["models"].as_array().is_none_or(|m| m.is_empty()) {
+        println!("page metrics: this build bundles no model; nothing more to measure");
+        return;
+    }
+    let _one_at_a_time = BROWSER_LOCK.lock().await;
+    let dir = output_dir();
+    let (image, _) = scene_png(&dir);
+    let (url, _) = serve(dist);
+    let browser = Browser::start(false).await;
+    browser.client.goto(&url).await.unwrap();
+    let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
+    assert_eq!(status["state"], "ready", "{status}\n{}", browser.console().await);
+    let first_ready = status["ready_ms"].clone();
+    // A reload starts from the Cache API.
+    browser.client.goto(&url).await.unwrap();
+    let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
+    assert_eq!(status["weights_origin"], "cache", "{status}");
+    upload(&browser, "image-input", &image).await;
+    type_labels(&browser, "circle, square, triangle, star, heart, hexagon, ring, cross, red, blue").await;
+    let result = wait_for_result(&browser, 10).await;
+    let first_run = result["app"]["timings_ms"]["repaint"].as_f64().unwrap();
+    let ready = status["ready_ms"].as_f64().unwrap();
+    type_labels(&browser, "green").await;
+    let edited = wait_for_result(&browser, 11).await;
+    let edit = &edited["app"]["timings_ms"];
+    assert_eq!(edited["app"]["counters"]["images_encoded"], 1, "a label edit re-encoded the image");
+    println!(
+        "page metrics (CPU fallback, bundled model): ready after {first_ready} ms on the first visit (download), {ready:.0} ms from cache; \
+         first mask {first_run:.0} ms later, so {:.0} ms from cached weights to the first mask; \
+         label edit (10 -> 11 labels) repaint {:.1} ms (text {:.1} ms, combine {:.1} ms)",
+        ready + first_run,
+        edit["repaint"].as_f64().unwrap(),
+        edit["text"].as_f64().unwrap(),
+        edit["combine"].as_f64().unwrap()
+    );
+    browser.screenshot("page-bundled-model.png").await;
+    // A phone-width window: everything fits without sideways scrolling.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let overflow = browser.eval("document.documentElement.scrollWidth - window.innerWidth").await;
+    let shot = browser.screenshot("page-phone-width.png").await;
+    assert!(overflow.as_i64().unwrap_or(1) <= 0, "the page scrolls sideways by {overflow} px at phone width ({})", shot.display());
+    browser.close().await;
+}

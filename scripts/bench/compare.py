@@ -218,6 +218,13 @@ def main():
     torch.set_num_interop_threads(1)  # one model call at a time: no inter-op parallelism to use
     mp = load_reference()
     torch.set_num_threads(threads)  # after the import (see load_reference)
+    # On a busy machine the figures say little, and not evenly: PyTorch's OpenMP threads wait at
+    # barriers by spinning, so with the cores oversubscribed its time can grow several-fold
+    # while ORT's grows far less. Say so rather than print a misleading ratio silently.
+    busy = load_before[0] > 0.5 * (os.cpu_count() or 1)
+    if busy:
+        print(f"WARNING: load average {load_before[0]:.2f} on {os.cpu_count()} CPUs: the machine is busy; "
+              "the times (PyTorch's most) will be inflated. Rerun on an idle machine.")
 
     # The peak first, while nothing else has run: ORT's and OpenMP's worker threads keep
     # spinning for a while after a call and would steal cycles from it.
@@ -303,6 +310,7 @@ def main():
         runs=args.runs,
         load_avg_before=load_before,
         load_avg_after=os.getloadavg(),
+        busy=busy,
         versions=dict(torch=torch.__version__, onnxruntime=ort.__version__, python=platform.python_version()),
         ours_ms=ours_ms,
         ours_runs=ours.get("runs"),
@@ -357,6 +365,8 @@ def main():
         + f". FLOPs: {gflop:.2f} G from {result['gflop_source']} (torch's counter: {torch_gflop:.2f} G).",
         "ONNX vs PyTorch max |diff|: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()) + ".",
     ]
+    if busy:
+        md.append(f"WARNING: measured on a busy machine (load average {load_before[0]:.2f}); not representative.")
     text = "\n".join(md) + "\n"
     print()
     print(text, end="")

@@ -151,6 +151,11 @@ impl Segmenter {
         Ok(s)
     }
 
+    /// Forgets cached label embeddings (after a warm-up, so counters describe user work only).
+    pub fn clear_label_cache(&mut self) {
+        self.label_cache.clear();
+    }
+
     /// Runs the image tower over every window of `image` and keeps what the combination needs.
     pub async fn encode_image(&mut self, image: &Rgb) -> Result<ImageFeatures, String> {
         let o = &self.options;

@@ -29,6 +29,8 @@ struct Timings {
     image_ms: Option<f64>,
     text_ms: f64,
     combine_ms: f64,
+    /// From the request (image, label edit) to the painted overlay, queueing included.
+    repaint_ms: f64,
 }
 
 #[derive(Default)]
@@ -50,6 +52,7 @@ struct App {
     busy: bool,
     pending: bool,
     sample_index: u64,
+    painted_once: bool,
 }
 
 thread_local! {
@@ -97,14 +100,19 @@ pub async fn init(device: Device, bundled: Option<serde_json::Value>) -> Result<
         Some(entry) => {
             let file = entry.get("file").and_then(|v| v.as_str()).unwrap_or_default().to_string();
             let sha = entry.get("sha256").and_then(|v| v.as_str()).map(|s| s.to_string());
-            let bytes = dom::fetch_bytes_with_progress(&format!("weights/{file}"), "progress", "progress-text").await?;
-            if let Some(sha) = sha {
-                let found = format::sha256_hex(&bytes);
-                if found != sha {
-                    return Err(format!("weights/{file}: SHA-256 {found} does not match the manifest's {sha}"));
+            let path = format!("weights/{file}");
+            let (bytes, origin) = dom::fetch_cached_verified(&path, sha.as_deref(), "progress", "progress-text").await?;
+            dom::merge_status("weights_origin", &serde_json::json!(if origin == dom::Origin::Cache { "cache" } else { "network" }));
+            // The model's own default threshold (its model card says how it was chosen).
+            if let Some(t) = entry.get("bg_thresh").and_then(|v| v.as_f64()) {
+                app().borrow_mut().bg_thresh = t as f32;
+                if let Some(slider) = input("bg-slider") {
+                    slider.set_value(&format!("{t:.2}"));
                 }
+                dom::set_text("bg-value", &format!("{t:.2}"));
             }
             load_weights(&bytes, &file)?;
+            warm_up().await;
         }
         None => dom::set_text(
             "model",
@@ -147,6 +155,48 @@ fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
     );
     schedule();
     Ok(())
+}
+
+/// Runs the model once on a blank image and one label so shaders compile and buffers are
+/// allocated before the user's first image; the counters start from zero afterwards.
+async fn warm_up() {
+    let app = app();
+    let taken = {
+        let mut a = app.borrow_mut();
+        if a.busy {
+            None
+        } else {
+            a.busy = true;
+            a.segmenter.take()
+        }
+    };
+    let Some(mut segmenter) = taken else { return };
+    dom::set_text("timings", "Warming up the model...");
+    let t0 = now();
+    let size = segmenter.config.image_size;
+    let blank = Rgb { width: size, height: size, pixels: vec![128; size * size * 3] };
+    let outcome = async {
+        segmenter.encode_image(&blank).await?;
+        segmenter.encode_labels(&["object".to_string()]).await
+    }
+    .await;
+    segmenter.counters = Default::default();
+    segmenter.clear_label_cache();
+    let ms = now() - t0;
+    dom::merge_status("warm_up_ms", &serde_json::json!(ms));
+    dom::set_text("timings", &format!("Warm-up: {ms:.0} ms"));
+    if let Err(e) = outcome {
+        dom::log(&format!("warm-up: {e}"));
+    }
+    let pending = {
+        let mut a = app.borrow_mut();
+        a.segmenter = Some(segmenter);
+        a.busy = false;
+        std::mem::take(&mut a.pending)
+    };
+    if pending {
+        schedule();
+    }
 }
 
 fn set_image(rgb: Rgb, note: Option<String>) {
@@ -270,7 +320,8 @@ fn schedule() {
         }
         a.busy = true;
     }
-    spawn_local(async {
+    let requested = now();
+    spawn_local(async move {
         loop {
             if let Err(e) = compute().await {
                 message(&e, true);
@@ -286,6 +337,19 @@ fn schedule() {
         }
         dom::set_busy(false);
         paint();
+        let painted = now();
+        let first = {
+            let state = app();
+            let mut a = state.borrow_mut();
+            a.timings.repaint_ms = painted - requested;
+            let first = a.result.is_some() && !a.painted_once;
+            a.painted_once |= a.result.is_some();
+            first
+        };
+        if first {
+            // Since navigation start: page, wasm, weights (cached or not), warm-up and this run.
+            dom::merge_status("first_mask_ms", &serde_json::json!(painted));
+        }
         publish();
     });
 }
@@ -422,7 +486,7 @@ fn publish() {
         "busy": a.busy,
         "counters": counters,
         "result": a.result.as_ref().map(|r| serde_json::json!({"width": r.width, "height": r.height, "labels": r.labels, "background_share": r.background_share})),
-        "timings_ms": {"image": a.timings.image_ms, "text": a.timings.text_ms, "combine": a.timings.combine_ms},
+        "timings_ms": {"image": a.timings.image_ms, "text": a.timings.text_ms, "combine": a.timings.combine_ms, "repaint": a.timings.repaint_ms},
     });
     dom::merge_status("app", &app_status);
     if let (Some(r), Some(w)) = (&a.result, web_sys::window()) {

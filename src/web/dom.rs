@@ -156,6 +156,62 @@ pub async fn fetch_bytes_with_progress(path: &str, progress_id: &str, text_id: &
     Ok(bytes)
 }
 
+/// Where a cached asset came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Cache,
+    Network,
+}
+
+const WEIGHTS_CACHE: &str = "segclip-weights-v1";
+
+/// Fetches `path` through the Cache API: a cached copy whose SHA-256 matches `sha` is used with
+/// no request at all (a reload starts at once and works offline); otherwise it is downloaded
+/// with progress, checked against `sha`, and stored. A stale or damaged cached copy is replaced.
+/// Without the Cache API (an insecure context), it is a plain checked download.
+pub async fn fetch_cached_verified(path: &str, sha: Option<&str>, progress_id: &str, text_id: &str) -> Result<(Vec<u8>, Origin), String> {
+    let cache = open_cache().await;
+    if let Some(cache) = &cache {
+        if let Ok(hit) = JsFuture::from(cache.match_with_str(path)).await {
+            if let Ok(response) = hit.dyn_into::<web_sys::Response>() {
+                if let Ok(promise) = response.array_buffer() {
+                    if let Ok(buffer) = JsFuture::from(promise).await {
+                        let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+                        if sha.is_none_or(|s| crate::weights::format::sha256_hex(&bytes) == s) {
+                            return Ok((bytes, Origin::Cache));
+                        }
+                        log(&format!("{path}: the cached copy does not match the manifest; downloading it again"));
+                        let _ = JsFuture::from(cache.delete_with_str(path)).await;
+                    }
+                }
+            }
+        }
+    }
+    let bytes = fetch_bytes_with_progress(path, progress_id, text_id).await?;
+    if let Some(sha) = sha {
+        let found = crate::weights::format::sha256_hex(&bytes);
+        if found != sha {
+            return Err(format!("{path}: SHA-256 {found} does not match the manifest's {sha} (a damaged or partial download?)"));
+        }
+    }
+    if let Some(cache) = &cache {
+        let body = js_sys::Uint8Array::from(bytes.as_slice());
+        if let Ok(response) = web_sys::Response::new_with_opt_buffer_source(Some(&body)) {
+            if let Err(e) = JsFuture::from(cache.put_with_str(path, &response)).await {
+                log(&format!("{path}: not cached ({e:?})"));
+            }
+        }
+    }
+    Ok((bytes, Origin::Network))
+}
+
+async fn open_cache() -> Option<web_sys::Cache> {
+    let window = web_sys::window()?;
+    // `caches` is missing outside secure contexts; reading it then throws.
+    let storage = window.caches().ok()?;
+    JsFuture::from(storage.open(WEIGHTS_CACHE)).await.ok()?.dyn_into().ok()
+}
+
 /// Offers `bytes` as a download named `name`.
 pub fn save_bytes(bytes: &[u8], mime: &str, name: &str) {
     let array = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));

@@ -41,6 +41,8 @@ async fn run() -> Result<(), String> {
     let has_bundled = bundled.is_some();
     dom::publish_status(&serde_json::json!({ "state": "loading-model", "backend": info }));
     app::init(picked.device, bundled).await?;
+    let ready_ms = web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0);
+    dom::merge_status("ready_ms", &serde_json::json!(ready_ms));
     dom::merge_status("state", &serde_json::json!("ready"));
     dom::merge_status("bundled_model", &serde_json::json!(has_bundled));
     if let Some(body) = dom::document().and_then(|d| d.body()) {

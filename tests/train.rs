@@ -143,6 +143,24 @@ fn cli_trains_exports_and_evaluates() {
     assert_eq!(entry["dtype"], "int8");
     assert_eq!(entry["trained_steps"], 3);
 
+    // Training can start from an exported (or converted) weights file; the reconstruction heads,
+    // which inference files do not carry, start fresh.
+    let again = Command::new(bin)
+        .args(["train", config, "--set", &format!("run.out={}", dir.join("from-weights").display()), "--set", "optim.steps=1"])
+        .args(["--set", &format!("model.init=\"{}\"", weights.display())])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("start fresh"), "{}", text(&again));
+    // A release-layout checkpoint whose sizes cannot be read off its shapes is refused with the reason.
+    let release = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/parity/segclip_tiny.pt");
+    let small_vocab = Command::new(bin)
+        .args(["train", config, "--set", &format!("run.out={}", dir.join("small-vocab").display()), "--set", "optim.steps=1"])
+        .args(["--set", &format!("model.init=\"{release}\"")])
+        .output()
+        .unwrap();
+    assert!(!small_vocab.status.success() && text(&small_vocab).contains("segclip_tiny.pt") && text(&small_vocab).contains("head count"), "{}", text(&small_vocab));
+
     let out = Command::new(bin)
         .args(["eval", "synth:val", "--weights", weights.to_str().unwrap(), "--count", "2", "--size", "32", "--out"])
         .arg(dir.join("confusion.json"))

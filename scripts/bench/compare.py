@@ -166,8 +166,8 @@ def export_onnx(module, image, path):
     # nn.MultiheadAttention takes its fused inference "fast path" (aten::_native_multi_head_attention)
     # whenever no gradient is wanted; the exporter cannot translate that op, so the export is
     # traced with the fast path off (the ordinary composite ops: same arithmetic, and the outputs
-    # are checked against PyTorch's below). PyTorch itself is timed with the fast path on, its
-    # default and best.
+    # are checked against PyTorch's below). PyTorch itself is timed as it runs by default, fast
+    # path on.
     import warnings
 
     with no_mha_fastpath(), warnings.catch_warnings():
@@ -187,10 +187,6 @@ def export_onnx(module, image, path):
     import onnx
 
     onnx.checker.check_model(path)
-
-
-def fmt(x, spec):
-    return "n/a" if x is None else format(x, spec)
 
 
 def main():

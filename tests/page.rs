@@ -169,6 +169,27 @@ async fn segment_and_check(webgpu: bool) {
     let model = browser.eval("window.segclipStatus.app.model").await;
     assert_eq!(model, "page-test-model.safetensors");
 
+    if webgpu {
+        // The GPU goes away: the page moves to the CPU backend, rebuilds the model there from the
+        // bytes it loaded, and the next edit still produces a result.
+        assert_eq!(browser.eval("window.wasmBindings.segclipLoseDeviceForTests()").await, true);
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let kind = browser.eval("window.segclipStatus.backend.kind").await;
+            if kind == "cpu" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no CPU fallback after the device was lost\n{}", browser.console().await);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let note = browser.eval("document.getElementById('backend-note').textContent").await;
+        assert!(note.as_str().unwrap_or_default().contains("lost"), "{note}");
+        type_labels(&browser, "ellipse").await;
+        let status = wait_for_result(&browser, 10).await;
+        assert_eq!(status["app"]["model"], "page-test-model.safetensors");
+        println!("device lost: continued on the CPU, {} labels painted", status["app"]["result"]["labels"].as_array().unwrap().len());
+    }
+
     // Privacy: everything after load happened on the page; nothing was fetched or sent.
     let after: Vec<String> = requests.lock().unwrap()[requests_after_load..].to_vec();
     assert!(after.is_empty(), "requests after load: {after:?}");

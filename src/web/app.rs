@@ -53,6 +53,10 @@ struct App {
     pending: bool,
     sample_index: u64,
     painted_once: bool,
+    /// The loaded weights file, kept to rebuild the model on the CPU if the GPU is lost.
+    model_bytes: Vec<u8>,
+    /// Bumped when the model is replaced; a computation started before is discarded.
+    generation: u64,
 }
 
 thread_local! {
@@ -138,6 +142,8 @@ fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
         let mut a = app.borrow_mut();
         a.segmenter = Some(segmenter);
         a.model_name = name.to_string();
+        a.model_bytes = bytes.to_vec();
+        a.generation += 1;
         a.features = None;
         a.result = None;
     }
@@ -155,6 +161,34 @@ fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
     );
     schedule();
     Ok(())
+}
+
+/// Called when the WebGPU device is lost: rebuild the model on the CPU backend and go on.
+pub async fn on_device_lost(reason: String) {
+    dom::log(&format!("WebGPU device lost: {reason}"));
+    let picked = match super::backend::cpu_after_device_loss(&reason).await {
+        Ok(p) => p,
+        Err(e) => {
+            message(&format!("The GPU was lost and the CPU backend failed too: {e}"), true);
+            return;
+        }
+    };
+    dom::show_backend(&picked.info);
+    dom::merge_status("backend", &serde_json::to_value(&picked.info).unwrap_or_default());
+    let (bytes, name) = {
+        let state = app();
+        let mut a = state.borrow_mut();
+        a.device = Some(picked.device);
+        (std::mem::take(&mut a.model_bytes), a.model_name.clone())
+    };
+    if bytes.is_empty() {
+        message("The GPU was lost; computing continues on the CPU.", true);
+        return;
+    }
+    match load_weights(&bytes, &name) {
+        Ok(()) => message("The GPU was lost; the model now runs on the CPU (slower, same results).", true),
+        Err(e) => message(&format!("The GPU was lost and the model could not be rebuilt on the CPU: {e}"), true),
+    }
 }
 
 /// Runs the model once on a blank image and one label so shaders compile and buffers are
@@ -356,14 +390,15 @@ fn schedule() {
 
 async fn compute() -> Result<(), String> {
     let app = app();
-    let (mut segmenter, image, features, labels_now, bg) = {
+    let (mut segmenter, image, features, labels_now, bg, generation) = {
         let mut a = app.borrow_mut();
+        let generation = a.generation;
         let Some(s) = a.segmenter.take() else { return Ok(()) };
         let Some(image) = a.image.clone() else {
             a.segmenter = Some(s);
             return Ok(());
         };
-        (s, image, a.features.take(), a.labels.clone(), a.bg_thresh)
+        (s, image, a.features.take(), a.labels.clone(), a.bg_thresh, generation)
     };
     dom::set_busy(true);
     yield_to_browser().await;
@@ -390,6 +425,11 @@ async fn compute() -> Result<(), String> {
     }
     .await;
     let mut a = app.borrow_mut();
+    if a.generation != generation {
+        // The model was replaced meanwhile (own weights, or a lost GPU): this result is stale.
+        a.pending = true;
+        return Ok(());
+    }
     a.segmenter = Some(segmenter);
     match outcome {
         Ok((features, result, timings)) => {

@@ -73,12 +73,48 @@ pub async fn pick(requested: Option<&str>) -> Result<Picked, String> {
     })
 }
 
+thread_local! {
+    /// The WebGPU device in use, kept so tests can destroy it (`segclipLoseDeviceForTests`).
+    static GPU_DEVICE: std::cell::RefCell<Option<Box<dyn Fn()>>> = std::cell::RefCell::new(None);
+}
+
+/// Test hook: destroys the WebGPU device, as a driver reset or a lost GPU would.
+#[wasm_bindgen::prelude::wasm_bindgen(js_name = segclipLoseDeviceForTests)]
+pub fn lose_device_for_tests() -> bool {
+    GPU_DEVICE.with(|d| d.borrow().as_ref().map(|destroy| destroy()).is_some())
+}
+
+/// The CPU backend after the WebGPU device was lost mid-session.
+pub async fn cpu_after_device_loss(reason: &str) -> Result<Picked, String> {
+    let device = Device::flex();
+    let (err, ms) = self_check(&device).await?;
+    Ok(Picked {
+        device,
+        info: BackendInfo {
+            kind: "cpu",
+            adapter: None,
+            fallback_reason: Some(format!("the WebGPU device was lost ({reason})")),
+            software_adapter: false,
+            selfcheck_max_error: err,
+            selfcheck_ms: ms,
+        },
+    })
+}
+
 async fn try_webgpu() -> Result<Picked, String> {
     let adapter = describe_adapter().await?;
-    let (device, _setup) = Device::wgpu_options()
+    let (device, setup) = Device::wgpu_options()
         .init_with_setup_async()
         .await
         .map_err(|e| format!("WebGPU failed to initialise: {e}"))?;
+    // A lost device (driver reset, GPU removed, tab in the background too long) moves the page
+    // to the CPU backend; the model is rebuilt there from the bytes it was loaded from.
+    setup.device.set_device_lost_callback(|reason, message| {
+        let reason = format!("{reason:?}: {message}");
+        wasm_bindgen_futures::spawn_local(super::app::on_device_lost(reason));
+    });
+    let gpu = setup.device.clone();
+    GPU_DEVICE.with(|d| *d.borrow_mut() = Some(Box::new(move || gpu.destroy())));
     let (err, ms) = self_check(&device).await.map_err(|e| format!("WebGPU self-check failed: {e}"))?;
     if err > selfcheck::TOLERANCE {
         return Err(format!("WebGPU computed a wrong self-check result (max error {err:.2e})"));

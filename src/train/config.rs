@@ -332,6 +332,7 @@ mod tests {
 preset = "tiny"
 [data]
 source = "synthetic"
+context_length = 16
 [optim]
 steps = 10
 batch_size = 4

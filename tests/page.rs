@@ -97,16 +97,6 @@ async fn segment_and_check(webgpu: bool) {
     let weights = test_weights(&dir);
     let (image, truth) = scene_png(&dir);
 
-    // The CLI's answer for the same image and weights.
-    let cli_out = dir.join(if webgpu { "page-cli-webgpu" } else { "page-cli-cpu" });
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_segclip"))
-        .args(["segment", image.to_str().unwrap(), "--labels", LABELS, "--weights", weights.to_str().unwrap()])
-        .args(["--out", cli_out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let cli_mask = image::open(cli_out.join("page-test-scene.mask.png")).unwrap().to_luma8().into_raw();
-
     let (url, requests) = serve(dist_dir());
     let browser = Browser::start(webgpu).await;
     browser.client.goto(&url).await.unwrap();
@@ -114,6 +104,18 @@ async fn segment_and_check(webgpu: bool) {
     assert_eq!(status["state"], "ready", "{status}\n{}", browser.console().await);
     assert_eq!(status["backend"]["kind"], if webgpu { "webgpu" } else { "cpu" });
     let requests_after_load = requests.lock().unwrap().len();
+
+    // The CLI's answer for the same image, weights and background threshold (the page starts
+    // at the bundled model's threshold, when there is one, and keeps it for own weights).
+    let bg = browser.eval("document.getElementById('bg-slider').value").await.as_str().unwrap_or("0.8").to_string();
+    let cli_out = dir.join(if webgpu { "page-cli-webgpu" } else { "page-cli-cpu" });
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_segclip"))
+        .args(["segment", image.to_str().unwrap(), "--labels", LABELS, "--weights", weights.to_str().unwrap()])
+        .args(["--out", cli_out.to_str().unwrap(), "--bg-thresh", &bg])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let cli_mask = image::open(cli_out.join("page-test-scene.mask.png")).unwrap().to_luma8().into_raw();
 
     upload(&browser, "weights-input", &weights).await;
     upload(&browser, "image-input", &image).await;
@@ -130,6 +132,8 @@ async fn segment_and_check(webgpu: bool) {
         status["app"]["timings_ms"]
     );
     assert!((page_miou - cli_miou).abs() <= 1.0, "page {page_miou} vs CLI {cli_miou}");
+    // Stronger than the mIoU check: the two label maps agree pixel for pixel.
+    assert!(agree >= 0.99, "page and CLI label maps agree on only {:.1}% of pixels", agree * 100.0);
     let counters = status["app"]["counters"].clone();
     assert_eq!(counters["images_encoded"], 1);
     assert_eq!(counters["prompts_encoded"], 8);

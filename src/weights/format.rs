@@ -149,7 +149,24 @@ pub fn write(
                 .map_err(|e| WeightsError::Corrupt(format!("tensor '{name}': {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| WeightsError::Corrupt(e.to_string()))
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| WeightsError::Corrupt(e.to_string()))?;
+    Ok(canonical_header(bytes))
+}
+
+/// Rewrites the JSON header with its keys sorted (same length, same padding), so the same
+/// tensors always give the same bytes and the manifest's SHA-256 is reproducible: safetensors
+/// writes `__metadata__` in a HashMap's random order.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n]) else { return bytes };
+    // serde_json's Map is a BTreeMap here (no `preserve_order`): keys come out sorted.
+    let sorted = header.to_string().into_bytes();
+    if sorted.len() > n {
+        return bytes;
+    }
+    bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
+    bytes[8 + sorted.len()..8 + n].fill(b' ');
+    bytes
 }
 
 /// Parses and verifies a weights file. Works on bytes, so the page uses it unchanged.
@@ -253,4 +270,23 @@ pub fn hex(bytes: &[u8]) -> String {
 /// SHA-256 of `bytes` as lowercase hex (tokenizer hashes, manifest entries).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::*;
+
+    #[test]
+    fn the_same_tensors_give_the_same_bytes() {
+        let config = SegClipConfig::tiny();
+        let mut tensors = BTreeMap::new();
+        tensors.insert("a.weight".to_string(), HostTensor::new(vec![2, 3], vec![0.5, -1.0, 2.0, 3.0, 0.25, -0.75]));
+        tensors.insert("b.bias".to_string(), HostTensor::new(vec![3], vec![1.0, 2.0, 3.0]));
+        let first = write(&config, "abc", StorageDtype::Int8, &tensors).unwrap();
+        for _ in 0..8 {
+            assert_eq!(write(&config, "abc", StorageDtype::Int8, &tensors).unwrap(), first);
+        }
+        let file = read(&first).unwrap();
+        assert_eq!(file.tensors["b.bias"].data, vec![1.0, 2.0, 3.0]);
+    }
 }

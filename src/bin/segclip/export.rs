@@ -77,7 +77,8 @@ fn update_manifest(
         "tokenizer_sha256": ck.tokenizer_sha256,
     });
     if let Some(t) = bg_thresh {
-        entry["bg_thresh"] = serde_json::json!(t);
+        // f32 -> f64 would write 0.20000000298...; the threshold is a two-decimal setting.
+        entry["bg_thresh"] = serde_json::json!((t as f64 * 1e4).round() / 1e4);
     }
     models.push(entry);
     std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n").with_context(|| path.display().to_string())?;

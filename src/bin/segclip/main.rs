@@ -18,11 +18,14 @@ pub fn load_segmenter(
     backend: segclip::backend::BackendKind,
 ) -> anyhow::Result<segclip::pipeline::Segmenter> {
     use anyhow::Context;
-    let Some(path) = weights else {
-        anyhow::bail!(
-            "this build bundles no trained model yet (weights/manifest.json lists none): pass \
-             --weights FILE, a weights file made by `segclip convert` or `segclip export`"
-        );
+    let bundled;
+    let path = match weights {
+        Some(p) => p,
+        None => {
+            bundled = bundled_model()?;
+            eprintln!("using the bundled model {} (see weights/README.md; --weights FILE for another)", bundled.display());
+            &bundled
+        }
     };
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let device = segclip::backend::device(backend).map_err(anyhow::Error::msg)?;
@@ -39,6 +42,28 @@ pub fn load_segmenter(
     let tokenizer = segclip::tokenizer::ClipTokenizer::from_bytes(TOKENIZER_JSON)?;
     segclip::pipeline::Segmenter::new(model, file.config, tokenizer, device)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The bundled model: the first int8 entry of `weights/manifest.json` in this checkout (or in
+/// `$SEGCLIP_WEIGHTS_DIR`), read from disk; nothing is downloaded.
+fn bundled_model() -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    let dir = std::env::var_os("SEGCLIP_WEIGHTS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights"));
+    let manifest_path = dir.join("manifest.json");
+    let none = || {
+        anyhow::anyhow!(
+            "no bundled model in {}: pass --weights FILE, a weights file made by `segclip convert` or `segclip export`",
+            manifest_path.display()
+        )
+    };
+    let text = std::fs::read_to_string(&manifest_path).map_err(|_| none())?;
+    let manifest: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", manifest_path.display()))?;
+    let models = manifest.get("models").and_then(|m| m.as_array()).ok_or_else(none)?;
+    let entry = models.iter().find(|m| m.get("dtype").and_then(|d| d.as_str()) == Some("int8")).or(models.first()).ok_or_else(none)?;
+    let file = entry.get("file").and_then(|f| f.as_str()).with_context(|| format!("{}: entry without \"file\"", manifest_path.display()))?;
+    Ok(dir.join(file))
 }
 
 use clap::{Parser, Subcommand};

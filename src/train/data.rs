@@ -129,7 +129,8 @@ fn check_images_exist(pairs: &[(PathBuf, String)]) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    let mut unique = missing.clone();
+    let mut unique = missing;
+    unique.sort();
     unique.dedup();
     Err(format!("{} image files are missing, e.g. {}", unique.len(), unique[..unique.len().min(3)].join(", ")))
 }
@@ -182,7 +183,7 @@ impl Loader {
         let source = Source::from_config(config)?;
         let recipe = Recipe { source, model: model.clone(), config: config.clone(), tokenizer_json: Arc::new(tokenizer_json.to_vec()) };
         // Fail here, not in a thread, on a bad tokenizer or an undecodable first image.
-        recipe.step(first_step)?;
+        recipe.step(first_step, &recipe.tokenizer()?)?;
         let workers = config.data.workers.max(1) as u64;
         let mut receivers = Vec::new();
         for w in 0..workers {
@@ -192,7 +193,15 @@ impl Loader {
                 .name(format!("segclip-data-{w}"))
                 .spawn(move || {
                     let mut step = first_step + w;
-                    while tx.send(recipe.step(step)).is_ok() {
+                    // One tokenizer per worker: parsing tokenizer.json per step was wasted work.
+                    let tokenizer = match recipe.tokenizer() {
+                        Ok(t) => t,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    while tx.send(recipe.step(step, &tokenizer)).is_ok() {
                         step += workers;
                     }
                 })
@@ -212,9 +221,12 @@ impl Loader {
 }
 
 impl Recipe {
-    fn step(&self, step: u64) -> Result<Vec<Batch>, String> {
-        let tokenizer = ClipTokenizer::from_bytes(&self.tokenizer_json).map_err(|e| e.to_string())?;
-        (0..self.config.optim.accumulation).map(|m| self.micro_batch(step, m as u64, &tokenizer)).collect()
+    fn tokenizer(&self) -> Result<ClipTokenizer, String> {
+        ClipTokenizer::from_bytes(&self.tokenizer_json).map_err(|e| e.to_string())
+    }
+
+    fn step(&self, step: u64, tokenizer: &ClipTokenizer) -> Result<Vec<Batch>, String> {
+        (0..self.config.optim.accumulation).map(|m| self.micro_batch(step, m as u64, tokenizer)).collect()
     }
 
     fn micro_batch(&self, step: u64, micro: u64, tokenizer: &ClipTokenizer) -> Result<Batch, String> {

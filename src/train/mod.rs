@@ -139,12 +139,15 @@ fn initial_model(config: &TrainConfig, model_config: &SegClipConfig, device: &De
     }
     let path = Path::new(init);
     let bytes = std::fs::read(path).map_err(|e| format!("model.init {}: {e}", path.display()))?;
-    let (tensors, found) = if bytes.get(8) == Some(&b'{') && format::read(&bytes).is_ok() {
-        let file = format::read(&bytes).map_err(|e| format!("model.init {}: {e}", path.display()))?;
-        (file.tensors, file.config)
-    } else {
-        let imported = import::import_for_training(path, None).map_err(|e| format!("model.init {}: {e}", path.display()))?;
-        (imported.tensors, imported.config)
+    // A segclip weights file, else a checkpoint the importer knows; a damaged segclip file keeps
+    // its own error rather than the importer's.
+    let (tensors, found) = match format::read(&bytes) {
+        Ok(file) => (file.tensors, file.config),
+        Err(format::WeightsError::NotSegclip(_)) => {
+            let imported = import::import_for_training(path, None).map_err(|e| format!("model.init {}: {e}", path.display()))?;
+            (imported.tensors, imported.config)
+        }
+        Err(e) => return Err(format!("model.init {}: {e}", path.display())),
     };
     let mut model = fresh(&found);
     let report = model_io::apply_tensors(&mut model, &tensors, true).map_err(|e| format!("model.init {}: {e}", path.display()))?;

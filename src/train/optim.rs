@@ -139,10 +139,6 @@ impl GradientSum {
         let total: f32 = Tensor::cat(parts, 0).sum().into_scalar();
         (total as f64).sqrt() / self.micro_batches.max(1) as f64
     }
-
-    pub fn names(&self) -> impl Iterator<Item = &String> {
-        self.grads.keys()
-    }
 }
 
 struct Update<'a> {

@@ -172,19 +172,12 @@ const WEIGHTS_CACHE: &str = "segclip-weights-v1";
 pub async fn fetch_cached_verified(path: &str, sha: Option<&str>, progress_id: &str, text_id: &str) -> Result<(Vec<u8>, Origin), String> {
     let cache = open_cache().await;
     if let Some(cache) = &cache {
-        if let Ok(hit) = JsFuture::from(cache.match_with_str(path)).await {
-            if let Ok(response) = hit.dyn_into::<web_sys::Response>() {
-                if let Ok(promise) = response.array_buffer() {
-                    if let Ok(buffer) = JsFuture::from(promise).await {
-                        let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
-                        if sha.is_none_or(|s| crate::weights::format::sha256_hex(&bytes) == s) {
-                            return Ok((bytes, Origin::Cache));
-                        }
-                        log(&format!("{path}: the cached copy does not match the manifest; downloading it again"));
-                        let _ = JsFuture::from(cache.delete_with_str(path)).await;
-                    }
-                }
+        if let Some(bytes) = cached_bytes(cache, path).await {
+            if sha.is_none_or(|s| crate::weights::format::sha256_hex(&bytes) == s) {
+                return Ok((bytes, Origin::Cache));
             }
+            log(&format!("{path}: the cached copy does not match the manifest; downloading it again"));
+            let _ = JsFuture::from(cache.delete_with_str(path)).await;
         }
     }
     let bytes = fetch_bytes_with_progress(path, progress_id, text_id).await?;
@@ -203,6 +196,13 @@ pub async fn fetch_cached_verified(path: &str, sha: Option<&str>, progress_id: &
         }
     }
     Ok((bytes, Origin::Network))
+}
+
+/// The bytes of `path`'s cached response, if there is one.
+async fn cached_bytes(cache: &web_sys::Cache, path: &str) -> Option<Vec<u8>> {
+    let response: web_sys::Response = JsFuture::from(cache.match_with_str(path)).await.ok()?.dyn_into().ok()?;
+    let buffer = JsFuture::from(response.array_buffer().ok()?).await.ok()?;
+    Some(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
 async fn open_cache() -> Option<web_sys::Cache> {

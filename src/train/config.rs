@@ -164,6 +164,12 @@ pub struct LossSection {
     /// (notes/training-probe.md); a larger weight makes it matter.
     #[serde(default = "unit")]
     pub superpixel_weight: f64,
+    /// Not in the reference (0 = off): weight of a term that keeps every center in use, log L
+    /// minus the entropy of the batch's mean assignment over the L centers. Without it the
+    /// synthetic runs collapsed onto one center (weights/README.md), where the superpixel KL is
+    /// exactly 0 and no region can be told from another.
+    #[serde(default)]
+    pub center_usage_weight: f64,
     /// Masked share of the tokens in the reconstruction pass (reference: 0.75).
     #[serde(default = "default_mask_ratio")]
     pub mask_ratio: f64,
@@ -288,6 +294,9 @@ impl TrainConfig {
         let l = &self.loss;
         if !(l.contrastive || l.reconstruction || l.superpixel) {
             return Err("loss: every loss is switched off".into());
+        }
+        if !(l.center_usage_weight >= 0.0 && l.center_usage_weight.is_finite()) {
+            return Err(format!("loss.center_usage_weight {} must be a finite number >= 0", l.center_usage_weight));
         }
         if !(0.0..1.0).contains(&l.mask_ratio) {
             return Err(format!("loss.mask_ratio {} must be in [0, 1)", l.mask_ratio));

@@ -55,6 +55,17 @@ pub fn superpixel_kl(hard: Tensor<3>, labels: &[Vec<u32>], device: &Device) -> T
     (kl_pq + kl_qp) / (2.0 * (b * p * l) as f64)
 }
 
+/// Center usage (not in the reference): `ln L - H(u)` with `u` the mean of the soft assignment
+/// [B, L, P] over the batch's patches, u_l = sum_{b,p} soft[b,l,p] / (B P). It is 0 when the
+/// batch spreads evenly over the centers and ln L when every patch goes to one center; it says
+/// nothing about a single patch, which may still commit to one center.
+pub fn center_usage(soft: Tensor<3>) -> Tensor<1> {
+    let [b, l, p] = soft.dims();
+    let usage = soft.sum_dim(2).sum_dim(0).reshape([l]) / (b * p) as f64;
+    let entropy = -(usage.clone() * usage.clamp_min(1e-12).log()).sum();
+    entropy.neg() + (l as f64).ln()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +89,20 @@ mod tests {
         let text = Tensor::<2>::from_floats([[0.0, 0.5], [1.0, 0.0]], &device);
         let wrong = scalar(contrastive(image, text, Tensor::from_floats([1.0], &device)));
         assert!((wrong - (-(1.0 / (e + 1.0)).ln())).abs() < 1e-5, "{wrong}");
+    }
+
+    #[test]
+    fn center_usage_is_zero_when_even_and_ln_l_when_collapsed() {
+        let device = Device::flex();
+        // 2 images, 2 centers, 2 patches: one patch per center in each image.
+        let even = Tensor::<3>::from_floats([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]], &device);
+        assert!(scalar(center_usage(even)).abs() < 1e-6);
+        let collapsed = Tensor::<3>::from_floats([[[1.0, 1.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]]], &device);
+        assert!((scalar(center_usage(collapsed)) - 2f32.ln()).abs() < 1e-5);
+        // Three quarters on one center: ln 2 - H(3/4, 1/4).
+        let skewed = Tensor::<3>::from_floats([[[1.0, 1.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]], &device);
+        let h = -(0.75f32 * 0.75f32.ln() + 0.25 * 0.25f32.ln());
+        assert!((scalar(center_usage(skewed)) - (2f32.ln() - h)).abs() < 1e-5);
     }
 
     #[test]

@@ -262,7 +262,7 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
         device.seed(mix64(config.run.seed ^ mix64(step + 1)));
         let micro_batches = loader.next_step()?;
         let mut sum = GradientSum::default();
-        let (mut lc, mut lr, mut ls) = (0.0, 0.0, 0.0);
+        let (mut lc, mut lr, mut ls, mut usage) = (0.0, 0.0, 0.0, 0.0);
         for b in &micro_batches {
             let images = Tensor::<4>::from_data(TensorData::new(b.images.clone(), [b.batch, 3, b.size, b.size]), &device);
             let vision = model.visual.forward(images.clone(), gumbel);
@@ -280,6 +280,11 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
                 ls += scalar(loss.clone());
                 terms.push(loss * l.superpixel_weight);
             }
+            if l.center_usage_weight > 0.0 {
+                let loss = losses::center_usage(vision.soft_assign.clone());
+                usage += scalar(loss.clone());
+                terms.push(loss * l.center_usage_weight);
+            }
             if l.reconstruction {
                 let recon = model.reconstruct(images, &b.keep, gumbel).ok_or("reconstruction is on but the model has no reconstruction heads")?;
                 lr += scalar(recon.loss.clone());
@@ -291,7 +296,8 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
         }
         let k = micro_batches.len() as f64;
         let (lc, lr, ls) = (lc / k, lr / k, ls / k);
-        let loss = lc + lr * l.reconstruction_weight + ls * l.superpixel_weight;
+        let usage = usage / k;
+        let loss = lc + lr * l.reconstruction_weight + ls * l.superpixel_weight + usage * l.center_usage_weight;
         if !loss.is_finite() {
             save(&model, &optimizer, step)?;
             return Err(format!("step {step}: the loss is {loss} (contrastive {lc}, reconstruction {lr}, superpixel {ls}); checkpoint of step {step} kept, lower the learning rate"));
@@ -321,8 +327,8 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
         }
         writeln!(log, "{}", row.to_csv()).map_err(|e| format!("{}: {e}", log_path.display()))?;
         bar.set_message(format!(
-            "loss {:.3} (c {:.3} r {:.3} s {:.4}) {:.1} samples/s",
-            row.loss, row.contrastive, row.reconstruction, row.superpixel, row.samples_per_s
+            "loss {:.3} (c {:.3} r {:.3} s {:.4} u {:.3}) {:.1} samples/s",
+            row.loss, row.contrastive, row.reconstruction, row.superpixel, usage, row.samples_per_s
         ));
         bar.set_position(step);
         rows.push(row);

@@ -8,6 +8,11 @@ mod segment;
 mod synth;
 mod train;
 
+/// mimalloc keeps freed tensor buffers for reuse; glibc's malloc returned them to the kernel and
+/// faulted fresh zeroed pages in on every op (measured in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The tokenizer every model of this build uses (static/tokenizer.json, made by
 /// scripts/make-fixtures from open_clip's vocabulary).
 pub const TOKENIZER_JSON: &[u8] = include_bytes!("../../../static/tokenizer.json");

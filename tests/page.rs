@@ -323,11 +323,12 @@ async fn page_metrics_with_the_bundled_model() {
     println!(
         "page metrics (CPU fallback, bundled model): ready after {first_ready} ms on the first visit (download), {ready:.0} ms from cache; \
          first mask {first_run:.0} ms later, so {:.0} ms from cached weights to the first mask; \
-         label edit (10 -> 11 labels) repaint {:.1} ms (text {:.1} ms, combine {:.1} ms)",
+         label edit (10 -> 11 labels) repaint {:.1} ms (text {:.1} ms, combine {:.1} ms, paint {:.1} ms, the rest queueing)",
         ready + first_run,
         edit["repaint"].as_f64().unwrap(),
         edit["text"].as_f64().unwrap(),
-        edit["combine"].as_f64().unwrap()
+        edit["combine"].as_f64().unwrap(),
+        edit["paint"].as_f64().unwrap()
     );
     browser.screenshot("page-bundled-model.png").await;
     // A phone-width window: everything fits without sideways scrolling.

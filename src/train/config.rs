@@ -59,6 +59,10 @@ pub struct DataSection {
     pub min_objects: usize,
     #[serde(default = "default_max_objects")]
     pub max_objects: usize,
+    /// A curriculum (not in the reference; 0 = off): for the first this many steps every
+    /// synthetic scene holds one object, so a caption names exactly one shape.
+    #[serde(default)]
+    pub single_object_steps: u64,
     /// Synthetic: how many distinct training scenes to cycle through (0 = a fresh scene for every
     /// sample). A small pool makes a quick overfitting check.
     #[serde(default)]

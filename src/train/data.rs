@@ -240,7 +240,7 @@ impl Recipe {
         let mut keep = Vec::with_capacity(b);
         for i in 0..b {
             let global = (step * c.optim.accumulation as u64 + micro) * b as u64 + i as u64;
-            let (img, caption) = self.sample(global, &mut rng)?;
+            let (img, caption) = self.sample(global, step < c.data.single_object_steps, &mut rng)?;
             let (x, y, w, h) = random_resized_crop_box(img.width() as usize, img.height() as usize, c.data.crop_scale, c.data.crop_ratio, &mut rng);
             let crop = image::imageops::crop_imm(&img, x as u32, y as u32, w as u32, h as u32).to_image();
             let crop = if (w, h) == (s, s) { crop } else { image::imageops::resize(&crop, s as u32, s as u32, FilterType::CatmullRom) };
@@ -280,11 +280,15 @@ impl Recipe {
     }
 
     /// Sample `global` of the stream (RGB image and its caption).
-    fn sample(&self, global: u64, rng: &mut SplitMix64) -> Result<(RgbImage, String), String> {
+    fn sample(&self, global: u64, single_object: bool, rng: &mut SplitMix64) -> Result<(RgbImage, String), String> {
         match &self.source {
             Source::Synthetic { scene, pool, shape_only } => {
                 let index = if *pool > 0 { global % pool } else { global };
-                let sc = generate(Split::Train, index, scene);
+                let sc = if single_object {
+                    generate(Split::Train, index, &SceneConfig { min_objects: 1, max_objects: 1, ..scene.clone() })
+                } else {
+                    generate(Split::Train, index, scene)
+                };
                 // captions[1] is the colour-free list of every object: shape words are the only
                 // way to match it.
                 let caption = if sc.captions.len() > 1 && rng.chance(*shape_only) {

@@ -131,6 +131,14 @@ async fn segment_and_check(webgpu: bool) {
         agree * 100.0,
         status["app"]["timings_ms"]
     );
+    let gpu = &status["app"]["gpu_memory"];
+    if webgpu {
+        let (used, reserved) = (gpu["bytes_in_use"].as_u64().unwrap_or(0), gpu["bytes_reserved"].as_u64().unwrap_or(0));
+        println!("webgpu: GPU buffers in use {:.2} MB, reserved {:.2} MB, {} allocations", used as f64 / 1e6, reserved as f64 / 1e6, gpu["allocations"]);
+        assert!(used > 0 && reserved >= used, "the page reports its GPU buffers: {gpu}");
+    } else {
+        assert!(gpu.is_null(), "the CPU path has no GPU buffers: {gpu}");
+    }
     assert!((page_miou - cli_miou).abs() <= 1.0, "page {page_miou} vs CLI {cli_miou}");
     // Stronger than the mIoU check: the two label maps agree pixel for pixel.
     assert!(agree >= 0.99, "page and CLI label maps agree on only {:.1}% of pixels", agree * 100.0);

@@ -330,6 +330,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn single_object_curriculum_draws_one_object_scenes_until_its_step() {
+        let text = "[model]\npreset = \"tiny\"\n[data]\nsource = \"synthetic\"\nscene_size = 32\nmax_objects = 4\n\
+                    single_object_steps = 2\n[optim]\nsteps = 4\nbatch_size = 4\n[run]\nout = \"unused\"\n";
+        let config = TrainConfig::parse(text, &[]).unwrap();
+        let model = config.resolve().unwrap();
+        let recipe = Recipe { source: Source::from_config(&config).unwrap(), model, config, tokenizer_json: Arc::new(Vec::new()) };
+        let scene = SceneConfig { size: 32, max_objects: 4, ..SceneConfig::default() };
+        let one = SceneConfig { min_objects: 1, max_objects: 1, ..scene.clone() };
+        let mut multi = 0;
+        for global in 0..16u64 {
+            let (early, _) = recipe.sample(global, true, &mut SplitMix64::new(1)).unwrap();
+            let expected = generate(Split::Train, global, &one);
+            assert_eq!(expected.objects.len(), 1);
+            assert_eq!(early.as_raw(), &expected.image, "scene {global} during the curriculum");
+            let (late, _) = recipe.sample(global, false, &mut SplitMix64::new(1)).unwrap();
+            let full = generate(Split::Train, global, &scene);
+            assert_eq!(late.as_raw(), &full.image, "scene {global} after the curriculum");
+            multi += (full.objects.len() > 1) as usize;
+        }
+        assert!(multi > 0, "after the curriculum some scenes hold several objects");
+    }
+
+    #[test]
     fn crop_box_stays_inside_and_respects_scale() {
         let mut rng = SplitMix64::new(7);
         for _ in 0..500 {

@@ -526,7 +526,12 @@ fn publish() {
     let app = app();
     let a = app.borrow();
     let counters = a.segmenter.as_ref().map(|s| s.counters);
+    // What the GPU allocator holds (weights, cached features, pooled buffers); `None` on the CPU.
+    let gpu_memory = a.device.as_ref().and_then(|d| d.memory_pool_usage()).map(|u| {
+        serde_json::json!({"bytes_in_use": u.bytes_in_use, "bytes_reserved": u.bytes_reserved, "allocations": u.number_allocs})
+    });
     let app_status = serde_json::json!({
+        "gpu_memory": gpu_memory,
         "model": a.model_name,
         "labels": a.labels,
         "busy": a.busy,

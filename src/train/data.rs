@@ -331,12 +331,11 @@ mod tests {
 
     #[test]
     fn single_object_curriculum_draws_one_object_scenes_until_its_step() {
-        let text = "[model]\npreset = \"tiny\"\n[data]\nsource = \"synthetic\"\nscene_size = 32\nmax_objects = 4\n\
-                    single_object_steps = 2\n[optim]\nsteps = 4\nbatch_size = 4\n[run]\nout = \"unused\"\n";
-        let config = TrainConfig::parse(text, &[]).unwrap();
-        let model = config.resolve().unwrap();
+        let overrides = ["data.single_object_steps=2", "data.max_objects=4", "data.pool=0"].map(String::from);
+        let config = TrainConfig::parse(include_str!("../../configs/smoke.toml"), &overrides).unwrap();
+        let model = config.model.resolve().unwrap();
         let recipe = Recipe { source: Source::from_config(&config).unwrap(), model, config, tokenizer_json: Arc::new(Vec::new()) };
-        let scene = SceneConfig { size: 32, max_objects: 4, ..SceneConfig::default() };
+        let scene = SceneConfig { size: 32, min_objects: recipe.config.data.min_objects, max_objects: 4, ..SceneConfig::default() };
         let one = SceneConfig { min_objects: 1, max_objects: 1, ..scene.clone() };
         let mut multi = 0;
         for global in 0..16u64 {

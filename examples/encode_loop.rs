@@ -5,8 +5,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use segclip::model::{SegClip, SegClipConfig};
 use std::time::Instant;
 
-// The CLI's allocator, so the profile is the CLI's (`SYSTEM_ALLOC=1` cannot switch it; rebuild
-// without these two lines to see glibc's).
+// The CLI's allocator, so the profile is the CLI's (remove these two lines to profile glibc's).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -4,13 +4,13 @@
 //!   segclip export runs/synthetic /tmp/f32.safetensors --dtype f32 --no-manifest
 //!   cargo run --example embedding_spread -- /tmp/f32.safetensors
 use burn::tensor::{Device, Tensor, TensorData};
-use segclip::data::{generate, SceneConfig, Split};
+use segclip::data::{generate, shape_classes, SceneConfig, Split};
 use segclip::model::text::TokenBatch;
-use segclip::pipeline::preprocess::{MEAN, STD};
+use segclip::pipeline::preprocess::{prepare, Rgb};
 
 fn normalised_rows(t: Tensor<2>) -> Vec<Vec<f32>> {
     let [n, e] = t.dims();
-    let v = t.into_data().to_vec::<f32>().unwrap();
+    let v = t.into_data().try_to_vec::<f32>().unwrap();
     (0..n)
         .map(|i| {
             let row = &v[i * e..(i + 1) * e];
@@ -45,13 +45,8 @@ fn main() {
     let mut pixels = Vec::with_capacity(scenes * 3 * s * s);
     for i in 0..scenes {
         let sc = generate(Split::Val, i as u64, &SceneConfig::with_size(s));
-        let mut planes = vec![0f32; 3 * s * s];
-        for p in 0..s * s {
-            for ch in 0..3 {
-                planes[ch * s * s + p] = (sc.image[3 * p + ch] as f32 / 255.0 - MEAN[ch]) / STD[ch];
-            }
-        }
-        pixels.extend(planes);
+        // The inference pipeline's normalisation (the scene is already the model's size).
+        pixels.extend(prepare(&Rgb::new(s, s, sc.image).unwrap(), s, s).planes);
     }
     let images = Tensor::<4>::from_data(TensorData::new(pixels, [scenes, 3, s, s]), &device);
     let out = model.image(images);
@@ -59,12 +54,12 @@ fn main() {
     println!("image embeddings of {scenes} val scenes: pairwise cosine mean {mean:.4}, min {min:.4}");
     let used: Vec<f32> = {
         let [b, l, p] = out.hard_assign.dims();
-        let hard = out.hard_assign.into_data().to_vec::<f32>().unwrap();
+        let hard = out.hard_assign.into_data().try_to_vec::<f32>().unwrap();
         (0..l).map(|g| (0..b).map(|i| (0..p).map(|q| hard[(i * l + g) * p + q]).sum::<f32>()).sum::<f32>() / (b * p) as f32).collect()
     };
     println!("share of patches per center: {:?}", used.iter().map(|u| format!("{u:.3}")).collect::<Vec<_>>());
     let tokenizer = segclip::tokenizer::ClipTokenizer::from_bytes(include_bytes!("../static/tokenizer.json")).unwrap();
-    let shapes = ["circle", "square", "triangle", "star", "heart", "hexagon", "ring", "cross"];
+    let shapes = &shape_classes()[1..]; // without "background"
     let seqs: Vec<Vec<i64>> = shapes.iter().map(|w| tokenizer.encode(&format!("a photo of a {w}."), c.context_length).unwrap().0).collect();
     let text = model.text(&TokenBatch::new(&seqs).unwrap(), &device);
     let (mean, min) = cosine_stats(&normalised_rows(text));

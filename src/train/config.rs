@@ -169,9 +169,9 @@ pub struct LossSection {
     #[serde(default = "unit")]
     pub superpixel_weight: f64,
     /// Not in the reference (0 = off): weight of a term that keeps every center in use, log L
-    /// minus the entropy of the batch's mean assignment over the L centers. Without it the
-    /// synthetic runs collapsed onto one center (weights/README.md), where the superpixel KL is
-    /// exactly 0 and no region can be told from another.
+    /// minus the entropy of the batch's mean assignment over the L centers. Meant against the
+    /// collapse onto one center seen in the synthetic runs (the superpixel KL is exactly 0 there);
+    /// at weight 1 and lr 1e-3 it did not prevent it (weights/README.md).
     #[serde(default)]
     pub center_usage_weight: f64,
     /// Masked share of the tokens in the reconstruction pass (reference: 0.75).

@@ -11,7 +11,7 @@ pub mod synth;
 pub mod voc;
 
 pub use synth::{
-    colour_names, dataset_digest, generate, is_held_out, pair_from_index, pair_index, pair_labels, scene_id,
+    colour_names, dataset_digest, generate, generate_reshaped, is_held_out, pair_from_index, pair_index, pair_labels, scene_id,
     scene_seed, scenes, shape_classes, BackgroundKind, Colour, ObjectInfo, Pattern, Scene, SceneConfig, Shape,
     SizeClass, Split, SplitMix64, HELD_OUT_PAIRS,
 };

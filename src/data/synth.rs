@@ -769,6 +769,20 @@ impl Placed {
 /// Generates scene `index` of `split`. Deterministic: depends only on the arguments.
 /// Panics if `config` is invalid (see [`SceneConfig::validate`]) or `index >= MAX_SCENE_INDEX`.
 pub fn generate(split: Split, index: u64, config: &SceneConfig) -> Scene {
+    build(split, index, config, None).expect("a scene without reshaping always builds")
+}
+
+/// Scene `index` of `split` with object `k` (drawing order) drawn as `reshape(k, its shape)`:
+/// same place, size, colour, pattern, background, pixel noise and caption choices. Scenes that
+/// differ only in their shapes are the hard negatives of contrastive training: only shape words
+/// tell their captions apart (notes/training-probe.md: colour alone otherwise solves the task).
+/// Rotations are clamped to the new shape's limit (hearts stay upright). `None` when a new
+/// shape would leave an object less visible than `config`'s thresholds.
+pub fn generate_reshaped(split: Split, index: u64, config: &SceneConfig, reshape: &mut dyn FnMut(usize, Shape) -> Shape) -> Option<Scene> {
+    build(split, index, config, Some(reshape))
+}
+
+fn build(split: Split, index: u64, config: &SceneConfig, reshape: Option<&mut dyn FnMut(usize, Shape) -> Shape>) -> Option<Scene> {
     if let Err(e) = config.validate() {
         panic!("invalid SceneConfig: {e}");
     }
@@ -782,7 +796,21 @@ pub fn generate(split: Split, index: u64, config: &SceneConfig) -> Scene {
     let size = config.size;
     let n_pix = size * size;
     let mut owner = vec![0u8; n_pix];
-    let placed = place_objects(split, config, &mut layout_rng, &mut owner);
+    let mut placed = place_objects(split, config, &mut layout_rng, &mut owner);
+    if let Some(reshape) = reshape {
+        for (k, p) in placed.iter_mut().enumerate() {
+            p.shape = reshape(k, p.shape);
+            if let Some(limit) = p.shape.rotation_limit() {
+                let angle = (p.sin as f64).atan2(p.cos as f64);
+                // Only out-of-range rotations change, so an unchanged shape keeps its exact pixels.
+                if angle.abs() > limit + 1e-6 {
+                    let (s, c) = sin_cos(angle.clamp(-limit, limit));
+                    (p.cos, p.sin) = (c as f32, s as f32);
+                }
+            }
+        }
+        repaint(config, &mut placed, &mut owner)?;
+    }
 
     let background = Background::sample(&mut bg_rng, size as f32, &placed);
 
@@ -851,7 +879,7 @@ pub fn generate(split: Split, index: u64, config: &SceneConfig) -> Scene {
 
     let captions = make_captions(&objects, background.kind, config.num_captions, &mut caption_rng);
 
-    Scene {
+    Some(Scene {
         split,
         index,
         seed,
@@ -864,7 +892,41 @@ pub fn generate(split: Split, index: u64, config: &SceneConfig) -> Scene {
         objects,
         background: background.kind,
         captions,
+    })
+}
+
+/// Redraws `placed` in order into `owner` (later objects cover earlier ones, as when placing)
+/// and recounts each object's pixels; `None` if one falls below its visibility threshold.
+fn repaint(config: &SceneConfig, placed: &mut [Placed], owner: &mut [u8]) -> Option<()> {
+    let side = config.size as i32;
+    owner.fill(0);
+    for (k, p) in placed.iter_mut().enumerate() {
+        let (x0, x1, y0, y1) = p.bounds();
+        let mut full = 0u32;
+        for py in y0..y1 {
+            for px in x0..x1 {
+                if p.covers(px, py) {
+                    full += 1;
+                    if px >= 0 && py >= 0 && px < side && py < side {
+                        owner[py as usize * config.size + px as usize] = (k + 1) as u8;
+                    }
+                }
+            }
+        }
+        p.full = full;
+        p.threshold = config.min_visible_pixels.max((config.min_visible_fraction * full as f32).ceil() as u32).max(1);
     }
+    let mut visible = vec![0u32; placed.len() + 1];
+    for &o in owner.iter() {
+        visible[o as usize] += 1;
+    }
+    for (k, p) in placed.iter_mut().enumerate() {
+        p.visible = visible[k + 1];
+        if p.visible < p.threshold {
+            return None;
+        }
+    }
+    Some(())
 }
 
 /// Samples the (colour, shape) of the `slot`-th object to place.
@@ -1349,6 +1411,36 @@ mod tests {
 
     fn small() -> SceneConfig {
         SceneConfig::with_size(96)
+    }
+
+    #[test]
+    fn reshaped_scenes_keep_everything_but_the_shapes() {
+        let config = small();
+        let (mut built, mut refused) = (0, 0);
+        for index in 0..40 {
+            let base = generate(Split::Train, index, &config);
+            let same = generate_reshaped(Split::Train, index, &config, &mut |_, s| s).unwrap();
+            assert_eq!(same, base, "scene {index}: keeping every shape must give the same scene");
+            // Every object becomes the next shape in the list.
+            let next = |_: usize, s: Shape| Shape::ALL[(s.index() + 1) % Shape::COUNT];
+            let Some(other) = generate_reshaped(Split::Train, index, &config, &mut { next }) else {
+                refused += 1;
+                continue;
+            };
+            built += 1;
+            assert_eq!(other.objects.len(), base.objects.len());
+            assert_eq!(other.background, base.background);
+            for (o, b) in other.objects.iter().zip(&base.objects) {
+                assert_eq!((o.colour, o.pattern, o.size, o.center, o.radius), (b.colour, b.pattern, b.size, b.center, b.radius));
+                assert_eq!(o.shape, next(0, b.shape));
+                assert!(o.visible_pixels >= config.min_visible_pixels);
+                let labelled = other.class_map.iter().zip(&other.instance_map).filter(|&(&c, &i)| i == o.instance && c == o.shape.class_index()).count();
+                assert_eq!(labelled as u32, o.visible_pixels, "scene {index}: class map of object {}", o.instance);
+            }
+            assert_ne!(other.image, base.image);
+            assert!(other.captions[1].contains(other.objects[0].shape.plural()) || other.captions[1].contains(other.objects[0].shape.name()), "{:?}", other.captions);
+        }
+        assert!(built >= 30, "{built} of 40 reshaped scenes built ({refused} refused)");
     }
 
     #[test]

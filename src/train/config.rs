@@ -63,6 +63,12 @@ pub struct DataSection {
     /// synthetic scene holds one object, so a caption names exactly one shape.
     #[serde(default)]
     pub single_object_steps: u64,
+    /// Hard negatives (not in the reference; 0 = off): every synthetic scene is followed in its
+    /// batch by this many copies with other shapes in the same places, colours and background,
+    /// so only shape words tell their captions apart. `batch_size` must be a multiple of
+    /// `1 + shape_variants`.
+    #[serde(default)]
+    pub shape_variants: usize,
     /// Synthetic: how many distinct training scenes to cycle through (0 = a fresh scene for every
     /// sample). A small pool makes a quick overfitting check.
     #[serde(default)]
@@ -314,6 +320,19 @@ impl TrainConfig {
         }
         if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
             return Err(format!("data.crop_scale {:?}: need 0 < lo <= hi <= 1", d.crop_scale));
+        }
+        if d.shape_variants > 0 {
+            if d.source != "synthetic" {
+                return Err(format!("data.shape_variants: only the synthetic source can redraw shapes (source is '{}')", d.source));
+            }
+            if o.batch_size % (1 + d.shape_variants) != 0 {
+                return Err(format!(
+                    "data.shape_variants {}: optim.batch_size {} must be a multiple of {} so each scene's variants share its batch",
+                    d.shape_variants,
+                    o.batch_size,
+                    1 + d.shape_variants
+                ));
+            }
         }
         if d.context_length < 3 {
             return Err("data.context_length must be at least 3".into());

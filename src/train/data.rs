@@ -16,7 +16,7 @@ use image::RgbImage;
 use super::config::TrainConfig;
 use super::superpixels::{felzenszwalb, patch_labels};
 use crate::data::synth::mix64;
-use crate::data::{generate, SceneConfig, Split, SplitMix64};
+use crate::data::{generate, generate_reshaped, SceneConfig, Shape, Split, SplitMix64};
 use crate::model::SegClipConfig;
 use crate::pipeline::decode;
 use crate::pipeline::preprocess::{MEAN, STD};
@@ -41,7 +41,7 @@ pub struct Batch {
 /// Where images and captions come from.
 #[derive(Clone, Debug)]
 pub enum Source {
-    Synthetic { scene: SceneConfig, pool: u64, shape_only: f32 },
+    Synthetic { scene: SceneConfig, pool: u64, shape_only: f32, variants: usize },
     /// (image path, caption) pairs from a JSONL file or a COCO captions file.
     Pairs(Arc<Vec<(PathBuf, String)>>),
 }
@@ -58,7 +58,7 @@ impl Source {
                     ..SceneConfig::default()
                 };
                 scene.validate().map_err(|e| format!("data: {e}"))?;
-                Ok(Source::Synthetic { scene, pool: d.pool, shape_only: d.shape_only_captions })
+                Ok(Source::Synthetic { scene, pool: d.pool, shape_only: d.shape_only_captions, variants: d.shape_variants })
             }
             "jsonl" => Ok(Source::Pairs(Arc::new(read_jsonl(Path::new(&d.path))?))),
             "coco" => {
@@ -282,12 +282,21 @@ impl Recipe {
     /// Sample `global` of the stream (RGB image and its caption).
     fn sample(&self, global: u64, single_object: bool, rng: &mut SplitMix64) -> Result<(RgbImage, String), String> {
         match &self.source {
-            Source::Synthetic { scene, pool, shape_only } => {
-                let index = if *pool > 0 { global % pool } else { global };
-                let sc = if single_object {
-                    generate(Split::Train, index, &SceneConfig { min_objects: 1, max_objects: 1, ..scene.clone() })
+            Source::Synthetic { scene, pool, shape_only, variants } => {
+                // Consecutive samples form groups: a scene, then its `variants` reshaped copies.
+                let group = 1 + *variants as u64;
+                let (base, variant) = (global / group, global % group);
+                let index = if *pool > 0 { base % pool } else { base };
+                let one_object;
+                let config = if single_object {
+                    one_object = SceneConfig { min_objects: 1, max_objects: 1, ..scene.clone() };
+                    &one_object
                 } else {
-                    generate(Split::Train, index, scene)
+                    scene
+                };
+                let sc = match variant {
+                    0 => generate(Split::Train, index, config),
+                    v => reshaped(index, v, config),
                 };
                 // captions[1] is the colour-free list of every object: shape words are the only
                 // way to match it.
@@ -325,6 +334,23 @@ impl Recipe {
     }
 }
 
+/// Variant `v` of training scene `index`: every object gets another shape, drawn from (index,
+/// v) alone. A few draws are tried because a new shape can hide a neighbour; if all fail the
+/// scene itself is used (rare; a duplicate in the batch, not an error).
+fn reshaped(index: u64, v: u64, config: &SceneConfig) -> crate::data::Scene {
+    let mut rng = SplitMix64::new(mix64(index ^ mix64(v.wrapping_mul(0x9e37_79b9))));
+    for _ in 0..8 {
+        let mut other_shape = |_: usize, old: Shape| {
+            let k = rng.below(Shape::COUNT - 1);
+            Shape::ALL[if k >= old.index() { k + 1 } else { k }]
+        };
+        if let Some(scene) = generate_reshaped(Split::Train, index, config, &mut other_shape) {
+            return scene;
+        }
+    }
+    generate(Split::Train, index, config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +375,33 @@ mod tests {
             multi += (full.objects.len() > 1) as usize;
         }
         assert!(multi > 0, "after the curriculum some scenes hold several objects");
+    }
+
+    #[test]
+    fn shape_variants_follow_their_scene_in_the_batch() {
+        let overrides = ["data.shape_variants=3", "optim.batch_size=8", "data.pool=0"].map(String::from);
+        let config = TrainConfig::parse(include_str!("../../configs/smoke.toml"), &overrides).unwrap();
+        let model = config.model.resolve().unwrap();
+        let scene = SceneConfig { size: config.data.scene_size, min_objects: config.data.min_objects, max_objects: config.data.max_objects, ..SceneConfig::default() };
+        let recipe = Recipe { source: Source::from_config(&config).unwrap(), model, config, tokenizer_json: Arc::new(Vec::new()) };
+        let mut redrawn = 0;
+        for global in 0..12u64 {
+            let (img, _) = recipe.sample(global, false, &mut SplitMix64::new(1)).unwrap();
+            let (base, v) = (global / 4, global % 4);
+            let expected = if v == 0 { generate(Split::Train, base, &scene) } else { reshaped(base, v, &scene) };
+            assert_eq!(img.as_raw(), &expected.image, "sample {global}");
+            let original = generate(Split::Train, base, &scene);
+            let colours = |s: &crate::data::Scene| s.objects.iter().map(|o| o.colour).collect::<Vec<_>>();
+            assert_eq!(colours(&expected), colours(&original));
+            if v > 0 && expected.image != original.image {
+                assert!(expected.objects.iter().zip(&original.objects).all(|(a, b)| a.shape != b.shape), "sample {global}");
+                redrawn += 1;
+            }
+        }
+        assert!(redrawn >= 6, "only {redrawn} of 9 variants were redrawn");
+        let bad = ["data.shape_variants=3", "optim.batch_size=6"].map(String::from);
+        let e = TrainConfig::parse(include_str!("../../configs/smoke.toml"), &bad).unwrap_err();
+        assert!(e.contains("batch_size 6") && e.contains("multiple of 4"), "{e}");
     }
 
     #[test]

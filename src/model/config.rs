@@ -39,6 +39,17 @@ pub struct SegClipConfig {
     /// Extra CLIP-style blocks after the reconstruct layer (`layers_mae2`, 2 in the release).
     #[serde(default = "default_mae_blocks")]
     pub mae_blocks: usize,
+    /// Channels of an optional convolutional stem before the patch embedding (not in the
+    /// reference; 0 = none, as in every released checkpoint): two 3x3 convolutions with GELU at
+    /// full resolution, so the patch embedding sees edges and corners rather than raw pixels. An
+    /// option for small models trained from scratch (notes/training-probe.md: a from-scratch
+    /// patch embedding learns shape slowly). Left out of the file header when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub conv_stem: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 // `0` means "half the vision width", resolved by `decoder_width()`.
@@ -79,6 +90,7 @@ impl SegClipConfig {
             decoder_heads: 8,
             decoder_layers: 3,
             mae_blocks: 2,
+            conv_stem: 0,
         }
     }
 
@@ -106,6 +118,7 @@ impl SegClipConfig {
             decoder_heads: 4,
             decoder_layers: 2,
             mae_blocks: 2,
+            conv_stem: 0,
         }
     }
 
@@ -134,6 +147,7 @@ impl SegClipConfig {
             decoder_heads: 2,
             decoder_layers: 2,
             mae_blocks: 1,
+            conv_stem: 0,
         }
     }
 
@@ -159,6 +173,7 @@ impl SegClipConfig {
             decoder_heads: 2,
             decoder_layers: 3,
             mae_blocks: 2,
+            conv_stem: 0,
         }
     }
 

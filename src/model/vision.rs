@@ -4,6 +4,8 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::PaddingConfig2d;
+use burn::tensor::activation::gelu;
 use burn::nn::LayerNorm;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
@@ -13,9 +15,31 @@ use super::config::SegClipConfig;
 use super::group::{Assignment, GroupModule, GroupOutput};
 use super::layers::{blocks, layer_norm, ResidualBlock};
 
+/// The optional convolutional stem (`SegClipConfig::conv_stem`; not in the reference).
+#[derive(Module, Debug)]
+pub struct ConvStem {
+    pub conv_a: Conv2d,
+    pub conv_b: Conv2d,
+}
+
+impl ConvStem {
+    fn new(channels: usize, device: &Device) -> Self {
+        let conv = |i: usize| Conv2dConfig::new([i, channels], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device);
+        Self { conv_a: conv(3), conv_b: conv(channels) }
+    }
+
+    /// [B, 3, H, W] -> [B, channels, H, W].
+    fn forward(&self, images: Tensor<4>) -> Tensor<4> {
+        gelu(self.conv_b.forward(gelu(self.conv_a.forward(images))))
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct VisionTower {
-    /// Patch embedding: conv patch x patch, stride patch, no bias.
+    /// Optional convolutional stem before the patch embedding (`None` for released checkpoints).
+    pub stem: Option<ConvStem>,
+    /// Patch embedding: conv patch x patch, stride patch, no bias (over the stem's channels
+    /// when there is one, else RGB).
     pub conv1: Conv2d,
     /// Kept for checkpoint fidelity: the class token is dropped right after `ln_pre`, so it
     /// affects no output.
@@ -51,8 +75,10 @@ impl VisionTower {
     pub fn new(c: &SegClipConfig, device: &Device) -> Self {
         let w = c.vision_width;
         let scale = (w as f64).powf(-0.5);
+        let stem = (c.conv_stem > 0).then(|| ConvStem::new(c.conv_stem, device));
         Self {
-            conv1: Conv2dConfig::new([3, w], [c.patch_size, c.patch_size])
+            stem,
+            conv1: Conv2dConfig::new([if c.conv_stem > 0 { c.conv_stem } else { 3 }, w], [c.patch_size, c.patch_size])
                 .with_stride([c.patch_size, c.patch_size])
                 .with_bias(false)
                 .init(device),
@@ -96,6 +122,10 @@ impl VisionTower {
 
     /// Patch tokens after `ln_pre`, class token dropped: [B, P, W].
     pub fn embed_patches(&self, images: Tensor<4>) -> (Tensor<3>, [usize; 2]) {
+        let images = match &self.stem {
+            Some(stem) => stem.forward(images),
+            None => images,
+        };
         let x = self.conv1.forward(images); // [B, W, rows, cols]
         let [b, w, rows, cols] = x.dims();
         let tokens = x.reshape([b, w, rows * cols]).swap_dims(1, 2);

@@ -87,3 +87,37 @@ pub fn load_model_from_bytes(bytes: &[u8], device: &Device) -> Result<(SegClip, 
     let model = load_model(&file, device)?;
     Ok((model, file.config))
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::weights::format::{read, write};
+    use crate::weights::quant::StorageDtype;
+    use burn::tensor::{Distribution, Tensor};
+
+    #[test]
+    fn a_conv_stem_survives_a_weights_file_and_is_absent_from_headers_without_one() {
+        let device = Device::flex();
+        let config = SegClipConfig { conv_stem: 4, ..SegClipConfig::tiny() };
+        let model = SegClip::new(&config, &device);
+        let shapes = expected_shapes(&model);
+        assert_eq!(shapes["visual.stem.conv_a.weight"], vec![4, 3, 3, 3]);
+        assert_eq!(shapes["visual.conv1.weight"][1], 4, "the patch embedding reads the stem's channels");
+        let bytes = write(&config, "t", StorageDtype::F32, &model_tensors(&model)).unwrap();
+        let file = read(&bytes).unwrap();
+        assert_eq!(file.config.conv_stem, 4);
+        let loaded = load_model(&file, &device).unwrap();
+        let s = config.image_size;
+        let images = Tensor::<4>::random([1, 3, s, s], Distribution::Normal(0.0, 1.0), &device);
+        let a = model.image(images.clone()).image_embed.into_data().try_to_vec::<f32>().unwrap();
+        let b = loaded.image(images).image_embed.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+
+        // Without a stem the header is what it was before the option existed.
+        let plain = serde_json::to_string(&SegClipConfig::tiny()).unwrap();
+        assert!(!plain.contains("conv_stem"), "{plain}");
+        let back: SegClipConfig = serde_json::from_str(&plain).unwrap();
+        assert_eq!(back.conv_stem, 0);
+        assert!(!expected_shapes(&SegClip::new(&SegClipConfig::tiny(), &device)).keys().any(|k| k.contains("stem")));
+    }
+}

@@ -23,7 +23,11 @@ pub fn image_flops(c: &SegClipConfig, grid: usize) -> f64 {
     let (w, r, l) = (c.vision_width as f64, c.mlp_ratio as f64, c.num_centers as f64);
     let n = (grid * grid) as f64;
     let p2 = (c.patch_size * c.patch_size) as f64;
-    let embed = 2.0 * n * 3.0 * p2 * w;
+    // The optional stem: two 3x3 convolutions at full resolution (n * p2 pixels), then the
+    // patch embedding reads its channels instead of RGB.
+    let stem_c = c.conv_stem as f64;
+    let stem = 2.0 * n * p2 * 9.0 * (3.0 * stem_c + stem_c * stem_c);
+    let embed = stem + 2.0 * n * if c.conv_stem > 0 { stem_c } else { 3.0 } * p2 * w;
     let stage1 = c.group_after as f64 * block_flops(n, w, r);
     // Cross-attention layers: queries from L centers, keys/values over L + n tokens.
     let kv = l + n;

@@ -61,18 +61,23 @@ fn object_samples(model: &SegClip, config: &SegClipConfig, split: Split, scenes:
     (rows, labels, colours)
 }
 
-/// Multinomial logistic regression by full-batch gradient descent on standardised features;
-/// returns (train accuracy, test accuracy).
+/// Standardises both sets with the training set's per-feature mean and deviation.
+fn standardise(train: &[Vec<f32>], test: &[Vec<f32>]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let w = train[0].len();
+    let n = train.len() as f32;
+    let mean: Vec<f32> = (0..w).map(|j| train.iter().map(|r| r[j]).sum::<f32>() / n).collect();
+    let std: Vec<f32> = (0..w).map(|j| (train.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f32>() / n).sqrt().max(1e-6)).collect();
+    let z = |r: &Vec<f32>| -> Vec<f32> { r.iter().enumerate().map(|(j, x)| (x - mean[j]) / std[j]).collect() };
+    (train.iter().map(z).collect(), test.iter().map(z).collect())
+}
+
 const ITERATIONS: usize = 1000;
 
-fn probe(train: &(Vec<Vec<f32>>, Vec<usize>), test: &(Vec<Vec<f32>>, Vec<usize>), classes: usize) -> (f32, f32) {
-    let w = train.0[0].len();
-    let n = train.0.len() as f32;
-    let mean: Vec<f32> = (0..w).map(|j| train.0.iter().map(|r| r[j]).sum::<f32>() / n).collect();
-    let std: Vec<f32> = (0..w).map(|j| (train.0.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f32>() / n).sqrt().max(1e-6)).collect();
-    let z = |r: &Vec<f32>| -> Vec<f32> { r.iter().enumerate().map(|(j, x)| (x - mean[j]) / std[j]).collect() };
-    let xs: Vec<Vec<f32>> = train.0.iter().map(z).collect();
-    let xt: Vec<Vec<f32>> = test.0.iter().map(z).collect();
+/// Multinomial logistic regression by full-batch gradient descent on standardised features;
+/// returns (train accuracy, test accuracy).
+fn probe(xs: &[Vec<f32>], ys: &[usize], xt: &[Vec<f32>], yt: &[usize], classes: usize) -> (f32, f32) {
+    let w = xs[0].len();
+    let n = xs.len() as f32;
     let mut weights = vec![vec![0f32; w + 1]; classes];
     let logits = |weights: &[Vec<f32>], x: &[f32]| -> Vec<f32> {
         weights.iter().map(|c| c[w] + c[..w].iter().zip(x).map(|(a, b)| a * b).sum::<f32>()).collect()
@@ -80,7 +85,7 @@ fn probe(train: &(Vec<Vec<f32>>, Vec<usize>), test: &(Vec<Vec<f32>>, Vec<usize>)
     for it in 0..ITERATIONS {
         let mut loss = 0f32;
         let mut grad = vec![vec![0f32; w + 1]; classes];
-        for (x, &y) in xs.iter().zip(&train.1) {
+        for (x, &y) in xs.iter().zip(ys) {
             let l = logits(&weights, x);
             let m = l.iter().cloned().fold(f32::MIN, f32::max);
             let e: Vec<f32> = l.iter().map(|v| (v - m).exp()).collect();
@@ -112,7 +117,7 @@ fn probe(train: &(Vec<Vec<f32>>, Vec<usize>), test: &(Vec<Vec<f32>>, Vec<usize>)
         });
         right.count() as f32 / y.len().max(1) as f32
     };
-    (accuracy(&xs, &train.1), accuracy(&xt, &test.1))
+    (accuracy(xs, ys), accuracy(xt, yt))
 }
 
 fn main() {
@@ -124,17 +129,20 @@ fn main() {
     let file = segclip::weights::format::read(&bytes).unwrap();
     let device = Device::flex();
     let trained = segclip::weights::model_io::load_model(&file, &device).unwrap();
+    // Seeded, so the untrained figures repeat from run to run.
+    device.seed(42);
     let fresh = SegClip::new(&file.config, &device);
     for (name, model) in [("untrained (fresh initialisation)", &fresh), ("these weights", &trained)] {
         let (train_x, train_shape, train_colour) = object_samples(model, &file.config, Split::Train, n_train, &device);
         let (test_x, test_shape, test_colour) = object_samples(model, &file.config, Split::Val, n_val, &device);
-        // Colour is the control: captions teach it early, so a probe that finds colour but not
+        let (xs, xt) = standardise(&train_x, &test_x);
+        // Colour is the control: it is plain in the pixels, so a probe that finds colour but not
         // shape says shape is missing from the features, not that the probe is too weak.
         for (what, classes, train_y, test_y) in [("shape", segclip::data::Shape::COUNT, train_shape, test_shape), ("colour", Colour::COUNT, train_colour, test_colour)] {
             let mut share = vec![0usize; classes];
             test_y.iter().for_each(|&y| share[y] += 1);
             let majority = *share.iter().max().unwrap() as f32 / test_y.len() as f32;
-            let (tr, te) = probe(&(train_x.clone(), train_y), &(test_x.clone(), test_y.clone()), classes);
+            let (tr, te) = probe(&xs, &train_y, &xt, &test_y, classes);
             println!(
                 "{name}: {what} of each object from its patches' mean stage-1 features, linear probe: train {:.1}%, val {:.1}% ({} / {} objects; majority class {:.1}%)",
                 100.0 * tr,

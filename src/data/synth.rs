@@ -583,6 +583,11 @@ impl SceneConfig {
         Self { size, ..Self::default() }
     }
 
+    /// Visible pixels an object with `full` pixels (unoccluded, uncropped) must keep.
+    fn visibility_threshold(&self, full: u32) -> u32 {
+        self.min_visible_pixels.max((self.min_visible_fraction * full as f32).ceil() as u32).max(1)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.size < 32 || self.size > 4096 {
             return Err(format!("size {} must be in 32..=4096", self.size));
@@ -914,7 +919,7 @@ fn repaint(config: &SceneConfig, placed: &mut [Placed], owner: &mut [u8]) -> Opt
             }
         }
         p.full = full;
-        p.threshold = config.min_visible_pixels.max((config.min_visible_fraction * full as f32).ceil() as u32).max(1);
+        p.threshold = config.visibility_threshold(full);
     }
     let mut visible = vec![0u32; placed.len() + 1];
     for &o in owner.iter() {
@@ -1025,8 +1030,7 @@ fn place_objects(split: Split, config: &SceneConfig, rng: &mut SplitMix64, owner
                     }
                 }
             }
-            let threshold =
-                config.min_visible_pixels.max((config.min_visible_fraction * full as f32).ceil() as u32).max(1);
+            let threshold = config.visibility_threshold(full);
             if in_frame < threshold || placed.iter().enumerate().any(|(k, q)| q.visible - lost[k + 1] < q.threshold) {
                 continue;
             }

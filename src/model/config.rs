@@ -46,6 +46,16 @@ pub struct SegClipConfig {
     /// patch embedding learns shape slowly). Left out of the file header when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub conv_stem: usize,
+    /// Channels of an optional strided convolutional stem that replaces the patch embedding (not
+    /// in the reference; 0 = none): log2(patch_size) 3x3 convolutions of stride 2 with GELU,
+    /// halving the resolution each time and doubling the channels up to this many, then a 1x1
+    /// convolution to the tower's width ("Early convolutions help transformers see better",
+    /// Xiao et al. 2021: such stems make ViTs learn faster from little data). Each token then
+    /// comes from a hierarchy of local edge and corner detectors, not one linear map of its
+    /// pixels. Needs a power-of-two patch size; excludes `conv_stem`. Left out of the file
+    /// header when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub patchify_stem: usize,
 }
 
 fn is_zero(v: &usize) -> bool {
@@ -91,6 +101,7 @@ impl SegClipConfig {
             decoder_layers: 3,
             mae_blocks: 2,
             conv_stem: 0,
+            patchify_stem: 0,
         }
     }
 
@@ -119,6 +130,7 @@ impl SegClipConfig {
             decoder_layers: 2,
             mae_blocks: 2,
             conv_stem: 0,
+            patchify_stem: 0,
         }
     }
 
@@ -148,6 +160,7 @@ impl SegClipConfig {
             decoder_layers: 2,
             mae_blocks: 1,
             conv_stem: 0,
+            patchify_stem: 0,
         }
     }
 
@@ -174,6 +187,7 @@ impl SegClipConfig {
             decoder_layers: 3,
             mae_blocks: 2,
             conv_stem: 0,
+            patchify_stem: 0,
         }
     }
 
@@ -217,6 +231,12 @@ impl SegClipConfig {
         need(self.context_length >= 2, "context_length must be at least 2 (start and end tokens)".into());
         need(self.vocab_size >= 3, "vocab_size is too small".into());
         need(self.embed_dim >= 1 && self.mlp_ratio >= 1, "embed_dim and mlp_ratio must be positive".into());
+        need(self.patchify_stem == 0 || (self.patch_size >= 2 && self.patch_size.is_power_of_two()), format!(
+            "patchify_stem needs a power-of-two patch_size, not {}", self.patch_size));
+        need(self.patchify_stem == 0 || self.conv_stem == 0, "conv_stem and patchify_stem exclude each other".into());
+        need(self.patchify_stem == 0 || self.patchify_stem >= 1 << (self.patch_size.max(2).trailing_zeros() - 1), format!(
+            "patchify_stem {} must be at least {} (it halves once per stride-2 convolution)", self.patchify_stem,
+            1usize << (self.patch_size.max(2).trailing_zeros() - 1)));
         let dw = self.decoder_width();
         need(self.decoder_heads > 0 && dw % self.decoder_heads == 0, format!(
             "decoder width {dw} must be divisible by decoder_heads {}", self.decoder_heads));

@@ -124,8 +124,9 @@ impl ReconstructionHeads {
     /// excluded; every sample keeps the same number).
     pub fn forward(&self, visual: &VisionTower, images: Tensor<4>, keep: &[Vec<usize>], assignment: Assignment) -> Reconstruction {
         let device = images.device();
-        let patch = visual.conv1.kernel_size[0];
-        let (tokens, _) = visual.embed_patches(images.clone());
+        // From the grid, not the patch conv's kernel: with a strided stem that conv is 1x1.
+        let (tokens, [rows, _]) = visual.embed_patches(images.clone());
+        let patch = images.dims()[2] / rows;
         let [b, p, w] = tokens.dims();
         let k = keep[0].len();
         assert!(keep.iter().all(|v| v.len() == k), "every sample must keep the same number of patches");

@@ -34,10 +34,42 @@ impl ConvStem {
     }
 }
 
+/// The optional strided stem (`SegClipConfig::patchify_stem`; not in the reference): 3x3
+/// convolutions of stride 2 down to the patch grid, GELU after each.
+#[derive(Module, Debug)]
+pub struct PatchifyStem {
+    pub convs: Vec<Conv2d>,
+}
+
+impl PatchifyStem {
+    fn new(channels: usize, patch_size: usize, device: &Device) -> Self {
+        let k = patch_size.trailing_zeros() as usize;
+        let width = |i: usize| channels >> (k - 1 - i);
+        let convs = (0..k)
+            .map(|i| {
+                let input = if i == 0 { 3 } else { width(i - 1) };
+                Conv2dConfig::new([input, width(i)], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
+            })
+            .collect();
+        Self { convs }
+    }
+
+    /// [B, 3, H, W] -> [B, channels, H / patch, W / patch].
+    fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
+        for conv in &self.convs {
+            x = gelu(conv.forward(x));
+        }
+        x
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct VisionTower {
     /// Optional convolutional stem before the patch embedding (`None` for released checkpoints).
     pub stem: Option<ConvStem>,
+    /// Optional strided stem that does the patching itself (`None` for released checkpoints);
+    /// `conv1` is then a 1x1 projection of its channels.
+    pub patchify: Option<PatchifyStem>,
     /// Patch embedding: conv patch x patch, stride patch, no bias (over the stem's channels
     /// when there is one, else RGB).
     pub conv1: Conv2d,
@@ -76,10 +108,17 @@ impl VisionTower {
         let w = c.vision_width;
         let scale = (w as f64).powf(-0.5);
         let stem = (c.conv_stem > 0).then(|| ConvStem::new(c.conv_stem, device));
+        let patchify = (c.patchify_stem > 0).then(|| PatchifyStem::new(c.patchify_stem, c.patch_size, device));
+        let (input, kernel) = match (c.conv_stem, c.patchify_stem) {
+            (0, 0) => (3, c.patch_size),
+            (0, p) => (p, 1),
+            (s, _) => (s, c.patch_size),
+        };
         Self {
             stem,
-            conv1: Conv2dConfig::new([if c.conv_stem > 0 { c.conv_stem } else { 3 }, w], [c.patch_size, c.patch_size])
-                .with_stride([c.patch_size, c.patch_size])
+            patchify,
+            conv1: Conv2dConfig::new([input, w], [kernel, kernel])
+                .with_stride([kernel, kernel])
                 .with_bias(false)
                 .init(device),
             class_embedding: Param::from_tensor(Tensor::random([w], Distribution::Normal(0.0, scale), device)),
@@ -122,9 +161,10 @@ impl VisionTower {
 
     /// Patch tokens after `ln_pre`, class token dropped: [B, P, W].
     pub fn embed_patches(&self, images: Tensor<4>) -> (Tensor<3>, [usize; 2]) {
-        let images = match &self.stem {
-            Some(stem) => stem.forward(images),
-            None => images,
+        let images = match (&self.stem, &self.patchify) {
+            (Some(stem), _) => stem.forward(images),
+            (None, Some(patchify)) => patchify.forward(images),
+            (None, None) => images,
         };
         let x = self.conv1.forward(images); // [B, W, rows, cols]
         let [b, w, rows, cols] = x.dims();

@@ -251,9 +251,11 @@ impl ModelSection {
             return Ok(base);
         }
         let mut table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
-        // Serialisation leaves `conv_stem` out at 0 (file headers stay as before); it still
-        // takes an override.
-        table.entry("conv_stem").or_insert(toml::Value::Integer(0));
+        // Serialisation leaves the stem fields out at 0 (file headers stay as before); they
+        // still take an override.
+        for optional in ["conv_stem", "patchify_stem"] {
+            table.entry(optional).or_insert(toml::Value::Integer(0));
+        }
         for (k, v) in &self.overrides {
             if !table.contains_key(k) {
                 return Err(format!("model.overrides: unknown model field '{k}'"));

@@ -41,7 +41,7 @@ pub fn classify(name: &str, freeze_embeddings: bool) -> (Group, bool) {
     ];
     let group = if freeze_embeddings && frozen_prefixes.iter().any(|p| name.starts_with(p)) {
         Group::Frozen
-    } else if ["visual.stem.", "visual.group.", "visual.stage3.", "visual.ln_post.", "visual.proj", "recon."].iter().any(|p| name.starts_with(p)) {
+    } else if ["visual.stem.", "visual.patchify.", "visual.group.", "visual.stage3.", "visual.ln_post.", "visual.proj", "recon."].iter().any(|p| name.starts_with(p)) {
         Group::New
     } else {
         Group::Pretrained

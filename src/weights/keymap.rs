@@ -341,6 +341,7 @@ pub fn infer_config(t: &BTreeMap<String, HostTensor>, layout: SourceLayout) -> R
         decoder_width: t.get("vis_mae_decoder.decoder_embed.weight").map(|w| w.shape[0]).unwrap_or(width / 2),
         decoder_heads: 8,
         conv_stem: 0,
+        patchify_stem: 0,
         decoder_layers: match count(r"^vis_mae_decoder\.decoder_blocks\.(\d+)\.") {
             0 => 3,
             n => n,

@@ -120,4 +120,49 @@ mod tests {
         assert_eq!(back.conv_stem, 0);
         assert!(!expected_shapes(&SegClip::new(&SegClipConfig::tiny(), &device)).keys().any(|k| k.contains("stem")));
     }
+
+    #[test]
+    fn a_patchify_stem_replaces_the_patch_conv_and_survives_a_weights_file() {
+        let device = Device::flex();
+        // tiny: 32 px, patch 8 -> three stride-2 convolutions (2, 4, 8 channels), then 1x1.
+        let config = SegClipConfig { patchify_stem: 8, ..SegClipConfig::tiny() };
+        config.validate().unwrap();
+        let model = SegClip::new(&config, &device);
+        let shapes = expected_shapes(&model);
+        assert_eq!(shapes["visual.patchify.convs.0.weight"], vec![2, 3, 3, 3]);
+        assert_eq!(shapes["visual.patchify.convs.1.weight"], vec![4, 2, 3, 3]);
+        assert_eq!(shapes["visual.patchify.convs.2.weight"], vec![8, 4, 3, 3]);
+        assert!(!shapes.contains_key("visual.patchify.convs.3.weight"));
+        assert_eq!(shapes["visual.conv1.weight"][1..], [8, 1, 1], "a 1x1 projection of the stem's channels");
+        let s = config.image_size;
+        let images = Tensor::<4>::random([2, 3, s, s], Distribution::Normal(0.0, 1.0), &device);
+        let (tokens, grid) = model.visual.embed_patches(images.clone());
+        assert_eq!(grid, [s / 8, s / 8]);
+        assert_eq!(tokens.dims(), [2, (s / 8) * (s / 8), config.vision_width]);
+        let bytes = write(&config, "t", StorageDtype::F32, &model_tensors(&model)).unwrap();
+        let file = read(&bytes).unwrap();
+        assert_eq!(file.config.patchify_stem, 8);
+        let loaded = load_model(&file, &device).unwrap();
+        let a = model.image(images.clone()).image_embed.into_data().try_to_vec::<f32>().unwrap();
+        let b = loaded.image(images.clone()).image_embed.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+        assert!(!serde_json::to_string(&SegClipConfig::tiny()).unwrap().contains("patchify_stem"));
+
+        // The training-only reconstruction branch takes its patch size from the grid (the patch
+        // conv is 1x1 here): predictions of p*p*3 pixels per patch and a finite loss.
+        let training = SegClip::new_for_training(&config, &device);
+        let keep: Vec<Vec<usize>> = vec![vec![0, 5, 9, 15]; 2];
+        let recon = training.reconstruct(images.clone(), &keep, crate::model::Assignment::Eval).unwrap();
+        assert_eq!(recon.pred.dims(), [2, (s / 8) * (s / 8), 8 * 8 * 3]);
+        assert!(recon.loss.into_scalar::<f32>().is_finite());
+
+        for (bad, expected) in [
+            (SegClipConfig { patchify_stem: 8, patch_size: 6, image_size: 36, ..SegClipConfig::tiny() }, "power-of-two patch_size"),
+            (SegClipConfig { patchify_stem: 8, conv_stem: 4, ..SegClipConfig::tiny() }, "exclude each other"),
+            (SegClipConfig { patchify_stem: 2, ..SegClipConfig::tiny() }, "must be at least 4"),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
 }

@@ -195,3 +195,21 @@ pub fn run(name: &str, config: &SegClipConfig, backend: &str, device: &Device, r
     record("training step (batch 2, fwd+bwd)", ms, step_flops, runs.min(3));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patchify_stem_counts_its_convolutions_instead_of_the_patch_conv() {
+        let plain = SegClipConfig::bundled();
+        let stem = SegClipConfig { patchify_stem: 64, ..SegClipConfig::bundled() };
+        // 96 px, patch 8: 3->16 at 48x48, 16->32 at 24x24, 32->64 at 12x12 (3x3 each), then a
+        // 1x1 64->128 on 144 tokens; the plain patch conv is 8x8x3->128 on 144 tokens.
+        let convs = 2.0 * (2304.0 * 9.0 * 3.0 * 16.0 + 576.0 * 9.0 * 16.0 * 32.0 + 144.0 * 9.0 * 32.0 * 64.0);
+        let projection = 2.0 * 144.0 * 64.0 * 128.0;
+        let patch_conv = 2.0 * 144.0 * 3.0 * 64.0 * 128.0;
+        let difference = image_flops(&stem, 12) - image_flops(&plain, 12);
+        assert!((difference - (convs + projection - patch_conv)).abs() < 1.0, "{difference}");
+    }
+}

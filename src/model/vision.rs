@@ -70,8 +70,8 @@ pub struct VisionTower {
     /// Optional strided stem that does the patching itself (`None` for released checkpoints);
     /// `conv1` is then a 1x1 projection of its channels.
     pub patchify: Option<PatchifyStem>,
-    /// Patch embedding: conv patch x patch, stride patch, no bias (over the stem's channels
-    /// when there is one, else RGB).
+    /// Patch embedding: conv patch x patch, stride patch, no bias (over the `stem`'s channels
+    /// when there is one, else RGB); with the `patchify` stem a 1x1 projection of its channels.
     pub conv1: Conv2d,
     /// Kept for checkpoint fidelity: the class token is dropped right after `ln_pre`, so it
     /// affects no output.

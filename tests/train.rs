@@ -176,3 +176,28 @@ fn cli_trains_exports_and_evaluates() {
     assert!(text(&out).contains("mIoU"), "{}", text(&out));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_run_trains_on_wgpu_and_continues_on_the_cpu() {
+    // wgpu runs on lavapipe here (scripts/ensure-test-deps), the GPU on a machine with one.
+    let dir = scratch("wgpu");
+    let config = smoke(&dir.join("run"), &["optim.steps=3"]);
+    let on_wgpu = TrainOptions { backend: segclip::backend::BackendKind::Wgpu, stop_after: Some(2), ..Default::default() };
+    let stopped = train::train(&config, false, TOKENIZER, &on_wgpu).unwrap();
+    assert!(stopped.interrupted && stopped.steps_done == 2);
+    let rows = train::read_log(&dir.join("run")).unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert!(r.contrastive.is_finite() && r.reconstruction.is_finite() && r.superpixel.is_finite(), "{r:?}");
+        assert!(r.grad_norm > 0.0, "{r:?}");
+    }
+    // Two optimiser steps happened on wgpu, with finite, non-zero moments.
+    let ck = checkpoint::read(&checkpoint::path_in(&dir.join("run"))).unwrap();
+    assert_eq!((ck.step, ck.adam_t), (2, 2));
+    let second_moments: Vec<f32> = ck.optim.iter().filter(|(k, _)| k.starts_with("v.")).flat_map(|(_, t)| t.data.iter().copied()).collect();
+    assert!(second_moments.iter().all(|v| v.is_finite()) && second_moments.iter().any(|&v| v > 0.0));
+    // The checkpoint holds host tensors: the CPU picks the run up where wgpu left it.
+    let resumed = train::train(&config, true, TOKENIZER, &TrainOptions::default()).unwrap();
+    assert_eq!((resumed.first_step, resumed.steps_done), (2, 3));
+    assert!(resumed.val_miou.is_some(), "validation runs at the end");
+}

@@ -43,11 +43,14 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
     /// Show a progress bar (off in tests).
     pub progress: bool,
+    /// Where the steps run. Checkpoints hold host tensors, so a run may continue on another
+    /// backend than it started on.
+    pub backend: crate::backend::BackendKind,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self { stop: Arc::new(AtomicBool::new(false)), stop_after: None, progress: false }
+        Self { stop: Arc::new(AtomicBool::new(false)), stop_after: None, progress: false, backend: crate::backend::BackendKind::Cpu }
     }
 }
 
@@ -169,7 +172,7 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
     let ckpt_path = checkpoint::path_in(&run_dir);
     let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
     let tokenizer_sha = sha256_hex(tokenizer_json);
-    let device = crate::backend::training_device();
+    let device = crate::backend::device(options.backend)?.autodiff();
 
     // A fresh run or the continuation of a checkpoint.
     let (config, mut model, model_config, mut optimizer, first_step) = if resume {
@@ -320,7 +323,7 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
         let validate_now = step == total || (config.run.val_every > 0 && step % config.run.val_every == 0);
         if validate_now {
             bar.set_message("validating");
-            let miou = validate(&model, &model_config, tokenizer_json, &config)?;
+            let miou = validate(&model, &model_config, tokenizer_json, &config, &device.clone().without_autodiff())?;
             row.val_miou = Some(miou);
             val_miou = Some(miou);
             bar.println(format!("step {step}: val mIoU {:.2}", miou * 100.0));
@@ -356,9 +359,9 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
 
 /// mIoU (0..1) of the current model on the first `val_scenes` synthetic `val` scenes, through
 /// the same pipeline the CLI and the page use.
-pub fn validate(model: &SegClip, model_config: &SegClipConfig, tokenizer_json: &[u8], config: &TrainConfig) -> Result<f64, String> {
+pub fn validate(model: &SegClip, model_config: &SegClipConfig, tokenizer_json: &[u8], config: &TrainConfig, device: &Device) -> Result<f64, String> {
     let inference = model.valid();
-    let device = crate::backend::training_device().without_autodiff();
+    let device = device.clone();
     let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
     let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device)?;
     segmenter.options.bg_thresh = config.run.val_bg_thresh;

@@ -20,6 +20,10 @@ pub struct TrainArgs {
     /// config's; resume later to go on).
     #[arg(long)]
     stop_after: Option<u64>,
+    /// Where the steps run: cpu (burn's flex backend) or wgpu (the GPU through Vulkan, Metal or
+    /// DX12). A run may be resumed on another backend than it started on.
+    #[arg(long, default_value = "cpu")]
+    backend: segclip::backend::BackendKind,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -39,7 +43,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("give a config file to start a run, or --resume RUN_DIR to continue one"),
     };
-    let options = TrainOptions { stop_after: args.stop_after, progress: true, ..Default::default() };
+    let options = TrainOptions { stop_after: args.stop_after, progress: true, backend: args.backend, ..Default::default() };
     let stop = options.stop.clone();
     ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {
@@ -49,7 +53,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         eprintln!("\ninterrupt: writing a checkpoint after this step (Ctrl-C again to quit now)");
     })
     .context("installing the Ctrl-C handler")?;
-    println!("run folder: {}", config.run.out);
+    println!("run folder: {} (backend {})", config.run.out, args.backend);
     let summary = train::train(&config, resume, crate::TOKENIZER_JSON, &options).map_err(anyhow::Error::msg)?;
     println!(
         "steps {}..{} of {} in {:.1} min{}",

@@ -1,12 +1,13 @@
 //! How fast can the image tower learn shape when it is *told* the shapes? Trains the patch
 //! embedding and stage 1 with a direct label per object: each object's feature is the mean of
 //! the stage-1 patch features weighted by how many of its pixels each patch holds, projected as
-//! the image tower projects a group, and scored by cosine against eight fixed random directions
-//! of the joint space, one per shape; cross-entropy on the true shape. (Fixed directions rather
-//! than the text tower's prompt embeddings: those start nearly parallel, and how fast the text
-//! tower separates them is another question, `examples/embedding_spread`'s.)
+//! the image tower projects a group, and scored by cosine against fixed random directions of the
+//! joint space, one per shape (per colour with `colour=1`); cross-entropy on the true class.
+//! `transformer=0` leaves stage 1 out, so only the patch embedding and its stem learn. (Fixed
+//! directions rather than the text tower's prompt embeddings: those start nearly parallel, and
+//! how fast the text tower separates them is another question, `examples/embedding_spread`'s.)
 //! Prints the `val` accuracy over the run. Caption-only training gets a far weaker signal than
-//! this, so if a tower needs N samples here, captions need many more: this picks the
+//! this, so if a tower needs N samples here, captions presumably need many more: this picks the
 //! architecture before a full run is spent on it (notes/training-probe.md, "slow shape vision").
 //!   cargo run --example shape_supervised -- [stem=C] [patchify=C] [steps=N] [batch=B] [lr=X] [size=S] [patch=P] [transformer=0|1] [colour=0|1] [eval_every=N]
 use std::time::Instant;
@@ -20,7 +21,7 @@ use segclip::train::config::OptimSection;
 use segclip::train::optim::{AdamW, GradientSum};
 
 /// A batch: images [B, 3, S, S], pooling weights [B, O, P] (row o of image b: the share of
-/// object o's pixels in each patch; zero rows pad), and the (row in B*O, shape) of each object.
+/// object o's pixels in each patch; zero rows pad), and the (row in B*O, class) of each object.
 struct Batch {
     images: Tensor<4>,
     pool: Tensor<3>,

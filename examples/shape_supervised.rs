@@ -18,6 +18,7 @@ use segclip::data::{generate, Colour, SceneConfig, Shape, Split};
 use segclip::model::{SegClip, SegClipConfig};
 use segclip::pipeline::preprocess::{prepare, Rgb};
 use segclip::train::config::OptimSection;
+use segclip::train::losses::l2_normalise;
 use segclip::train::optim::{AdamW, GradientSum};
 
 /// A batch: images [B, 3, S, S], pooling weights [B, O, P] (row o of image b: the share of
@@ -70,11 +71,6 @@ fn batch(split: Split, first: u64, n: usize, config: &SegClipConfig, colour: boo
     }
 }
 
-fn l2_normalise(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
-    x / norm
-}
-
 /// Shape logits [objects, 8] of a batch against the class directions [8, E].
 /// `transformer` false skips stage 1: the patch embedding (with its stem) alone.
 fn logits(model: &SegClip, b: &Batch, classes: &Tensor<2>, transformer: bool, device: &Device) -> Tensor<2> {
@@ -125,8 +121,8 @@ fn main() {
         clip_norm: 1.0,
         freeze_embeddings: false,
     });
-    let classes = l2_normalise(Tensor::<2>::random([n_classes, config.embed_dim], Distribution::Normal(0.0, 1.0), &device.clone().without_autodiff()));
-    let classes = Tensor::from_data(classes.into_data(), &device);
+    // Constants: never marked as needing a gradient, so nothing is learnt on this side.
+    let classes = l2_normalise(Tensor::<2>::random([n_classes, config.embed_dim], Distribution::Normal(0.0, 1.0), &device));
     let val: Vec<Batch> = (0..4).map(|i| batch(Split::Val, i * 50, 50, &config, colour, &device)).collect();
     println!(
         "image {} px, patch {}, conv stem {}, patchify stem {}, stage 1 {}, batch {batch_size}, lr {lr}, {steps} steps; val: {} objects",

@@ -23,26 +23,24 @@ pub fn image_flops(c: &SegClipConfig, grid: usize) -> f64 {
     let (w, r, l) = (c.vision_width as f64, c.mlp_ratio as f64, c.num_centers as f64);
     let n = (grid * grid) as f64;
     let p2 = (c.patch_size * c.patch_size) as f64;
-    // The optional stem: two 3x3 convolutions at full resolution (n * p2 pixels), then the
-    // patch embedding reads its channels instead of RGB.
-    let stem_c = c.conv_stem as f64;
-    let stem = 2.0 * n * p2 * 9.0 * (3.0 * stem_c + stem_c * stem_c);
-    let embed_conv = 2.0 * n * if c.conv_stem > 0 { stem_c } else { 3.0 } * p2 * w;
-    // The strided stem instead: conv i (of log2 p) at (patch / 2^(i+1))^2 positions per patch,
-    // then a 1x1 projection.
-    let embed = if c.patchify_stem > 0 {
-        let k = c.patch_size.trailing_zeros() as usize;
-        let width = |i: usize| (c.patchify_stem >> (k - 1 - i)) as f64;
-        let convs: f64 = (0..k)
-            .map(|i| {
-                let positions = n * p2 / 4f64.powi(i as i32 + 1);
-                let input = if i == 0 { 3.0 } else { width(i - 1) };
-                2.0 * positions * 9.0 * input * width(i)
-            })
+    let embed = if c.conv_stem > 0 {
+        // Two 3x3 convolutions at full resolution (n * p2 pixels), then the patch conv reads
+        // their channels instead of RGB.
+        let s = c.conv_stem as f64;
+        2.0 * n * p2 * 9.0 * (3.0 * s + s * s) + 2.0 * n * s * p2 * w
+    } else if c.patchify_stem > 0 {
+        // Stride-2 3x3 convolutions, conv i at p2 / 4^(i+1) positions per patch, then a 1x1
+        // projection.
+        let widths = c.patchify_widths();
+        let inputs = std::iter::once(3).chain(widths.iter().copied());
+        let convs: f64 = inputs
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (input, &output))| 2.0 * n * p2 / 4f64.powi(i as i32 + 1) * 9.0 * input as f64 * output as f64)
             .sum();
         convs + 2.0 * n * c.patchify_stem as f64 * w
     } else {
-        stem + embed_conv
+        2.0 * n * 3.0 * p2 * w
     };
     let stage1 = c.group_after as f64 * block_flops(n, w, r);
     // Cross-attention layers: queries from L centers, keys/values over L + n tokens.

@@ -73,10 +73,11 @@ fn wgpu_training_losses_and_gradients_match_the_cpu() {
     let cpu = device(BackendKind::Cpu).unwrap().autodiff();
     cpu.seed(3);
     let reference = SegClip::new(&config, &cpu);
-    let mut on_wgpu = SegClip::new(&config, &device(BackendKind::Wgpu).unwrap().autodiff());
+    let wgpu = device(BackendKind::Wgpu).unwrap().autodiff();
+    let mut on_wgpu = SegClip::new(&config, &wgpu);
     apply_tensors(&mut on_wgpu, &model_tensors(&reference), false).unwrap();
     let (loss_cpu, grads_cpu) = run(&reference, &cpu);
-    let (loss_wgpu, grads_wgpu) = run(&on_wgpu, &device(BackendKind::Wgpu).unwrap().autodiff());
+    let (loss_wgpu, grads_wgpu) = run(&on_wgpu, &wgpu);
     assert!((loss_cpu - loss_wgpu).abs() <= 1e-4 * loss_cpu.abs().max(1.0), "loss {loss_cpu} vs {loss_wgpu}");
     for (a, b) in grads_cpu.iter().zip(&grads_wgpu) {
         assert!(*a > 0.0 && (a - b).abs() <= 1e-3 * a, "gradient norms {grads_cpu:?} vs {grads_wgpu:?}");

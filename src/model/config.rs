@@ -200,6 +200,17 @@ impl SegClipConfig {
         self.grid() * self.grid()
     }
 
+    /// Output channels of each stride-2 convolution of the `patchify_stem`, one per halving of
+    /// the resolution (log2 of a power-of-two patch size), doubling up to `patchify_stem`; empty
+    /// without that stem.
+    pub fn patchify_widths(&self) -> Vec<usize> {
+        if self.patchify_stem == 0 {
+            return Vec::new();
+        }
+        let k = self.patch_size.max(2).trailing_zeros() as usize;
+        (0..k).map(|i| self.patchify_stem >> (k - 1 - i)).collect()
+    }
+
     pub fn stage3_layers(&self) -> usize {
         self.vision_layers - self.group_after
     }
@@ -235,9 +246,11 @@ impl SegClipConfig {
         need(self.patchify_stem == 0 || (self.patch_size >= 2 && self.patch_size.is_power_of_two()), format!(
             "patchify_stem needs a power-of-two patch_size, not {}", self.patch_size));
         need(self.patchify_stem == 0 || self.conv_stem == 0, "conv_stem and patchify_stem exclude each other".into());
-        need(self.patchify_stem == 0 || self.patchify_stem >= 1 << (self.patch_size.max(2).trailing_zeros() - 1), format!(
+        // The first convolution gets patchify_stem / 2^(halvings - 1) channels: at least one.
+        let widths = self.patchify_widths();
+        need(widths.first().map_or(true, |&w| w >= 1), format!(
             "patchify_stem {} must be at least {} (it halves once per stride-2 convolution)", self.patchify_stem,
-            1usize << (self.patch_size.max(2).trailing_zeros() - 1)));
+            1usize << widths.len().saturating_sub(1)));
         let dw = self.decoder_width();
         need(self.decoder_heads > 0 && dw % self.decoder_heads == 0, format!(
             "decoder width {dw} must be divisible by decoder_heads {}", self.decoder_heads));

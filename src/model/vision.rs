@@ -42,13 +42,13 @@ pub struct PatchifyStem {
 }
 
 impl PatchifyStem {
-    fn new(channels: usize, patch_size: usize, device: &Device) -> Self {
-        let k = patch_size.trailing_zeros() as usize;
-        let width = |i: usize| channels >> (k - 1 - i);
-        let convs = (0..k)
-            .map(|i| {
-                let input = if i == 0 { 3 } else { width(i - 1) };
-                Conv2dConfig::new([input, width(i)], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
+    /// `widths`: output channels of each convolution (`SegClipConfig::patchify_widths`).
+    fn new(widths: &[usize], device: &Device) -> Self {
+        let inputs = std::iter::once(3).chain(widths.iter().copied());
+        let convs = inputs
+            .zip(widths)
+            .map(|(input, &output)| {
+                Conv2dConfig::new([input, output], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
             })
             .collect();
         Self { convs }
@@ -108,7 +108,7 @@ impl VisionTower {
         let w = c.vision_width;
         let scale = (w as f64).powf(-0.5);
         let stem = (c.conv_stem > 0).then(|| ConvStem::new(c.conv_stem, device));
-        let patchify = (c.patchify_stem > 0).then(|| PatchifyStem::new(c.patchify_stem, c.patch_size, device));
+        let patchify = (c.patchify_stem > 0).then(|| PatchifyStem::new(&c.patchify_widths(), device));
         let (input, kernel) = match (c.conv_stem, c.patchify_stem) {
             (0, 0) => (3, c.patch_size),
             (0, p) => (p, 1),

@@ -4,7 +4,8 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-fn l2_normalise(x: Tensor<2>) -> Tensor<2> {
+/// Each row divided by its L2 norm (at least 1e-12).
+pub fn l2_normalise(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
     x / norm
 }

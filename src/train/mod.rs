@@ -358,12 +358,11 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
 }
 
 /// mIoU (0..1) of the current model on the first `val_scenes` synthetic `val` scenes, through
-/// the same pipeline the CLI and the page use.
+/// the same pipeline the CLI and the page use, on `device` (an inference device).
 pub fn validate(model: &SegClip, model_config: &SegClipConfig, tokenizer_json: &[u8], config: &TrainConfig, device: &Device) -> Result<f64, String> {
     let inference = model.valid();
-    let device = device.clone();
     let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
-    let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device)?;
+    let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device.clone())?;
     segmenter.options.bg_thresh = config.run.val_bg_thresh;
     let scene = SceneConfig { size: config.data.scene_size, ..SceneConfig::default() };
     let matrix = crate::eval::score_synthetic(&mut segmenter, Split::Val, config.run.val_scenes, &scene, false, |_| {})?;

@@ -23,12 +23,21 @@ fn smoke(out: &Path, extra: &[&str]) -> TrainConfig {
     TrainConfig::parse(&text, &overrides).unwrap()
 }
 
+/// burn's flex backend draws every random number (initialisation, Gumbel noise) from one
+/// process-wide generator, so a run is reproducible from its seed only while no other thread
+/// draws from it: the tests that train in this process take turns.
+fn one_run_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
 #[test]
 fn every_loss_falls_and_a_resumed_run_continues_the_same_schedule() {
+    let _turn = one_run_at_a_time();
     let dir = scratch("smoke");
     // Uninterrupted.
     let full = smoke(&dir.join("full"), &[]);
@@ -93,6 +102,7 @@ fn every_loss_falls_and_a_resumed_run_continues_the_same_schedule() {
 
 #[test]
 fn each_loss_can_be_switched_off() {
+    let _turn = one_run_at_a_time();
     let dir = scratch("ablate");
     let c = smoke(&dir, &["optim.steps=2", "loss.reconstruction=false", "loss.superpixel=false"]);
     train::train(&c, false, TOKENIZER, &TrainOptions::default()).unwrap();
@@ -106,6 +116,7 @@ fn each_loss_can_be_switched_off() {
 
 #[test]
 fn damaged_checkpoints_are_named() {
+    let _turn = one_run_at_a_time();
     let dir = scratch("damaged");
     let c = smoke(&dir, &["optim.steps=1"]);
     train::train(&c, false, TOKENIZER, &TrainOptions::default()).unwrap();
@@ -179,6 +190,7 @@ fn cli_trains_exports_and_evaluates() {
 
 #[test]
 fn a_run_trains_on_wgpu_and_continues_on_the_cpu() {
+    let _turn = one_run_at_a_time();
     // wgpu runs on lavapipe here (scripts/ensure-test-deps), the GPU on a machine with one.
     let dir = scratch("wgpu");
     let config = smoke(&dir.join("run"), &["optim.steps=3"]);

@@ -166,6 +166,9 @@ fn scalar(t: Tensor<1>) -> f64 {
 
 /// Trains as `config` says, writing into `config.run.out`; with `resume`, continues the run
 /// folder's checkpoint (whose stored config then governs the run).
+/// Batches are a pure function of (seed, step) and the device generator is reseeded every step,
+/// but burn's CPU backend keeps one generator for the whole process: a run is bit-reproducible
+/// only while nothing else in the process draws random numbers meanwhile (the CLI runs one).
 pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options: &TrainOptions) -> Result<TrainSummary, String> {
     let started = Instant::now();
     let run_dir = PathBuf::from(&config.run.out);

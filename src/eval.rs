@@ -332,33 +332,104 @@ mod tests {
     }
 }
 
-/// Scores `count` scenes of a synthetic split (from index 0) with the shared pipeline: labels are
-/// the shape classes, or the colour+shape pairs with `pair_masks`; background is class 0.
-/// Used by `segclip eval` and by validation during training.
+/// What scoring a run of synthetic scenes measured: the pipeline's own label maps, and the
+/// cheap signals of a training run (issue: "recipe search") that tell naming from background.
+#[derive(Clone, Debug)]
+pub struct SceneScores {
+    /// Label maps by the pipeline's background rule and threshold.
+    pub pipeline: ConfusionMatrix,
+    /// Label maps with the true background given: object pixels take their best label.
+    pub true_background: ConfusionMatrix,
+    /// Object pixels whose best label (no background) is their class, and all object pixels.
+    pub named_pixels: u64,
+    pub object_pixels: u64,
+    /// Mean over windows of the number of centers that are some patch's argmax.
+    pub centers_used: f64,
+    /// Mean pairwise cosine of the class prompts' text embeddings (near 1: the text tower
+    /// does not tell the classes apart).
+    pub prompt_cosine: f64,
+}
+
+impl SceneScores {
+    /// Share of object pixels named correctly (argmax over the true labels), 0..1.
+    pub fn naming_accuracy(&self) -> f64 {
+        self.named_pixels as f64 / self.object_pixels.max(1) as f64
+    }
+}
+
+/// Scores scenes `indices` of `split` of `world` with the shared pipeline (labels: the world's
+/// classes after background). Used by `segclip eval` and by validation during training.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn score_synthetic(
+pub fn score_world(
     segmenter: &mut crate::pipeline::Segmenter,
+    world: &crate::data::world::World,
     split: crate::data::Split,
-    count: u64,
-    scene: &crate::data::SceneConfig,
-    pair_masks: bool,
+    indices: std::ops::Range<u64>,
     mut progress: impl FnMut(u64),
-) -> Result<ConfusionMatrix, String> {
-    use crate::data::{generate, pair_labels, shape_classes};
+) -> Result<SceneScores, String> {
     use crate::pipeline::{block_on, Rgb};
-    let classes: Vec<String> =
-        if pair_masks { pair_labels().to_vec() } else { shape_classes().iter().map(|s| s.to_string()).collect() };
+    let classes = world.classes();
     let labels = classes[1..].to_vec();
     let embeddings = block_on(segmenter.encode_labels(&labels))?;
-    let mut matrix = ConfusionMatrix::new(classes.len());
-    for i in 0..count {
-        let sc = generate(split, i, scene);
-        let truth: Vec<u16> = if pair_masks { sc.pair_map.clone() } else { sc.class_map.iter().map(|&c| c as u16).collect() };
+    let mut scores = SceneScores {
+        pipeline: ConfusionMatrix::new(classes.len()),
+        true_background: ConfusionMatrix::new(classes.len()),
+        named_pixels: 0,
+        object_pixels: 0,
+        centers_used: 0.0,
+        prompt_cosine: mean_pairwise_cosine(&embeddings),
+    };
+    let (mut windows, mut used) = (0usize, 0usize);
+    let start = indices.start;
+    for i in indices {
+        let sc = world.scene(split, i);
         let image = Rgb::new(sc.width, sc.height, sc.image)?;
         let features = block_on(segmenter.encode_image(&image))?;
         let result = block_on(segmenter.combine(&features, &labels, &embeddings))?;
-        matrix.add(&result.label_map, &truth).map_err(|e| format!("scene {i}: {e}"))?;
-        progress(i + 1);
+        scores.pipeline.add(&result.label_map, &sc.truth).map_err(|e| format!("scene {i}: {e}"))?;
+        // The same features without a background rule: every pixel takes its best label.
+        let thresh = segmenter.options.bg_thresh;
+        segmenter.options.bg_thresh = 0.0;
+        let named = block_on(segmenter.combine(&features, &labels, &embeddings));
+        segmenter.options.bg_thresh = thresh;
+        let named = named?;
+        let given: Vec<u8> = named.label_map.iter().zip(&sc.truth).map(|(&p, &t)| if t == 0 { 0 } else { p }).collect();
+        scores.true_background.add(&given, &sc.truth).map_err(|e| format!("scene {i}: {e}"))?;
+        for (&p, &t) in named.label_map.iter().zip(&sc.truth) {
+            if t != 0 && t as u32 != IGNORE_INDEX {
+                scores.object_pixels += 1;
+                scores.named_pixels += (p == t) as u64;
+            }
+        }
+        for (w, _) in &features.windows {
+            let p = w.grid[0] * w.grid[1];
+            let l = w.soft.len() / p.max(1);
+            let mut hit = vec![false; l];
+            for j in 0..p {
+                let best = (0..l).max_by(|&a, &b| w.soft[a * p + j].total_cmp(&w.soft[b * p + j])).unwrap_or(0);
+                hit[best] = true;
+            }
+            used += hit.iter().filter(|&&h| h).count();
+            windows += 1;
+        }
+        progress(i - start + 1);
     }
-    Ok(matrix)
+    scores.centers_used = used as f64 / windows.max(1) as f64;
+    Ok(scores)
+}
+
+/// Mean cosine over all pairs of (already normalised) embeddings; 0 for fewer than two.
+pub fn mean_pairwise_cosine(embeddings: &[Vec<f32>]) -> f64 {
+    let (mut sum, mut n) = (0f64, 0usize);
+    for i in 0..embeddings.len() {
+        for j in i + 1..embeddings.len() {
+            sum += embeddings[i].iter().zip(&embeddings[j]).map(|(a, b)| (a * b) as f64).sum::<f64>();
+            n += 1;
+        }
+    }
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
 }

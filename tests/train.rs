@@ -132,6 +132,38 @@ fn damaged_checkpoints_are_named() {
 }
 
 #[test]
+fn every_loss_falls_on_the_emoji_world() {
+    let _turn = one_run_at_a_time();
+    let dir = scratch("smoke-emoji");
+    let config = smoke(&dir, &["data.source=\"emoji\"", "data.scene_size=32"]);
+    train::train(&config, false, TOKENIZER, &TrainOptions::default()).unwrap();
+    let rows = train::read_log(&dir).unwrap();
+    assert_eq!(rows.len(), 40);
+    for (name, series) in [
+        ("contrastive", rows.iter().map(|r| r.contrastive).collect::<Vec<_>>()),
+        ("reconstruction", rows.iter().map(|r| r.reconstruction).collect()),
+        ("superpixel", rows.iter().map(|r| r.superpixel).collect()),
+    ] {
+        let (first, last) = (mean(&series[..8]), mean(&series[32..]));
+        println!("emoji {name}: first 8 steps {first:.5}, last 8 steps {last:.5}");
+        assert!(last < first, "{name} did not fall on the emoji world: {first} -> {last} ({series:?})");
+    }
+    // Validation scored the emoji world's dev scenes and logged every signal.
+    let last = rows.last().unwrap();
+    for (name, v) in [
+        ("miou", last.val_miou),
+        ("true-bg miou", last.val_miou_true_bg),
+        ("naming", last.val_naming),
+        ("centers", last.val_centers),
+        ("prompt cosine", last.val_prompt_cos),
+    ] {
+        assert!(v.is_some_and(f64::is_finite), "{name}: {v:?}");
+    }
+    assert!(last.val_centers.unwrap() >= 1.0);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn cli_trains_exports_and_evaluates() {
     let dir = scratch("cli");
     let bin = env!("CARGO_BIN_EXE_segclip");
@@ -143,7 +175,7 @@ fn cli_trains_exports_and_evaluates() {
         .unwrap();
     let text = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("val mIoU"), "{}", text(&out));
+    assert!(text(&out).contains("dev mIoU"), "{}", text(&out));
 
     let bad = Command::new(bin).args(["train", config, "--set", "optim.lr_neww=1"]).output().unwrap();
     assert!(!bad.status.success() && text(&bad).contains("lr_neww"), "{}", text(&bad));
@@ -176,7 +208,11 @@ fn cli_trains_exports_and_evaluates() {
         .args(["--set", &format!("model.init=\"{release}\"")])
         .output()
         .unwrap();
-    assert!(!small_vocab.status.success() && text(&small_vocab).contains("segclip_tiny.pt") && text(&small_vocab).contains("head count"), "{}", text(&small_vocab));
+    assert!(
+        !small_vocab.status.success() && text(&small_vocab).contains("segclip_tiny.pt") && text(&small_vocab).contains("head count"),
+        "{}",
+        text(&small_vocab)
+    );
 
     let out = Command::new(bin)
         .args(["eval", "synth:val", "--weights", weights.to_str().unwrap(), "--count", "2", "--size", "32", "--out"])

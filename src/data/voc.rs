@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::synth::{self, Scene, SceneConfig, Split};
+use super::synth::Split;
+use super::world::{LabelledScene, World};
 
 /// Mask value meaning "not labelled".
 pub const IGNORE_INDEX: u8 = 255;
@@ -73,25 +74,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VocError + '_ {
 // ------------------------------------------------------------------------------------------------
 // Writing
 
-/// Which label map of a synthetic scene becomes `SegmentationClass`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MaskKind {
-    /// [`Scene::class_map`], classes [`synth::shape_classes`] (9).
-    Shape,
-    /// [`Scene::pair_map`], classes [`synth::pair_labels`] (89: "background", "red circle", ...).
-    Pair,
-}
-
-impl MaskKind {
-    pub fn class_names(self) -> Vec<String> {
-        match self {
-            MaskKind::Shape => synth::shape_classes().iter().map(|s| s.to_string()).collect(),
-            MaskKind::Pair => synth::pair_labels().to_vec(),
-        }
-    }
-}
-
 /// What [`write_split`] wrote.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WriteSummary {
@@ -107,13 +89,6 @@ struct CaptionLine {
     caption: String,
 }
 
-#[derive(Serialize)]
-struct ObjectsLine<'a> {
-    id: String,
-    background: synth::BackgroundKind,
-    objects: &'a [synth::ObjectInfo],
-}
-
 fn write_png(path: &Path, data: &[u8], size: (usize, usize), colour: image::ExtendedColorType) -> Result<(), VocError> {
     image::save_buffer_with_format(path, data, size.0 as u32, size.1 as u32, colour, image::ImageFormat::Png)
         .map_err(|source| VocError::Png { path: path.to_path_buf(), action: "write", source })
@@ -121,41 +96,31 @@ fn write_png(path: &Path, data: &[u8], size: (usize, usize), colour: image::Exte
 
 /// Writes one scene's image and mask (`JPEGImages/<id>.png`, `SegmentationClass/<id>.png`).
 /// The folders must exist.
-pub fn write_scene(root: &Path, scene: &Scene, kind: MaskKind) -> Result<String, VocError> {
-    let id = scene.id();
+pub fn write_scene(root: &Path, scene: &LabelledScene) -> Result<String, VocError> {
+    let id = scene.id.clone();
     let dims = (scene.width, scene.height);
     write_png(&root.join("JPEGImages").join(format!("{id}.png")), &scene.image, dims, image::ExtendedColorType::Rgb8)?;
-    let mask: Vec<u8> = match kind {
-        MaskKind::Shape => scene.class_map.clone(),
-        MaskKind::Pair => scene.pair_map.iter().map(|&p| u8::try_from(p).expect("pair index < 255")).collect(),
-    };
-    write_png(&root.join("SegmentationClass").join(format!("{id}.png")), &mask, dims, image::ExtendedColorType::L8)?;
+    write_png(&root.join("SegmentationClass").join(format!("{id}.png")), &scene.truth, dims, image::ExtendedColorType::L8)?;
     Ok(id)
 }
 
-/// Writes scenes `range` of `split` under `root` in VOC layout (see the module docs), creating
-/// folders as needed and replacing earlier output for the same split.
-pub fn write_split(
-    root: &Path,
-    split: Split,
-    range: Range<u64>,
-    config: &SceneConfig,
-    kind: MaskKind,
-) -> Result<WriteSummary, VocError> {
+/// Writes scenes `range` of `split` of `world` under `root` in VOC layout (see the module docs),
+/// creating folders as needed and replacing earlier output for the same split.
+pub fn write_split(root: &Path, split: Split, range: Range<u64>, world: &World) -> Result<WriteSummary, VocError> {
     for dir in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {
         let d = root.join(dir);
         fs::create_dir_all(&d).map_err(io_err(&d))?;
     }
     // classes.txt: create, or check that it agrees.
     let classes_path = root.join("classes.txt");
-    let classes = kind.class_names();
+    let classes = world.classes();
     if classes_path.exists() {
         let existing = read_class_list(&classes_path)?;
         if existing != classes {
             return Err(VocError::BadFile {
                 path: classes_path,
                 reason: format!(
-                    "class list ({} classes) differs from the {kind:?} classes being written ({}); use another folder",
+                    "class list ({} classes) differs from the classes being written ({}); use another folder",
                     existing.len(),
                     classes.len()
                 ),
@@ -168,12 +133,16 @@ pub fn write_split(
     let mut ids = Vec::with_capacity(range.end.saturating_sub(range.start) as usize);
     let mut captions = Vec::new();
     let mut objects = String::new();
-    for scene in synth::scenes(split, range, config) {
-        let id = write_scene(root, &scene, kind)?;
+    for index in range {
+        let scene = world.scene(split, index);
+        let id = write_scene(root, &scene)?;
         for c in &scene.captions {
             captions.push(CaptionLine { image: format!("JPEGImages/{id}.png"), caption: c.clone() });
         }
-        let line = ObjectsLine { id: id.clone(), background: scene.background, objects: &scene.objects };
+        let mut line = serde_json::json!({ "id": id });
+        if let (Some(line), Some(fields)) = (line.as_object_mut(), scene.objects.as_object()) {
+            line.extend(fields.clone());
+        }
         objects.push_str(&serde_json::to_string(&line).expect("serialisable"));
         objects.push('\n');
         ids.push(id);
@@ -191,10 +160,8 @@ pub fn write_split(
     if captions_path.exists() {
         let text = fs::read_to_string(&captions_path).map_err(io_err(&captions_path))?;
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let parsed: CaptionLine = serde_json::from_str(line).map_err(|e| VocError::BadFile {
-                path: captions_path.clone(),
-                reason: format!("line {}: {e}", n + 1),
-            })?;
+            let parsed: CaptionLine = serde_json::from_str(line)
+                .map_err(|e| VocError::BadFile { path: captions_path.clone(), reason: format!("line {}: {e}", n + 1) })?;
             if !parsed.image.starts_with(&own_prefix) {
                 out.push_str(line);
                 out.push('\n');
@@ -496,14 +463,7 @@ impl VocDataset {
                 ),
             });
         }
-        Ok(VocSample {
-            id: id.to_string(),
-            image_path,
-            mask_path,
-            width: mask.width,
-            height: mask.height,
-            mask: mask.data,
-        })
+        Ok(VocSample { id: id.to_string(), image_path, mask_path, width: mask.width, height: mask.height, mask: mask.data })
     }
 
     /// Every sample in id order.
@@ -522,8 +482,8 @@ impl VocDataset {
         let ids: std::collections::HashSet<&str> = self.ids.iter().map(String::as_str).collect();
         let mut out = Vec::new();
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let c: CaptionLine = serde_json::from_str(line)
-                .map_err(|e| VocError::BadFile { path: path.clone(), reason: format!("line {}: {e}", n + 1) })?;
+            let c: CaptionLine =
+                serde_json::from_str(line).map_err(|e| VocError::BadFile { path: path.clone(), reason: format!("line {}: {e}", n + 1) })?;
             let stem = Path::new(&c.image).file_stem().and_then(|s| s.to_str()).unwrap_or("");
             if ids.contains(stem) {
                 out.push((c.image, c.caption));
@@ -536,6 +496,7 @@ impl VocDataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::synth::{self, SceneConfig};
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("segclip-voc-test-{}-{name}", std::process::id()));
@@ -548,10 +509,10 @@ mod tests {
     fn round_trip() {
         let dir = temp_dir("roundtrip");
         let cfg = SceneConfig::with_size(64);
-        let train = write_split(&dir, Split::Train, 0..6, &cfg, MaskKind::Shape).unwrap();
-        let val = write_split(&dir, Split::Val, 0..3, &cfg, MaskKind::Shape).unwrap();
+        let train = write_split(&dir, Split::Train, 0..6, &World::Shapes { config: cfg.clone(), pair_masks: false }).unwrap();
+        let val = write_split(&dir, Split::Val, 0..3, &World::Shapes { config: cfg.clone(), pair_masks: false }).unwrap();
         // Writing train again replaces its captions rather than duplicating them.
-        write_split(&dir, Split::Train, 0..6, &cfg, MaskKind::Shape).unwrap();
+        write_split(&dir, Split::Train, 0..6, &World::Shapes { config: cfg.clone(), pair_masks: false }).unwrap();
         assert_eq!(train.ids[0], "train_000000");
 
         let ds = VocDataset::open(&dir, "train").unwrap();
@@ -575,7 +536,7 @@ mod tests {
         assert_eq!(VocDataset::open_all(&dir).unwrap().len(), 9);
 
         // A different class list in the same folder is refused.
-        let err = write_split(&dir, Split::Compositional, 0..1, &cfg, MaskKind::Pair).unwrap_err();
+        let err = write_split(&dir, Split::Compositional, 0..1, &World::Shapes { config: cfg.clone(), pair_masks: true }).unwrap_err();
         assert!(err.to_string().contains("classes.txt"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -584,7 +545,7 @@ mod tests {
     fn pair_masks() {
         let dir = temp_dir("pairs");
         let cfg = SceneConfig::with_size(48);
-        write_split(&dir, Split::Compositional, 0..2, &cfg, MaskKind::Pair).unwrap();
+        write_split(&dir, Split::Compositional, 0..2, &World::Shapes { config: cfg.clone(), pair_masks: true }).unwrap();
         let ds = VocDataset::open(&dir, "compositional").unwrap();
         assert_eq!(ds.classes().len(), 89);
         let s = ds.load("compositional_000001").unwrap();
@@ -594,14 +555,7 @@ mod tests {
     }
 
     /// Hand-written encoders for files `image` cannot write: palette and 4-bit grayscale PNGs.
-    fn png_file(
-        width: u32,
-        height: u32,
-        depth: u8,
-        colour_type: u8,
-        palette: Option<&[[u8; 3]]>,
-        rows: &[Vec<u8>],
-    ) -> Vec<u8> {
+    fn png_file(width: u32, height: u32, depth: u8, colour_type: u8, palette: Option<&[[u8; 3]]>, rows: &[Vec<u8>]) -> Vec<u8> {
         fn crc32(data: &[u8]) -> u32 {
             let mut c = 0xFFFF_FFFFu32;
             for &b in data {
@@ -702,8 +656,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_file() {
-        let dir =
-            layout("errors", "background\nthing\n", &["nomask", "noimage", "mismatch", "corrupt", "badvalue", "rgb"]);
+        let dir = layout("errors", "background\nthing\n", &["nomask", "noimage", "mismatch", "corrupt", "badvalue", "rgb"]);
         let grey = |w: u32, h: u32, v: u8| {
             let data = vec![v; (w * h) as usize];
             move |p: &Path| image::save_buffer(p, &data, w, h, image::ExtendedColorType::L8).unwrap()
@@ -754,7 +707,7 @@ mod tests {
     fn dump() {
         let dir = PathBuf::from(std::env::var("SEGCLIP_DUMP").unwrap_or_else(|_| "/tmp/segclip-dump".into()));
         let cfg = SceneConfig::default();
-        write_split(&dir.join("shape"), Split::Train, 0..24, &cfg, MaskKind::Shape).unwrap();
-        write_split(&dir.join("pair"), Split::Compositional, 0..8, &cfg, MaskKind::Pair).unwrap();
+        write_split(&dir.join("shape"), Split::Train, 0..24, &World::Shapes { config: cfg.clone(), pair_masks: false }).unwrap();
+        write_split(&dir.join("pair"), Split::Compositional, 0..8, &World::Shapes { config: cfg.clone(), pair_masks: true }).unwrap();
     }
 }

@@ -40,12 +40,22 @@ fn scratch() -> String {
     "scratch".into()
 }
 
+/// Whether a data source draws scenes in memory (and so has masks to validate on).
+pub fn is_synthetic(source: &str) -> bool {
+    matches!(source, "emoji" | "synthetic")
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// `synthetic`, `jsonl` (lines of `{"image": path, "caption": text}`) or `coco` (a COCO
-    /// captions JSON; images under `images`).
+    /// `emoji` (the emoji world, `crate::data::emoji`), `synthetic` (the shape scenes), `jsonl`
+    /// (lines of `{"image": path, "caption": text}`) or `coco` (a COCO captions JSON; images
+    /// under `images`).
     pub source: String,
+    /// Emoji: the atlas art styles to draw glyphs from (empty: the training styles,
+    /// `crate::data::emoji::TRAIN_STYLES`).
+    #[serde(default)]
+    pub styles: Vec<String>,
     /// The JSONL file or the COCO annotations file.
     #[serde(default)]
     pub path: String,
@@ -317,10 +327,19 @@ impl TrainConfig {
             return Err(format!("loss.mask_ratio {} must be in [0, 1)", l.mask_ratio));
         }
         let d = &self.data;
-        if !matches!(d.source.as_str(), "synthetic" | "jsonl" | "coco") {
-            return Err(format!("data.source: unknown '{}' (expected synthetic, jsonl or coco)", d.source));
+        if !matches!(d.source.as_str(), "emoji" | "synthetic" | "jsonl" | "coco") {
+            return Err(format!("data.source: unknown '{}' (expected emoji, synthetic, jsonl or coco)", d.source));
         }
-        if d.source != "synthetic" && d.path.is_empty() {
+        if !d.styles.is_empty() && d.source != "emoji" {
+            return Err(format!("data.styles: only the emoji source has art styles (source is '{}')", d.source));
+        }
+        if d.single_object_steps > 0 && !matches!(d.source.as_str(), "emoji" | "synthetic") {
+            return Err(format!(
+                "data.single_object_steps: only the synthetic worlds can draw one-object scenes (source is '{}')",
+                d.source
+            ));
+        }
+        if !is_synthetic(&d.source) && d.path.is_empty() {
             return Err(format!("data.path: needed for source '{}'", d.source));
         }
         if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
@@ -346,13 +365,42 @@ impl TrainConfig {
         if d.context_length > model.context_length {
             return Err(format!("data.context_length {} exceeds the model's context_length {}", d.context_length, model.context_length));
         }
-        if d.source == "synthetic" && d.scene_size < model.image_size / 2 {
+        if is_synthetic(&d.source) && d.scene_size < model.image_size / 2 {
             return Err(format!("data.scene_size {} is too small for the model's {} px input", d.scene_size, model.image_size));
+        }
+        if d.source == "emoji" {
+            self.emoji_config().validate(crate::data::emoji::Atlas::bundled()).map_err(|e| format!("data: {e}"))?;
         }
         if self.run.out.is_empty() {
             return Err("run.out: the output folder is empty".into());
         }
         self.model.resolve().map(|_| ())
+    }
+
+    /// The synthetic world validation scores: the training world (emoji or shapes), else the
+    /// shape world as before for caption files, which have no masks of their own.
+    pub fn val_world(&self) -> crate::data::world::World {
+        use crate::data::world::World;
+        let d = &self.data;
+        match d.source.as_str() {
+            "emoji" => World::Emoji { config: self.emoji_config(), atlas: None },
+            _ => World::Shapes { config: crate::data::SceneConfig { size: d.scene_size, ..Default::default() }, pair_masks: false },
+        }
+    }
+
+    /// The emoji world's settings from `data`.
+    pub fn emoji_config(&self) -> crate::data::emoji::EmojiConfig {
+        let d = &self.data;
+        let mut c = crate::data::emoji::EmojiConfig {
+            size: d.scene_size,
+            min_objects: d.min_objects,
+            max_objects: d.max_objects,
+            ..Default::default()
+        };
+        if !d.styles.is_empty() {
+            c.styles = d.styles.clone();
+        }
+        c
     }
 
     pub fn to_toml(&self) -> String {
@@ -397,7 +445,8 @@ out = "runs/x"
 
     #[test]
     fn overrides_set_nested_values_and_bad_ones_are_named() {
-        let c = TrainConfig::parse(MINIMAL, &["optim.steps=25".into(), "loss.superpixel=false".into(), "run.out=elsewhere".into()]).unwrap();
+        let c =
+            TrainConfig::parse(MINIMAL, &["optim.steps=25".into(), "loss.superpixel=false".into(), "run.out=elsewhere".into()]).unwrap();
         assert_eq!(c.optim.steps, 25);
         assert!(!c.loss.superpixel);
         assert_eq!(c.run.out, "elsewhere");

@@ -15,7 +15,8 @@ use image::RgbImage;
 
 use super::config::TrainConfig;
 use super::superpixels::{felzenszwalb, patch_labels};
-use crate::data::synth::mix64;
+use crate::data::emoji::{self, EmojiConfig};
+use crate::data::rng::mix64;
 use crate::data::{generate, generate_reshaped, SceneConfig, Shape, Split, SplitMix64};
 use crate::model::SegClipConfig;
 use crate::pipeline::decode;
@@ -41,7 +42,17 @@ pub struct Batch {
 /// Where images and captions come from.
 #[derive(Clone, Debug)]
 pub enum Source {
-    Synthetic { scene: SceneConfig, pool: u64, shape_only: f32, variants: usize },
+    Synthetic {
+        scene: SceneConfig,
+        pool: u64,
+        shape_only: f32,
+        variants: usize,
+    },
+    /// The emoji world (bundled atlas); a caption drawn uniformly from the scene's true ones.
+    Emoji {
+        scene: EmojiConfig,
+        pool: u64,
+    },
     /// (image path, caption) pairs from a JSONL file or a COCO captions file.
     Pairs(Arc<Vec<(PathBuf, String)>>),
 }
@@ -51,15 +62,12 @@ impl Source {
         let d = &config.data;
         match d.source.as_str() {
             "synthetic" => {
-                let scene = SceneConfig {
-                    size: d.scene_size,
-                    min_objects: d.min_objects,
-                    max_objects: d.max_objects,
-                    ..SceneConfig::default()
-                };
+                let scene =
+                    SceneConfig { size: d.scene_size, min_objects: d.min_objects, max_objects: d.max_objects, ..SceneConfig::default() };
                 scene.validate().map_err(|e| format!("data: {e}"))?;
                 Ok(Source::Synthetic { scene, pool: d.pool, shape_only: d.shape_only_captions, variants: d.shape_variants })
             }
+            "emoji" => Ok(Source::Emoji { scene: config.emoji_config(), pool: d.pool }),
             "jsonl" => Ok(Source::Pairs(Arc::new(read_jsonl(Path::new(&d.path))?))),
             "coco" => {
                 let images = if d.images.is_empty() {
@@ -102,19 +110,27 @@ pub fn read_coco(path: &Path, images: &Path) -> Result<Vec<(PathBuf, String)>, S
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let list = |field: &str| {
-        v.get(field).and_then(|x| x.as_array()).ok_or_else(|| format!("{}: no array \"{field}\" (not a COCO captions file?)", path.display()))
+        v.get(field)
+            .and_then(|x| x.as_array())
+            .ok_or_else(|| format!("{}: no array \"{field}\" (not a COCO captions file?)", path.display()))
     };
     let mut files = std::collections::HashMap::new();
     for (i, im) in list("images")?.iter().enumerate() {
         let id = im.get("id").and_then(|x| x.as_u64()).ok_or_else(|| format!("{}: images[{i}] has no integer \"id\"", path.display()))?;
-        let name = im.get("file_name").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: images[{i}] has no \"file_name\"", path.display()))?;
+        let name =
+            im.get("file_name").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: images[{i}] has no \"file_name\"", path.display()))?;
         files.insert(id, images.join(name));
     }
     let mut out = Vec::new();
     for (i, a) in list("annotations")?.iter().enumerate() {
-        let id = a.get("image_id").and_then(|x| x.as_u64()).ok_or_else(|| format!("{}: annotations[{i}] has no integer \"image_id\"", path.display()))?;
-        let caption = a.get("caption").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: annotations[{i}] has no \"caption\"", path.display()))?;
-        let file = files.get(&id).ok_or_else(|| format!("{}: annotations[{i}] names image {id}, which \"images\" lacks", path.display()))?;
+        let id = a
+            .get("image_id")
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| format!("{}: annotations[{i}] has no integer \"image_id\"", path.display()))?;
+        let caption =
+            a.get("caption").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: annotations[{i}] has no \"caption\"", path.display()))?;
+        let file =
+            files.get(&id).ok_or_else(|| format!("{}: annotations[{i}] names image {id}, which \"images\" lacks", path.display()))?;
         out.push((file.clone(), caption.trim().to_string()));
     }
     if out.is_empty() {
@@ -137,7 +153,13 @@ fn check_images_exist(pairs: &[(PathBuf, String)]) -> Result<(), String> {
 
 /// torchvision's RandomResizedCrop box: 10 tries at a random area share and log-uniform aspect
 /// ratio, else the centre crop clamped to the ratio range. Returns (x, y, w, h).
-pub fn random_resized_crop_box(width: usize, height: usize, scale: [f32; 2], ratio: [f32; 2], rng: &mut SplitMix64) -> (usize, usize, usize, usize) {
+pub fn random_resized_crop_box(
+    width: usize,
+    height: usize,
+    scale: [f32; 2],
+    ratio: [f32; 2],
+    rng: &mut SplitMix64,
+) -> (usize, usize, usize, usize) {
     let area = (width * height) as f32;
     let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
     for _ in 0..10 {
@@ -241,7 +263,8 @@ impl Recipe {
         for i in 0..b {
             let global = (step * c.optim.accumulation as u64 + micro) * b as u64 + i as u64;
             let (img, caption) = self.sample(global, step < c.data.single_object_steps, &mut rng)?;
-            let (x, y, w, h) = random_resized_crop_box(img.width() as usize, img.height() as usize, c.data.crop_scale, c.data.crop_ratio, &mut rng);
+            let (x, y, w, h) =
+                random_resized_crop_box(img.width() as usize, img.height() as usize, c.data.crop_scale, c.data.crop_ratio, &mut rng);
             let crop = image::imageops::crop_imm(&img, x as u32, y as u32, w as u32, h as u32).to_image();
             let crop = if (w, h) == (s, s) { crop } else { image::imageops::resize(&crop, s as u32, s as u32, FilterType::CatmullRom) };
             if let Some(sp) = superpixels.as_mut() {
@@ -300,11 +323,22 @@ impl Recipe {
                 };
                 // captions[1] is the colour-free list of every object: shape words are the only
                 // way to match it.
-                let caption = if sc.captions.len() > 1 && rng.chance(*shape_only) {
-                    sc.captions[1].clone()
+                let caption =
+                    if sc.captions.len() > 1 && rng.chance(*shape_only) { sc.captions[1].clone() } else { rng.pick(&sc.captions).clone() };
+                let img = RgbImage::from_raw(sc.width as u32, sc.height as u32, sc.image).ok_or("scene buffer size")?;
+                Ok((img, caption))
+            }
+            Source::Emoji { scene, pool } => {
+                let index = if *pool > 0 { global % pool } else { global };
+                let one_object;
+                let config = if single_object {
+                    one_object = EmojiConfig { min_objects: 1, max_objects: 1, ..scene.clone() };
+                    &one_object
                 } else {
-                    rng.pick(&sc.captions).clone()
+                    scene
                 };
+                let sc = emoji::generate(Split::Train, index, config);
+                let caption = rng.pick(&sc.captions).clone();
                 let img = RgbImage::from_raw(sc.width as u32, sc.height as u32, sc.image).ok_or("scene buffer size")?;
                 Ok((img, caption))
             }
@@ -324,7 +358,12 @@ impl Recipe {
                 let short = img.width().min(img.height()) as f32;
                 let img = if short > s * 1.5 {
                     let f = s / short;
-                    image::imageops::resize(&img, ((img.width() as f32 * f).round() as u32).max(1), ((img.height() as f32 * f).round() as u32).max(1), FilterType::Triangle)
+                    image::imageops::resize(
+                        &img,
+                        ((img.width() as f32 * f).round() as u32).max(1),
+                        ((img.height() as f32 * f).round() as u32).max(1),
+                        FilterType::Triangle,
+                    )
                 } else {
                     img
                 };
@@ -382,7 +421,12 @@ mod tests {
         let overrides = ["data.shape_variants=3", "optim.batch_size=8", "data.pool=0"].map(String::from);
         let config = TrainConfig::parse(include_str!("../../configs/smoke.toml"), &overrides).unwrap();
         let model = config.model.resolve().unwrap();
-        let scene = SceneConfig { size: config.data.scene_size, min_objects: config.data.min_objects, max_objects: config.data.max_objects, ..SceneConfig::default() };
+        let scene = SceneConfig {
+            size: config.data.scene_size,
+            min_objects: config.data.min_objects,
+            max_objects: config.data.max_objects,
+            ..SceneConfig::default()
+        };
         let recipe = Recipe { source: Source::from_config(&config).unwrap(), model, config, tokenizer_json: Arc::new(Vec::new()) };
         let mut redrawn = 0;
         for global in 0..12u64 {

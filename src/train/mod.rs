@@ -24,8 +24,8 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::data::synth::mix64;
-use crate::data::{SceneConfig, Split};
+use crate::data::rng::mix64;
+use crate::data::Split;
 use crate::model::{Assignment, SegClip, SegClipConfig, TokenBatch};
 use crate::pipeline::Segmenter;
 use crate::tokenizer::ClipTokenizer;
@@ -65,15 +65,22 @@ pub struct LogRow {
     pub superpixel: f64,
     pub grad_norm: f64,
     pub samples_per_s: f64,
+    /// Validation signals (on validation steps only), see [`ValSignals`].
     pub val_miou: Option<f64>,
+    pub val_miou_true_bg: Option<f64>,
+    pub val_naming: Option<f64>,
+    pub val_centers: Option<f64>,
+    pub val_prompt_cos: Option<f64>,
 }
 
-pub const LOG_HEADER: &str = "step,lr_new,loss,contrastive,reconstruction,superpixel,grad_norm,samples_per_s,val_miou";
+pub const LOG_HEADER: &str =
+    "step,lr_new,loss,contrastive,reconstruction,superpixel,grad_norm,samples_per_s,val_miou,val_miou_true_bg,val_naming,val_centers,val_prompt_cos";
 
 impl LogRow {
     fn to_csv(&self) -> String {
+        let opt = |v: Option<f64>| v.map(|v| format!("{:.4}", v)).unwrap_or_default();
         format!(
-            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.4},{:.2},{}",
+            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.4},{:.2},{},{},{},{},{}",
             self.step,
             self.lr_new,
             self.loss,
@@ -82,16 +89,21 @@ impl LogRow {
             self.superpixel,
             self.grad_norm,
             self.samples_per_s,
-            self.val_miou.map(|v| format!("{:.4}", v)).unwrap_or_default()
+            opt(self.val_miou),
+            opt(self.val_miou_true_bg),
+            opt(self.val_naming),
+            opt(self.val_centers),
+            opt(self.val_prompt_cos),
         )
     }
 
+    /// A log line; logs written before the validation signals existed have 9 columns.
     pub fn parse(line: &str) -> Option<Self> {
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 9 {
+        if f.len() != 9 && f.len() != 13 {
             return None;
         }
-        let n = |i: usize| f[i].parse::<f64>().ok();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
         Some(Self {
             step: f[0].parse().ok()?,
             lr_new: n(1)?,
@@ -102,8 +114,35 @@ impl LogRow {
             grad_norm: n(6)?,
             samples_per_s: n(7)?,
             val_miou: n(8),
+            val_miou_true_bg: n(9),
+            val_naming: n(10),
+            val_centers: n(11),
+            val_prompt_cos: n(12),
         })
     }
+
+    fn set_signals(&mut self, v: &ValSignals) {
+        self.val_miou = Some(v.miou);
+        self.val_miou_true_bg = Some(v.miou_true_bg);
+        self.val_naming = Some(v.naming);
+        self.val_centers = Some(v.centers);
+        self.val_prompt_cos = Some(v.prompt_cos);
+    }
+}
+
+/// The cheap signals of a run, measured on the dev scenes ([`crate::data::world::DEV_START`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ValSignals {
+    /// mIoU (0..1) by the pipeline's background rule at `run.val_bg_thresh`.
+    pub miou: f64,
+    /// mIoU with the true background given.
+    pub miou_true_bg: f64,
+    /// Share of object pixels whose best label is their class.
+    pub naming: f64,
+    /// Centers in use per window (some patch's argmax).
+    pub centers: f64,
+    /// Mean pairwise cosine of the class prompts.
+    pub prompt_cos: f64,
 }
 
 /// Reads a run's CSV log.
@@ -128,7 +167,13 @@ pub struct TrainSummary {
 /// Builds the model to train: fresh, or from a checkpoint named by `model.init`.
 fn initial_model(config: &TrainConfig, model_config: &SegClipConfig, device: &Device) -> Result<(SegClip, SegClipConfig), String> {
     let with_recon = config.loss.reconstruction;
-    let fresh = |c: &SegClipConfig| if with_recon { SegClip::new_for_training(c, device) } else { SegClip::new(c, device) };
+    let fresh = |c: &SegClipConfig| {
+        if with_recon {
+            SegClip::new_for_training(c, device)
+        } else {
+            SegClip::new(c, device)
+        }
+    };
     let init = config.model.init.as_str();
     if init == "scratch" {
         let mut model = fresh(model_config);
@@ -155,7 +200,12 @@ fn initial_model(config: &TrainConfig, model_config: &SegClipConfig, device: &De
     let mut model = fresh(&found);
     let report = model_io::apply_tensors(&mut model, &tensors, true).map_err(|e| format!("model.init {}: {e}", path.display()))?;
     if !report.initialised.is_empty() {
-        eprintln!("model.init: {} parameters not in {} start fresh (e.g. {})", report.initialised.len(), path.display(), report.initialised[0]);
+        eprintln!(
+            "model.init: {} parameters not in {} start fresh (e.g. {})",
+            report.initialised.len(),
+            path.display(),
+            report.initialised[0]
+        );
     }
     Ok((model, found))
 }
@@ -183,7 +233,11 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
         if ck.tokenizer_sha256 != tokenizer_sha {
             return Err(format!("{}: made with another tokenizer (sha256 {})", ckpt_path.display(), ck.tokenizer_sha256));
         }
-        let mut model = if ck.config.loss.reconstruction { SegClip::new_for_training(&ck.model_config, &device) } else { SegClip::new(&ck.model_config, &device) };
+        let mut model = if ck.config.loss.reconstruction {
+            SegClip::new_for_training(&ck.model_config, &device)
+        } else {
+            SegClip::new(&ck.model_config, &device)
+        };
         model_io::apply_tensors(&mut model, &ck.model, false).map_err(|e| format!("{}: {e}", ckpt_path.display()))?;
         let mut optimizer = AdamW::new(ck.config.optim.clone());
         optimizer.load_state(ck.adam_t, &ck.optim, &device.clone().without_autodiff())?;
@@ -217,7 +271,8 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
 
     // The log keeps only rows the checkpoint covers: steps after it are redone.
     let log_path = run_dir.join("log.csv");
-    let mut rows: Vec<LogRow> = if resume { read_log(&run_dir).unwrap_or_default().into_iter().filter(|r| r.step <= first_step).collect() } else { Vec::new() };
+    let mut rows: Vec<LogRow> =
+        if resume { read_log(&run_dir).unwrap_or_default().into_iter().filter(|r| r.step <= first_step).collect() } else { Vec::new() };
     {
         let mut text = String::from(LOG_HEADER);
         text.push('\n');
@@ -292,7 +347,8 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
                 terms.push(loss * l.center_usage_weight);
             }
             if l.reconstruction {
-                let recon = model.reconstruct(images, &b.keep, gumbel).ok_or("reconstruction is on but the model has no reconstruction heads")?;
+                let recon =
+                    model.reconstruct(images, &b.keep, gumbel).ok_or("reconstruction is on but the model has no reconstruction heads")?;
                 lr += scalar(recon.loss.clone());
                 terms.push(recon.loss * l.reconstruction_weight);
             }
@@ -321,15 +377,22 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
             superpixel: ls,
             grad_norm: info.grad_norm,
             samples_per_s: samples_per_step / t0.elapsed().as_secs_f64(),
-            val_miou: None,
+            ..LogRow::default()
         };
         let validate_now = step == total || (config.run.val_every > 0 && step % config.run.val_every == 0);
         if validate_now {
             bar.set_message("validating");
-            let miou = validate(&model, &model_config, tokenizer_json, &config, &device.clone().without_autodiff())?;
-            row.val_miou = Some(miou);
-            val_miou = Some(miou);
-            bar.println(format!("step {step}: val mIoU {:.2}", miou * 100.0));
+            let v = validate(&model, &model_config, tokenizer_json, &config, &device.clone().without_autodiff())?;
+            row.set_signals(&v);
+            val_miou = Some(v.miou);
+            bar.println(format!(
+                "step {step}: dev mIoU {:.2} (true background {:.2}), naming {:.1}%, centers {:.1}, prompt cosine {:.3}",
+                v.miou * 100.0,
+                v.miou_true_bg * 100.0,
+                v.naming * 100.0,
+                v.centers,
+                v.prompt_cos
+            ));
         }
         writeln!(log, "{}", row.to_csv()).map_err(|e| format!("{}: {e}", log_path.display()))?;
         bar.set_message(format!(
@@ -360,16 +423,29 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
     })
 }
 
-/// mIoU (0..1) of the current model on the first `val_scenes` synthetic `val` scenes, through
-/// the same pipeline the CLI and the page use, on `device` (an inference device).
-pub fn validate(model: &SegClip, model_config: &SegClipConfig, tokenizer_json: &[u8], config: &TrainConfig, device: &Device) -> Result<f64, String> {
+/// The signals of the current model on `run.val_scenes` dev scenes of the training world,
+/// through the same pipeline the CLI and the page use, on `device` (an inference device).
+pub fn validate(
+    model: &SegClip,
+    model_config: &SegClipConfig,
+    tokenizer_json: &[u8],
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<ValSignals, String> {
     let inference = model.valid();
     let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
     let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device.clone())?;
     segmenter.options.bg_thresh = config.run.val_bg_thresh;
-    let scene = SceneConfig { size: config.data.scene_size, ..SceneConfig::default() };
-    let matrix = crate::eval::score_synthetic(&mut segmenter, Split::Val, config.run.val_scenes, &scene, false, |_| {})?;
-    Ok(matrix.mean_iou().unwrap_or(0.0))
+    let world = config.val_world();
+    let dev = crate::data::world::DEV_START;
+    let s = crate::eval::score_world(&mut segmenter, &world, Split::Train, dev..dev + config.run.val_scenes, |_| {})?;
+    Ok(ValSignals {
+        miou: s.pipeline.mean_iou().unwrap_or(0.0),
+        miou_true_bg: s.true_background.mean_iou().unwrap_or(0.0),
+        naming: s.naming_accuracy(),
+        centers: s.centers_used,
+        prompt_cos: s.prompt_cosine,
+    })
 }
 
 /// The inference weights of a checkpoint: the reconstruction heads dropped.

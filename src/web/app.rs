@@ -13,7 +13,7 @@ use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, HtmlInputElement};
 
 use super::dom;
-use crate::data::{generate, SceneConfig, Split};
+use crate::data::{emoji, generate, shape_classes, SceneConfig, Split};
 use crate::pipeline::{decode, labels, overlay, preprocess, ImageFeatures, Rgb, Segmentation, Segmenter};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::{format, model_io};
@@ -120,10 +120,7 @@ pub async fn init(device: Device, bundled: Option<serde_json::Value>) -> Result<
             load_weights(&bytes, &file)?;
             warm_up().await;
         }
-        None => dom::set_text(
-            "model",
-            "No bundled model in this build yet: load a weights file with \"Use my own weights\".",
-        ),
+        None => dom::set_text("model", "No bundled model in this build yet: load a weights file with \"Use my own weights\"."),
     }
     publish();
     Ok(())
@@ -279,12 +276,28 @@ fn handle_image_bytes(bytes: &[u8], name: &str) {
     }
 }
 
+/// A sample's world names its classes: they become the labels when there are none yet or the
+/// labels are another world's class list; labels the user typed stay.
+fn use_default_labels(defaults: &[&str]) {
+    let worlds: [Vec<&str>; 2] = [shape_classes()[1..].to_vec(), emoji::CLASSES[1..].to_vec()];
+    {
+        let app = app();
+        let mut a = app.borrow_mut();
+        let current: Vec<&str> = a.labels.iter().map(String::as_str).collect();
+        if !(current.is_empty() || worlds.iter().any(|w| *w == current)) || current == defaults {
+            return;
+        }
+        a.labels = defaults.iter().map(|s| s.to_string()).collect();
+        a.hidden = vec![false; a.labels.len()];
+        a.features = None;
+        a.result = None;
+    }
+    render_chips();
+}
+
 fn add_labels(text: &str) {
-    let parsed: Vec<String> = text
-        .split([',', '\n', ';'])
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|s| !s.is_empty())
-        .collect();
+    let parsed: Vec<String> =
+        text.split([',', '\n', ';']).map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|s| !s.is_empty()).collect();
     if parsed.is_empty() {
         return;
     }
@@ -314,7 +327,9 @@ fn render_chips() {
     let app = app();
     let a = app.borrow();
     let colours = overlay::label_colours(&a.labels);
-    let Some(list) = dom::element("chips") else { return };
+    let Some(list) = dom::element("chips") else {
+        return;
+    };
     list.set_inner_html("");
     let document = dom::document().unwrap();
     for (i, label) in a.labels.iter().enumerate() {
@@ -397,7 +412,9 @@ async fn compute() -> Result<(), String> {
     let (mut segmenter, image, features, labels_now, bg, generation) = {
         let mut a = app.borrow_mut();
         let generation = a.generation;
-        let Some(s) = a.segmenter.take() else { return Ok(()) };
+        let Some(s) = a.segmenter.take() else {
+            return Ok(());
+        };
         let Some(image) = a.image.clone() else {
             a.segmenter = Some(s);
             return Ok(());
@@ -463,11 +480,19 @@ fn paint() {
     let app = app();
     let a = app.borrow();
     let Some(image) = &a.image else { return };
-    let Some((canvas, ctx)) = context() else { return };
+    let Some((canvas, ctx)) = context() else {
+        return;
+    };
     // Resizing a canvas reallocates and clears its backing store: only when the image changes.
     if canvas.width() != image.width as u32 || canvas.height() != image.height as u32 {
         canvas.set_width(image.width as u32);
         canvas.set_height(image.height as u32);
+        // Small images (the 96 px emoji scenes) are shown enlarged with crisp pixels.
+        let _ = if image.width.max(image.height) < 320 {
+            canvas.set_attribute("data-small", "")
+        } else {
+            canvas.remove_attribute("data-small")
+        };
     }
     let rgba = match &a.result {
         Some(r) if r.width == image.width && r.height == image.height => {
@@ -527,9 +552,10 @@ fn publish() {
     let a = app.borrow();
     let counters = a.segmenter.as_ref().map(|s| s.counters);
     // What the GPU allocator holds (weights, cached features, pooled buffers); `None` on the CPU.
-    let gpu_memory = a.device.as_ref().and_then(|d| d.memory_pool_usage()).map(|u| {
-        serde_json::json!({"bytes_in_use": u.bytes_in_use, "bytes_reserved": u.bytes_reserved, "allocations": u.number_allocs})
-    });
+    let gpu_memory =
+        a.device.as_ref().and_then(|d| d.memory_pool_usage()).map(
+            |u| serde_json::json!({"bytes_in_use": u.bytes_in_use, "bytes_reserved": u.bytes_reserved, "allocations": u.number_allocs}),
+        );
     let app_status = serde_json::json!({
         "gpu_memory": gpu_memory,
         "model": a.model_name,
@@ -549,21 +575,16 @@ fn publish() {
 fn png_bytes(width: usize, height: usize, data: Vec<u8>, rgba: bool) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let colour = if rgba { image::ExtendedColorType::Rgba8 } else { image::ExtendedColorType::L8 };
-    image::ImageEncoder::write_image(
-        image::codecs::png::PngEncoder::new(&mut out),
-        &data,
-        width as u32,
-        height as u32,
-        colour,
-    )
-    .ok()?;
+    image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut out), &data, width as u32, height as u32, colour).ok()?;
     Some(out)
 }
 
 fn download(which: &str) {
     let app = app();
     let a = app.borrow();
-    let (Some(image), Some(r)) = (&a.image, &a.result) else { return };
+    let (Some(image), Some(r)) = (&a.image, &a.result) else {
+        return;
+    };
     let (bytes, name) = if which == "overlay" {
         let colours: Vec<[u8; 3]> = r.labels.iter().map(|l| l.colour).collect();
         let rgba = overlay::paint(&image.pixels, image.width, image.height, &r.label_map, &colours, a.alpha, a.outline, &a.hidden);
@@ -596,11 +617,15 @@ async fn file_bytes(file: web_sys::File) -> Result<Vec<u8>, String> {
 
 fn wire_controls() -> Result<(), String> {
     on::<web_sys::Event>("image-input", "change", |_| {
-        let Some(file) = input("image-input").and_then(|i| i.files()).and_then(|f| f.get(0)) else { return };
+        let Some(file) = input("image-input").and_then(|i| i.files()).and_then(|f| f.get(0)) else {
+            return;
+        };
         load_image_file(file);
     })?;
     on::<web_sys::Event>("weights-input", "change", |_| {
-        let Some(file) = input("weights-input").and_then(|i| i.files()).and_then(|f| f.get(0)) else { return };
+        let Some(file) = input("weights-input").and_then(|i| i.files()).and_then(|f| f.get(0)) else {
+            return;
+        };
         spawn_local(async move {
             let name = file.name();
             message(&format!("Loading {name}…"), false);
@@ -620,9 +645,21 @@ fn wire_controls() -> Result<(), String> {
             // Different samples on every visit, reproducible within one.
             (now() as u64).wrapping_mul(2654435761).wrapping_add(a.sample_index) % 100_000
         };
-        let scene = generate(Split::Val, index, &SceneConfig::with_size(224));
-        if let Ok(rgb) = Rgb::new(scene.width, scene.height, scene.image) {
-            set_image(rgb, Some(format!("Synthetic scene val #{index}: {}", scene.captions.first().cloned().unwrap_or_default())));
+        // The emoji world unless the selector asks for the shape scenes.
+        let shapes = dom::element("world-select")
+            .and_then(|e| e.dyn_into::<web_sys::HtmlSelectElement>().ok())
+            .is_some_and(|s| s.value() == "shapes");
+        let (rgb, caption, defaults): (_, _, Vec<&str>) = if shapes {
+            let scene = generate(Split::Val, index, &SceneConfig::with_size(224));
+            (Rgb::new(scene.width, scene.height, scene.image), scene.captions.first().cloned(), shape_classes()[1..].to_vec())
+        } else {
+            let scene = emoji::generate(Split::Val, index, &emoji::EmojiConfig::default());
+            (Rgb::new(scene.width, scene.height, scene.image), scene.captions.first().cloned(), emoji::CLASSES[1..].to_vec())
+        };
+        use_default_labels(&defaults);
+        if let Ok(rgb) = rgb {
+            let world = if shapes { "Shape" } else { "Emoji" };
+            set_image(rgb, Some(format!("{world} scene val #{index}: {}", caption.unwrap_or_default())));
         }
     })?;
     on::<web_sys::KeyboardEvent>("label-input", "keydown", |e| {
@@ -635,7 +672,9 @@ fn wire_controls() -> Result<(), String> {
         }
     })?;
     on::<web_sys::MouseEvent>("chips", "click", |e| {
-        let Some(target) = e.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
+        let Some(target) = e.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else {
+            return;
+        };
         let app = app();
         if let Some(i) = target.get_attribute("data-remove-index").and_then(|v| v.parse::<usize>().ok()) {
             let mut a = app.borrow_mut();
@@ -659,7 +698,9 @@ fn wire_controls() -> Result<(), String> {
         schedule();
     })?;
     on::<web_sys::MouseEvent>("chips", "dblclick", |e| {
-        let Some(target) = e.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
+        let Some(target) = e.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else {
+            return;
+        };
         if let Some(i) = target.get_attribute("data-label-index").and_then(|v| v.parse::<usize>().ok()) {
             let app = app();
             let label = {
@@ -679,13 +720,17 @@ fn wire_controls() -> Result<(), String> {
         }
     })?;
     on::<web_sys::Event>("bg-slider", "input", |_| {
-        let Some(v) = input("bg-slider").map(|i| i.value_as_number() as f32) else { return };
+        let Some(v) = input("bg-slider").map(|i| i.value_as_number() as f32) else {
+            return;
+        };
         dom::set_text("bg-value", &format!("{v:.2}"));
         app().borrow_mut().bg_thresh = v;
         schedule();
     })?;
     on::<web_sys::Event>("alpha-slider", "input", |_| {
-        let Some(v) = input("alpha-slider").map(|i| i.value_as_number() as f32) else { return };
+        let Some(v) = input("alpha-slider").map(|i| i.value_as_number() as f32) else {
+            return;
+        };
         dom::set_text("alpha-value", &format!("{v:.2}"));
         app().borrow_mut().alpha = v;
         paint();
@@ -729,13 +774,17 @@ fn wire_drop_and_paste() -> Result<(), String> {
         if let Some(z) = dom::element("drop-zone") {
             z.set_class_name("canvas-wrap");
         }
-        let Some(file) = e.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) else { return };
+        let Some(file) = e.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) else {
+            return;
+        };
         load_image_file(file);
     });
     document.add_event_listener_with_callback("drop", drop_handler.as_ref().unchecked_ref()).map_err(|e| format!("{e:?}"))?;
     drop_handler.forget();
     let paste = Closure::<dyn FnMut(web_sys::ClipboardEvent)>::new(|e: web_sys::ClipboardEvent| {
-        let Some(items) = e.clipboard_data().and_then(|d| d.files()) else { return };
+        let Some(items) = e.clipboard_data().and_then(|d| d.files()) else {
+            return;
+        };
         let Some(file) = items.get(0) else { return };
         e.prevent_default();
         load_image_file(file);

@@ -45,8 +45,7 @@ pub fn load_segmenter(
     }
     let model = segclip::weights::model_io::load_model(&file, &device).with_context(|| path.display().to_string())?;
     let tokenizer = segclip::tokenizer::ClipTokenizer::from_bytes(TOKENIZER_JSON)?;
-    segclip::pipeline::Segmenter::new(model, file.config, tokenizer, device)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    segclip::pipeline::Segmenter::new(model, file.config, tokenizer, device).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// The bundled model: the first int8 entry of `weights/manifest.json` in this checkout (or in
@@ -67,8 +66,31 @@ fn bundled_model() -> anyhow::Result<std::path::PathBuf> {
     let manifest: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", manifest_path.display()))?;
     let models = manifest.get("models").and_then(|m| m.as_array()).ok_or_else(none)?;
     let entry = models.iter().find(|m| m.get("dtype").and_then(|d| d.as_str()) == Some("int8")).or(models.first()).ok_or_else(none)?;
-    let file = entry.get("file").and_then(|f| f.as_str()).with_context(|| format!("{}: entry without \"file\"", manifest_path.display()))?;
+    let file =
+        entry.get("file").and_then(|f| f.as_str()).with_context(|| format!("{}: entry without \"file\"", manifest_path.display()))?;
     Ok(dir.join(file))
+}
+
+/// The background threshold a weights file's manifest entry records (`manifest.json` beside the
+/// file, entry with the same file name), so `segclip eval` scores a shipped model by its own
+/// rule and threshold. `None` when the file has no manifest entry.
+pub fn manifest_bg_thresh(weights: Option<&std::path::Path>) -> anyhow::Result<Option<f32>> {
+    let path = match weights {
+        Some(p) => p.to_path_buf(),
+        None => bundled_model()?,
+    };
+    let manifest_path = path.with_file_name("manifest.json");
+    let Ok(text) = std::fs::read_to_string(&manifest_path) else {
+        return Ok(None);
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", manifest_path.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let entry = manifest
+        .get("models")
+        .and_then(|m| m.as_array())
+        .and_then(|m| m.iter().find(|e| e.get("file").and_then(|f| f.as_str()) == Some(name)));
+    Ok(entry.and_then(|e| e.get("bg_thresh")).and_then(|t| t.as_f64()).map(|t| t as f32))
 }
 
 use clap::{Parser, Subcommand};
@@ -86,8 +108,12 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 #[derive(Parser)]
-#[command(name = "segclip", version, about = "Open-vocabulary semantic segmentation (SegCLIP): \
-segment images, train, evaluate, convert checkpoints and export the weights the page loads")]
+#[command(
+    name = "segclip",
+    version,
+    about = "Open-vocabulary semantic segmentation (SegCLIP): \
+segment images, train, evaluate, convert checkpoints and export the weights the page loads"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

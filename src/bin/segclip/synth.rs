@@ -1,59 +1,122 @@
-//! `segclip synth --split val --count N --out DIR`: a synthetic split in VOC layout.
+//! `segclip synth --world emoji --split val --count N --out DIR`: a synthetic split in VOC layout,
+//! and the world options `segclip eval` shares.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use segclip::data::emoji::{Atlas, EmojiConfig};
+use segclip::data::world::World;
 use segclip::data::{voc, SceneConfig, Split};
+
+/// Which world and how it is drawn.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorldArgs {
+    /// Image side in pixels (default: 96 for emoji, as the bundled model sees them; 224 for shapes).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Shape world mask classes: `shape` (background + 8 shapes) or `pair` (background +
+    /// colour+shape); the default is `pair` for the compositional split and `shape` otherwise.
+    #[arg(long)]
+    pub masks: Option<String>,
+    /// Emoji world: atlas art styles to draw from, comma-separated (default: the training styles,
+    /// google and twitter; the bundled atlas's held-out style is openmoji).
+    #[arg(long, value_delimiter = ',')]
+    pub style: Vec<String>,
+    /// Emoji world: another atlas (its JSON index, the PNG beside it with the same stem), e.g. a
+    /// new art style made by scripts/make-emoji-atlas.
+    #[arg(long)]
+    pub atlas: Option<PathBuf>,
+}
+
+impl WorldArgs {
+    /// The world, split and first scene index a `synth:` dataset name means: `emoji-val`,
+    /// `emoji-train`, `emoji-dev`, `val`, `train`, `dev` or `compositional`. `dev` is the
+    /// training split's dev scenes (from `world::DEV_START`, which no training run reaches): where
+    /// thresholds are tuned, so `val` is only reported.
+    pub fn world(&self, name: &str) -> anyhow::Result<(World, Split, u64)> {
+        let (emoji, split) = match name.strip_prefix("emoji-") {
+            Some(split) => (true, split),
+            None => (false, name),
+        };
+        let (split, start) = match split {
+            "dev" => (Split::Train, segclip::data::world::DEV_START),
+            other => (parse_split(other).map_err(anyhow::Error::msg)?, 0),
+        };
+        let world = if emoji {
+            anyhow::ensure!(split != Split::Compositional, "the emoji world has no compositional split (use emoji-train or emoji-val)");
+            anyhow::ensure!(self.masks.is_none(), "--masks is for the shape world; emoji masks are the 19 classes");
+            let mut config = EmojiConfig::with_size(self.size.unwrap_or(96));
+            let atlas = match &self.atlas {
+                Some(path) => {
+                    let atlas = Atlas::from_files(path).map_err(anyhow::Error::msg)?;
+                    // Another atlas: all of its styles unless some are named.
+                    config.styles.clear();
+                    Some(Arc::new(atlas))
+                }
+                None => None,
+            };
+            if !self.style.is_empty() {
+                config.styles = self.style.clone();
+            }
+            World::Emoji { config, atlas }
+        } else {
+            anyhow::ensure!(self.style.is_empty() && self.atlas.is_none(), "--style and --atlas are for the emoji world (synth:emoji-...)");
+            let pair_masks = mask_kind_is_pair(split, self.masks.as_deref())?;
+            World::Shapes { config: SceneConfig::with_size(self.size.unwrap_or(224)), pair_masks }
+        };
+        world.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((world, split, start))
+    }
+}
 
 #[derive(clap::Args)]
 pub struct SynthArgs {
-    /// train, val or compositional.
-    #[arg(long, value_parser = parse_split)]
-    pub split: Split,
+    /// `emoji` (19 VOC classes drawn as emoji) or `shapes` (8 shapes in 11 colours).
+    #[arg(long, default_value = "shapes")]
+    pub world: String,
+    /// train, val, dev (training scenes no run sees) or compositional (shapes only).
+    #[arg(long)]
+    pub split: String,
     /// Number of scenes.
     #[arg(long, default_value_t = 100)]
     pub count: u64,
     /// First scene index (scenes are reproducible by split and index).
     #[arg(long, default_value_t = 0)]
     pub start: u64,
-    /// Image side in pixels.
-    #[arg(long, default_value_t = 224)]
-    pub size: usize,
-    /// Mask classes: `shape` (background + 8 shapes) or `pair` (background + colour+shape); the
-    /// default is `pair` for the compositional split and `shape` otherwise.
-    #[arg(long)]
-    pub masks: Option<String>,
+    #[command(flatten)]
+    pub options: WorldArgs,
     #[arg(long)]
     pub out: PathBuf,
 }
 
 pub fn parse_split(s: &str) -> Result<Split, String> {
-    match s {
-        "train" => Ok(Split::Train),
-        "val" => Ok(Split::Val),
-        "compositional" => Ok(Split::Compositional),
-        other => Err(format!("unknown split '{other}': expected train, val or compositional")),
-    }
+    Split::from_name(s).ok_or_else(|| format!("unknown split '{s}': expected train, val or compositional"))
 }
 
-pub fn mask_kind(split: Split, masks: Option<&str>) -> anyhow::Result<voc::MaskKind> {
+fn mask_kind_is_pair(split: Split, masks: Option<&str>) -> anyhow::Result<bool> {
     Ok(match masks {
-        None if split == Split::Compositional => voc::MaskKind::Pair,
-        None | Some("shape") => voc::MaskKind::Shape,
-        Some("pair") => voc::MaskKind::Pair,
+        None => split == Split::Compositional,
+        Some("shape") => false,
+        Some("pair") => true,
         Some(other) => anyhow::bail!("unknown --masks '{other}': expected shape or pair"),
     })
 }
 
 pub fn run(args: SynthArgs) -> anyhow::Result<()> {
-    let config = SceneConfig::with_size(args.size);
-    config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let kind = mask_kind(args.split, args.masks.as_deref())?;
-    let summary = voc::write_split(&args.out, args.split, args.start..args.start + args.count, &config, kind)?;
+    let name = match args.world.as_str() {
+        "emoji" => format!("emoji-{}", args.split),
+        "shapes" => args.split.clone(),
+        other => anyhow::bail!("unknown --world '{other}': expected emoji or shapes"),
+    };
+    let (world, split, first) = args.options.world(&name)?;
+    let start = first + args.start;
+    let summary = voc::write_split(&args.out, split, start..start + args.count, &world)?;
     println!(
-        "wrote {} scenes ({} captions) of split {:?} to {}",
+        "wrote {} scenes ({} captions) of the {} world's {} split to {}",
         summary.ids.len(),
         summary.captions,
-        args.split,
+        args.world,
+        split.name(),
         summary.root.display()
     );
     Ok(())

@@ -41,7 +41,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             config.run.out = dir.display().to_string();
             (config, true)
         }
-        _ => anyhow::bail!("give a config file to start a run, or --resume RUN_DIR to continue one"),
+        _ => {
+            anyhow::bail!("give a config file to start a run, or --resume RUN_DIR to continue one")
+        }
     };
     let options = TrainOptions { stop_after: args.stop_after, progress: true, backend: args.backend, ..Default::default() };
     let stop = options.stop.clone();
@@ -70,7 +72,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(m) = summary.val_miou {
-        println!("val mIoU: {:.2}", m * 100.0);
+        println!("dev mIoU (the training world's dev scenes): {:.2}", m * 100.0);
     }
     println!("checkpoint: {}", train::checkpoint::path_in(&summary.run_dir).display());
     println!("log: {}  curves: {}", summary.run_dir.join("log.csv").display(), summary.run_dir.join("curves.png").display());

@@ -1,4 +1,4 @@
-//! The training probe's cheap signals for a weights file (notes/training-probe.md): how far apart
+//! The training probe's cheap signals for a weights file (docs/training-probe.md): how far apart
 //! the image embeddings of different synthetic scenes are, and the shape prompts' text
 //! embeddings. Cosines near 1 mean the tower ignores its input.
 //!   segclip export runs/synthetic /tmp/f32.safetensors --dtype f32 --no-manifest

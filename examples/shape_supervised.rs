@@ -8,7 +8,7 @@
 //! how fast the text tower separates them is another question, `examples/embedding_spread`'s.)
 //! Prints the `val` accuracy over the run. Caption-only training gets a far weaker signal than
 //! this, so if a tower needs N samples here, captions presumably need many more: this picks the
-//! architecture before a full run is spent on it (notes/training-probe.md, "slow shape vision").
+//! architecture before a full run is spent on it (docs/training-probe.md, "slow shape vision").
 //!   cargo run --example shape_supervised -- [stem=C] [patchify=C] [steps=N] [batch=B] [lr=X] [size=S] [patch=P] [transformer=0|1] [colour=0|1] [eval_every=N]
 use std::time::Instant;
 

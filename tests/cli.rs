@@ -189,6 +189,36 @@ fn eval_prints_miou_and_writes_the_confusion_matrix() {
 }
 
 #[test]
+fn emoji_world_in_voc_layout_and_in_eval() {
+    let dir = scratch("emoji");
+    let out = dir.join("val");
+    let run = segclip(&["synth", "--world", "emoji", "--split", "val", "--count", "3", "--out", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run));
+    let classes = std::fs::read_to_string(out.join("classes.txt")).unwrap();
+    assert_eq!(classes.lines().count(), 20);
+    assert!(classes.lines().any(|l| l == "tv monitor") && classes.starts_with("background\naeroplane\n"), "{classes}");
+    let mask = image::open(out.join("SegmentationClass/val_000000.png")).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (96, 96));
+    assert!(mask.pixels().any(|p| p[0] > 0) && mask.pixels().all(|p| p[0] < 20));
+
+    let weights = tiny_weights(&dir, "int8");
+    let json = dir.join("confusion.json");
+    let run = segclip(&["eval", "synth:emoji-val", "--weights", &weights, "--count", "2", "--size", "48", "--out", json.to_str().unwrap()]);
+    let log = text(&run);
+    assert!(run.status.success(), "{log}");
+    for line in ["mIoU:", "mIoU with the true background", "centers in use", "tv monitor", "background threshold: 0.8"] {
+        assert!(log.contains(line), "'{line}' missing from:\n{log}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["num_classes"], 20);
+    // The shape world has a compositional split; the emoji world does not, and says so.
+    let bad = segclip(&["eval", "synth:emoji-compositional", "--weights", &weights, "--count", "1"]);
+    assert!(!bad.status.success() && text(&bad).contains("no compositional split"), "{}", text(&bad));
+    let bad = segclip(&["synth", "--world", "emoji", "--split", "val", "--style", "comic", "--out", dir.join("x").to_str().unwrap()]);
+    assert!(!bad.status.success() && text(&bad).contains("comic"), "{}", text(&bad));
+}
+
+#[test]
 fn bench_reports_every_measurement_with_its_throughput() {
     let dir = scratch("bench");
     let json = dir.join("bench.json");

@@ -1,4 +1,4 @@
-//! The page end to end in headless Chromium: own weights, an uploaded synthetic scene, labels,
+//! The page end to end in headless Chromium: own weights, an uploaded emoji-world scene, labels,
 //! the label map checked against ground truth and against `segclip segment`, label edits that
 //! reuse the image features, bad files, and no network traffic after load.
 
@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
-use segclip::data::{generate, shape_classes, SceneConfig, Split};
+use segclip::data::emoji::{self, EmojiConfig};
+use segclip::data::Split;
 use segclip::eval::ConfusionMatrix;
 use segclip::model::{SegClip, SegClipConfig};
 use segclip::weights::{format, model_io, StorageDtype};
@@ -37,16 +38,16 @@ fn test_weights(dir: &Path) -> PathBuf {
     path
 }
 
-/// A synthetic validation scene as PNG, with its ground-truth class map.
+/// An emoji-world validation scene as PNG, with its ground-truth class map.
 fn scene_png(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let scene = generate(Split::Val, 3, &SceneConfig::with_size(96));
+    let scene = emoji::generate(Split::Val, 3, &EmojiConfig::default());
     let path = dir.join("page-test-scene.png");
     image::RgbImage::from_raw(scene.width as u32, scene.height as u32, scene.image).unwrap().save(&path).unwrap();
     (path, scene.class_map)
 }
 
 fn miou(pred: &[u8], truth: &[u8]) -> f64 {
-    let mut m = ConfusionMatrix::new(shape_classes().len());
+    let mut m = ConfusionMatrix::new(emoji::CLASSES.len());
     m.add(pred, truth).unwrap();
     m.mean_iou().unwrap_or(0.0) * 100.0
 }
@@ -88,8 +89,10 @@ async fn message(browser: &Browser) -> String {
     browser.eval("document.getElementById('message').textContent").await.as_str().unwrap_or_default().to_string()
 }
 
-/// The labels the CLI is given, in the page's order.
-const LABELS: &str = "circle, square, triangle, star, heart, hexagon, ring, cross";
+/// The labels the CLI is given, in the page's order: the emoji world's 19 classes.
+fn labels() -> String {
+    emoji::CLASSES[1..].join(", ")
+}
 
 async fn segment_and_check(webgpu: bool) {
     let _one_at_a_time = BROWSER_LOCK.lock().await;
@@ -110,7 +113,7 @@ async fn segment_and_check(webgpu: bool) {
     let bg = browser.eval("document.getElementById('bg-slider').value").await.as_str().unwrap_or("0.8").to_string();
     let cli_out = dir.join(if webgpu { "page-cli-webgpu" } else { "page-cli-cpu" });
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_segclip"))
-        .args(["segment", image.to_str().unwrap(), "--labels", LABELS, "--weights", weights.to_str().unwrap()])
+        .args(["segment", image.to_str().unwrap(), "--labels", &labels(), "--weights", weights.to_str().unwrap()])
         .args(["--out", cli_out.to_str().unwrap(), "--bg-thresh", &bg])
         .output()
         .unwrap();
@@ -119,8 +122,12 @@ async fn segment_and_check(webgpu: bool) {
 
     upload(&browser, "weights-input", &weights).await;
     upload(&browser, "image-input", &image).await;
-    type_labels(&browser, LABELS).await;
-    let status = wait_for_result(&browser, 8).await;
+    // The wasm build draws the emoji world's scenes byte for byte as the native one does.
+    let digest = browser.eval("window.wasmBindings.segclipEmojiDigestForTests()").await;
+    let native = format!("{:016x}", emoji::dataset_digest(Split::Val, 0..4, &EmojiConfig::default()));
+    assert_eq!(digest.as_str(), Some(native.as_str()), "wasm and native emoji scenes differ");
+    type_labels(&browser, &labels()).await;
+    let status = wait_for_result(&browser, 19).await;
     let page_mask = label_map(&browser).await;
     assert_eq!(page_mask.len(), truth.len(), "label map size");
     let (page_miou, cli_miou) = (miou(&page_mask, &truth), miou(&cli_mask, &truth));
@@ -144,17 +151,17 @@ async fn segment_and_check(webgpu: bool) {
     assert!(agree >= 0.99, "page and CLI label maps agree on only {:.1}% of pixels", agree * 100.0);
     let counters = status["app"]["counters"].clone();
     assert_eq!(counters["images_encoded"], 1);
-    assert_eq!(counters["prompts_encoded"], 8);
+    assert_eq!(counters["prompts_encoded"], 19);
     let shot = browser.screenshot(if webgpu { "page-result-webgpu.png" } else { "page-result-cpu.png" }).await;
     println!("screenshot: {}", shot.display());
 
     // Adding a label re-uses the image features: one more prompt, no new image encode.
     type_labels(&browser, "spiral").await;
-    let status = wait_for_result(&browser, 9).await;
+    let status = wait_for_result(&browser, 20).await;
     let counters = &status["app"]["counters"];
     assert_eq!(counters["images_encoded"], 1, "the image was encoded again: {counters}");
-    assert_eq!(counters["prompts_encoded"], 9, "{counters}");
-    assert!(counters["label_cache_hits"].as_u64().unwrap() >= 8, "{counters}");
+    assert_eq!(counters["prompts_encoded"], 20, "{counters}");
+    assert!(counters["label_cache_hits"].as_u64().unwrap() >= 19, "{counters}");
 
     // A file that is not an image gets a clear message.
     let junk = dir.join("not-an-image.png");
@@ -197,7 +204,7 @@ async fn segment_and_check(webgpu: bool) {
         let note = browser.eval("document.getElementById('backend-note').textContent").await;
         assert!(note.as_str().unwrap_or_default().contains("lost"), "{note}");
         type_labels(&browser, "ellipse").await;
-        let status = wait_for_result(&browser, 10).await;
+        let status = wait_for_result(&browser, 21).await;
         assert_eq!(status["app"]["model"], "page-test-model.safetensors");
         println!("device lost: continued on the CPU, {} labels painted", status["app"]["result"]["labels"].as_array().unwrap().len());
     }

@@ -42,7 +42,7 @@ pub struct SegClipConfig {
     /// Channels of an optional convolutional stem before the patch embedding (not in the
     /// reference; 0 = none, as in every released checkpoint): two 3x3 convolutions with GELU at
     /// full resolution, so the patch embedding sees edges and corners rather than raw pixels. An
-    /// option for small models trained from scratch (notes/training-probe.md: a from-scratch
+    /// option for small models trained from scratch (docs/training-probe.md: a from-scratch
     /// patch embedding learns shape slowly). Left out of the file header when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub conv_stem: usize,

@@ -1,4 +1,4 @@
-//! The semantic group module (reference/segclip.md, "Semantic group module"): L learnable centers
+//! The semantic group module (docs/segclip.md, "Semantic group module"): L learnable centers
 //! gather the stage-1 patch tokens through cross-attention, each patch is assigned to a center,
 //! and each center's patches are mean-pooled into a group token.
 

@@ -1,5 +1,5 @@
 //! The building blocks both towers share: CLIP's pre-LN residual block, its packed multi-head
-//! attention and its QuickGELU MLP (reference/segclip.md, "Image encoder": blocks).
+//! attention and its QuickGELU MLP (docs/segclip.md, "Image encoder": blocks).
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, Initializer};

@@ -1,5 +1,5 @@
 //! SegCLIP in burn: generic over the backend through `Device`; no I/O, no DOM, no files.
-//! Each layer follows a section of `reference/segclip.md` (named in its module docs).
+//! Each layer follows a section of `docs/segclip.md` (named in its module docs).
 
 pub mod config;
 pub mod group;

@@ -1,4 +1,4 @@
-//! The training-only masked-reconstruction branch (reference/segclip.md, "Reconstruction loss"):
+//! The training-only masked-reconstruction branch (docs/segclip.md, "Reconstruction loss"):
 //! visible patches go through stage 1 and the group module, the reconstruct layer spreads the
 //! group tokens back over the visible patches, two extra CLIP-style blocks and MAE's decoder
 //! predict every patch's pixels, and the loss is the MSE over the masked patches.

@@ -1,4 +1,4 @@
-//! The CLIP text tower (reference/segclip.md, "Text encoder"): token and positional embeddings,
+//! The CLIP text tower (docs/segclip.md, "Text encoder"): token and positional embeddings,
 //! causal transformer, `ln_final`, the feature at the end-of-text token, `text_projection`.
 
 use burn::module::{Module, Param};

@@ -1,4 +1,4 @@
-//! The image tower (reference/segclip.md, "Image encoder"): patch embedding, `ln_pre`, the class
+//! The image tower (docs/segclip.md, "Image encoder"): patch embedding, `ln_pre`, the class
 //! token dropped, stage 1, the group module, stage 3 on the group tokens, max pooling, `ln_post`
 //! and `proj`.
 

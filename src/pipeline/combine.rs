@@ -1,5 +1,5 @@
 //! Turning image features and label embeddings into a label map: the published protocol's
-//! per-window steps 1-5 and the window averaging (reference/segclip.md, "Inference"). Host-side
+//! per-window steps 1-5 and the window averaging (docs/segclip.md, "Inference"). Host-side
 //! arithmetic on small matrices, identical in the page and the CLI; it needs no model run, which
 //! is what makes a label edit cheap.
 

@@ -1,4 +1,4 @@
-//! Image preprocessing of the published protocol (reference/segclip.md, "Inference"): rescale so
+//! Image preprocessing of the published protocol (docs/segclip.md, "Inference"): rescale so
 //! the short side is 224 with the long side capped at 2048, bilinear without antialiasing
 //! (OpenCV's INTER_LINEAR, mmcv's default), then CLIP's mean and std.
 

@@ -84,7 +84,7 @@ pub struct DataSection {
     #[serde(default)]
     pub pool: u64,
     /// Synthetic: probability that a sample's caption names only shapes ("a circle and a star"):
-    /// colour words alone otherwise solve the contrastive task (notes/training-probe.md).
+    /// colour words alone otherwise solve the contrastive task (docs/training-probe.md).
     #[serde(default = "default_shape_only")]
     pub shape_only_captions: f32,
     /// RandomResizedCrop area scale and aspect ratio ranges (reference: (0.5, 1), (3/4, 4/3)).
@@ -181,7 +181,7 @@ pub struct LossSection {
     #[serde(default = "unit")]
     pub reconstruction_weight: f64,
     /// The reference weighs the KL term 1 at its normalisation (by B * P * L), where it is tiny
-    /// (notes/training-probe.md); a larger weight makes it matter.
+    /// (docs/training-probe.md); a larger weight makes it matter.
     #[serde(default = "unit")]
     pub superpixel_weight: f64,
     /// Not in the reference (0 = off): weight of a term that keeps every center in use, log L

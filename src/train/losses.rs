@@ -1,4 +1,4 @@
-//! The training losses (reference/segclip.md, "Training" and "Superpixel KL loss"). The masked
+//! The training losses (docs/segclip.md, "Training" and "Superpixel KL loss"). The masked
 //! reconstruction loss lives with its heads in `model::reconstruct`.
 
 use burn::tensor::activation::log_softmax;

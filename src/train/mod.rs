@@ -1,4 +1,4 @@
-//! Native training (reference/segclip.md, "Training"): the three losses, AdamW with the
+//! Native training (docs/segclip.md, "Training"): the three losses, AdamW with the
 //! reference's groups and schedule, checkpoints with resume, validation mIoU on the synthetic
 //! `val` split, a CSV log and a plot of the curves.
 //!

@@ -1,4 +1,4 @@
-//! AdamW as the reference configures it (reference/segclip.md, "Training"): two learning-rate
+//! AdamW as the reference configures it (docs/segclip.md, "Training"): two learning-rate
 //! groups, decoupled weight decay skipped for biases, frozen embeddings, a global gradient-norm
 //! clip, gradient accumulation, and a linear warm-up then cosine schedule.
 //!

@@ -51,8 +51,16 @@ async fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Exposed for the page's own diagnostics and tests: re-run the backend self-check.
+/// The crate version, for the page's diagnostics and tests.
 #[wasm_bindgen(js_name = segclipVersion)]
 pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
+}
+
+/// For tests: the digest of the emoji world's first four `val` scenes as this wasm build draws
+/// them (hex), which must equal the native generator's (`data::emoji::dataset_digest`).
+#[wasm_bindgen(js_name = segclipEmojiDigestForTests)]
+pub fn emoji_digest_for_tests() -> String {
+    let digest = crate::data::emoji::dataset_digest(crate::data::Split::Val, 0..4, &crate::data::emoji::EmojiConfig::default());
+    format!("{digest:016x}")
 }

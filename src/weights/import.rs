@@ -1,5 +1,5 @@
 //! Importing checkpoints users hold: the SegCLIP release state dict, OpenAI CLIP state dicts and
-//! Hugging Face CLIP safetensors (reference/segclip.md, "Checkpoint layout"). Every source is
+//! Hugging Face CLIP safetensors (docs/segclip.md, "Checkpoint layout"). Every source is
 //! first brought to the release's key layout (`clip.` prefix), then mapped to our parameter
 //! names and layouts by the rules in `keymap`. Native only: it reads files.
 
@@ -7,29 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::format::{HostTensor, WeightsError};
-use super::keymap;
+use super::keymap::{self, SourceLayout};
 use crate::model::SegClipConfig;
-
-/// Which layout a checkpoint is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceLayout {
-    /// The SegCLIP release: `clip.` + OpenAI keys, visual blocks in `layers0` / `layers2`.
-    SegClip,
-    /// An OpenAI CLIP state dict (`visual.transformer.resblocks.N`, `transformer.resblocks.N`).
-    OpenAiClip,
-    /// Hugging Face `CLIPModel` (`vision_model.encoder.layers.N.self_attn.q_proj`, ...).
-    HuggingFaceClip,
-}
-
-impl std::fmt::Display for SourceLayout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SourceLayout::SegClip => "SegCLIP release",
-            SourceLayout::OpenAiClip => "OpenAI CLIP",
-            SourceLayout::HuggingFaceClip => "Hugging Face CLIP",
-        })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -124,24 +103,6 @@ fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, HostTensor>, String
     Ok(out)
 }
 
-/// Tells the layout from the keys.
-pub fn detect_layout(keys: &BTreeSet<String>) -> Result<SourceLayout, ImportError> {
-    if keys.iter().any(|k| k.starts_with("clip.visual.")) {
-        Ok(SourceLayout::SegClip)
-    } else if keys.iter().any(|k| k.starts_with("vision_model.")) {
-        Ok(SourceLayout::HuggingFaceClip)
-    } else if keys.iter().any(|k| k.starts_with("visual.transformer.resblocks.")) {
-        Ok(SourceLayout::OpenAiClip)
-    } else {
-        let sample: Vec<&str> = keys.iter().take(5).map(|s| s.as_str()).collect();
-        Err(ImportError::Layout(format!(
-            "unrecognised checkpoint layout (first keys: {sample:?}); expected a SegCLIP release \
-             state dict (clip.visual.*), an OpenAI CLIP state dict (visual.transformer.resblocks.*) \
-             or Hugging Face CLIP (vision_model.*)"
-        )))
-    }
-}
-
 /// Imports a checkpoint file. `config` overrides the config inferred from tensor shapes (needed
 /// when heads are not width / 64, the release's rule).
 pub fn import(path: &Path, config: Option<SegClipConfig>) -> Result<Imported, ImportError> {
@@ -161,25 +122,26 @@ pub fn import_tensors(
     training: bool,
 ) -> Result<Imported, ImportError> {
     let keys: BTreeSet<String> = raw.keys().cloned().collect();
-    let layout = detect_layout(&keys)?;
+    let layout = keymap::detect_layout(&keys).map_err(ImportError::Layout)?;
     let mut unused = Vec::new();
     let clip_like = match layout {
         SourceLayout::SegClip => raw,
         SourceLayout::OpenAiClip => raw.into_iter().map(|(k, v)| (format!("clip.{k}"), v)).collect(),
-        SourceLayout::HuggingFaceClip => keymap::huggingface_to_openai(raw, &mut unused)?
+        SourceLayout::HuggingFaceClip => keymap::huggingface_to_openai(raw, &mut unused)
+            .map_err(ImportError::Layout)?
             .into_iter()
             .map(|(k, v)| (format!("clip.{k}"), v))
             .collect(),
     };
     let config = match config {
         Some(c) => c,
-        None => keymap::infer_config(&clip_like, layout)?,
+        None => keymap::infer_config(&clip_like, layout).map_err(ImportError::Layout)?,
     };
     config.validate().map_err(ImportError::Layout)?;
     let release = match layout {
         SourceLayout::SegClip => clip_like,
         _ => keymap::split_visual_blocks(clip_like, config.group_after),
     };
-    let tensors = keymap::release_to_ours(release, &config, training, &mut unused)?;
+    let tensors = keymap::release_to_ours(release, &config, training, &mut unused).map_err(ImportError::Layout)?;
     Ok(Imported { layout, config, tensors, unused })
 }

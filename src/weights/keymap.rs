@@ -1,14 +1,53 @@
 //! Checkpoint key maps, kept as data: which source key becomes which of our parameters and how
 //! its layout changes. Sources are first brought to the SegCLIP release's layout
-//! (reference/segclip.md, "Checkpoint layout"), so one table serves all three.
+//! (docs/segclip.md, "Checkpoint layout"), so one table serves all three.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use regex::Regex;
 
 use super::format::HostTensor;
-use super::import::{ImportError, SourceLayout};
 use crate::model::SegClipConfig;
+
+/// Which layout a checkpoint is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceLayout {
+    /// The SegCLIP release: `clip.` + OpenAI keys, visual blocks in `layers0` / `layers2`.
+    SegClip,
+    /// An OpenAI CLIP state dict (`visual.transformer.resblocks.N`, `transformer.resblocks.N`).
+    OpenAiClip,
+    /// Hugging Face `CLIPModel` (`vision_model.encoder.layers.N.self_attn.q_proj`, ...).
+    HuggingFaceClip,
+}
+
+impl std::fmt::Display for SourceLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceLayout::SegClip => "SegCLIP release",
+            SourceLayout::OpenAiClip => "OpenAI CLIP",
+            SourceLayout::HuggingFaceClip => "Hugging Face CLIP",
+        })
+    }
+}
+
+/// Tells the layout from the keys.
+pub fn detect_layout(keys: &BTreeSet<String>) -> Result<SourceLayout, String> {
+    if keys.iter().any(|k| k.starts_with("clip.visual.")) {
+        Ok(SourceLayout::SegClip)
+    } else if keys.iter().any(|k| k.starts_with("vision_model.")) {
+        Ok(SourceLayout::HuggingFaceClip)
+    } else if keys.iter().any(|k| k.starts_with("visual.transformer.resblocks.")) {
+        Ok(SourceLayout::OpenAiClip)
+    } else {
+        let sample: Vec<&str> = keys.iter().take(5).map(|s| s.as_str()).collect();
+        Err(format!(
+            "unrecognised checkpoint layout (first keys: {sample:?}); expected a SegCLIP release \
+             state dict (clip.visual.*), an OpenAI CLIP state dict (visual.transformer.resblocks.*) \
+             or Hugging Face CLIP (vision_model.*)"
+        ))
+    }
+}
+
 
 /// How a tensor's layout changes on the way in.
 #[derive(Clone, Copy, Debug)]
@@ -90,7 +129,7 @@ pub fn release_to_ours(
     config: &SegClipConfig,
     training: bool,
     unused: &mut Vec<(String, &'static str)>,
-) -> Result<BTreeMap<String, HostTensor>, ImportError> {
+) -> Result<BTreeMap<String, HostTensor>, String> {
     let rules = if training {
         let mut all = RULES.to_vec();
         all.extend_from_slice(TRAINING_RULES);
@@ -123,15 +162,15 @@ pub fn release_to_ours(
                 break;
             }
         }
-        let tensor = apply(transform, tensor, config.vision_heads).map_err(|m| ImportError::Layout(format!("{key}: {m}")))?;
+        let tensor = apply(transform, tensor, config.vision_heads).map_err(|m| format!("{key}: {m}"))?;
         out.insert(name, tensor);
     }
     if !unknown.is_empty() {
-        return Err(ImportError::Layout(format!(
+        return Err(format!(
             "{} checkpoint key(s) match no SegCLIP parameter: {}",
             unknown.len(),
             unknown.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
-        )));
+        ));
     }
     Ok(out)
 }
@@ -206,7 +245,7 @@ pub fn split_visual_blocks(tensors: BTreeMap<String, HostTensor>, split: usize) 
 pub fn huggingface_to_openai(
     hf: BTreeMap<String, HostTensor>,
     unused: &mut Vec<(String, &'static str)>,
-) -> Result<BTreeMap<String, HostTensor>, ImportError> {
+) -> Result<BTreeMap<String, HostTensor>, String> {
     const RENAMES: &[(&str, &str)] = &[
         (r"^vision_model\.embeddings\.patch_embedding\.weight$", "visual.conv1.weight"),
         (r"^vision_model\.embeddings\.class_embedding$", "visual.class_embedding"),
@@ -237,7 +276,7 @@ pub fn huggingface_to_openai(
     for (key, t) in hf {
         if key == "visual_projection.weight" || key == "text_projection.weight" {
             let name = if key.starts_with("visual") { "visual.proj" } else { "text_projection" };
-            out.insert(name.to_string(), apply(Transform::Transpose, t, 1).map_err(ImportError::Layout)?);
+            out.insert(name.to_string(), apply(Transform::Transpose, t, 1)?);
             continue;
         }
         if key.ends_with("position_ids") {
@@ -261,7 +300,7 @@ pub fn huggingface_to_openai(
     }
     for ((prefix, kind), parts) in pending {
         let [Some(q), Some(k), Some(v)] = parts else {
-            return Err(ImportError::Layout(format!("{prefix}.self_attn: q, k and v projections must all be present")));
+            return Err(format!("{prefix}.self_attn: q, k and v projections must all be present"));
         };
         let mut shape = q.shape.clone();
         shape[0] *= 3;
@@ -269,20 +308,20 @@ pub fn huggingface_to_openai(
         out.insert(format!("{prefix}.attn.in_proj_{kind}"), HostTensor::new(shape, data));
     }
     if !unknown.is_empty() {
-        return Err(ImportError::Layout(format!(
+        return Err(format!(
             "{} Hugging Face key(s) match no CLIP parameter: {}",
             unknown.len(),
             unknown.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
-        )));
+        ));
     }
     Ok(out)
 }
 
 /// Reads the config off tensor shapes (release layout, `clip.` prefix). Heads follow the
 /// release's rule, width / 64; pass a config explicitly for models that break it.
-pub fn infer_config(t: &BTreeMap<String, HostTensor>, layout: SourceLayout) -> Result<SegClipConfig, ImportError> {
+pub fn infer_config(t: &BTreeMap<String, HostTensor>, layout: SourceLayout) -> Result<SegClipConfig, String> {
     let shape = |key: &str| {
-        t.get(key).map(|x| x.shape.clone()).ok_or_else(|| ImportError::Layout(format!("checkpoint lacks '{key}'")))
+        t.get(key).map(|x| x.shape.clone()).ok_or_else(|| format!("checkpoint lacks '{key}'"))
     };
     let count = |pattern: &str| {
         let re = Regex::new(pattern).unwrap();
@@ -298,10 +337,10 @@ pub fn infer_config(t: &BTreeMap<String, HostTensor>, layout: SourceLayout) -> R
         if w % 64 == 0 {
             Ok(w / 64)
         } else {
-            Err(ImportError::Layout(format!(
+            Err(format!(
                 "{what} width {w} is not a multiple of 64, so the head count cannot be derived (the \
                  release's rule is width / 64): pass the model config with --config"
-            )))
+            ))
         }
     };
     let (vision_layers, group_after) = match layout {

@@ -48,7 +48,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     // group module, for a CLIP checkpoint) keeps its fresh initialisation and is reported.
     let device = segclip::backend::device(segclip::backend::BackendKind::Cpu).map_err(anyhow::Error::msg)?;
     let mut model = SegClip::new(&imported.config, &device);
-    let allow_fresh = imported.layout != import::SourceLayout::SegClip;
+    let allow_fresh = imported.layout != segclip::weights::keymap::SourceLayout::SegClip;
     let report = model_io::apply_tensors(&mut model, &imported.tensors, allow_fresh)?;
     println!("loaded {} tensors", imported.tensors.len());
     if !report.initialised.is_empty() {

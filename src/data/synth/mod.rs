@@ -295,7 +295,7 @@ pub fn generate(split: Split, index: u64, config: &SceneConfig) -> Scene {
 /// Scene `index` of `split` with object `k` (drawing order) drawn as `reshape(k, its shape)`:
 /// same place, size, colour, pattern, background, pixel noise and caption choices. Scenes that
 /// differ only in their shapes are the hard negatives of contrastive training: only shape words
-/// tell their captions apart (notes/training-probe.md: colour alone otherwise solves the task).
+/// tell their captions apart (docs/training-probe.md: colour alone otherwise solves the task).
 /// Rotations are clamped to the new shape's limit (hearts stay upright). `None` when a new
 /// shape would leave an object less visible than `config`'s thresholds.
 pub fn generate_reshaped(split: Split, index: u64, config: &SceneConfig, reshape: &mut dyn FnMut(usize, Shape) -> Shape) -> Option<Scene> {

@@ -10,6 +10,8 @@ pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod eval;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod files;
 pub mod model;
 pub mod pipeline;
 pub mod selfcheck;

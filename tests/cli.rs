@@ -100,7 +100,7 @@ fn convert_reports_layout_unused_and_fresh_parts() {
         sizes.push(std::fs::metadata(&path).unwrap().len());
     }
     assert!(sizes[0] > sizes[1] && sizes[1] > sizes[2], "sizes f32/f16/int8: {sizes:?}");
-    assert!(!dir.join("w-f32.partial").exists(), "a temporary file was left behind");
+    assert!(!dir.join("w-f32.safetensors.partial").exists(), "a temporary file was left behind");
     let clip = segclip(&["convert", &fixture("openai_clip_tiny.pt"), &out, "--config", &fixture("config.json")]);
     let log = text(&clip);
     assert!(clip.status.success(), "{log}");

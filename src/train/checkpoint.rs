@@ -4,7 +4,6 @@
 //! the last checkpoint and never leaves a half-written file behind.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::TensorView;
@@ -59,11 +58,7 @@ pub fn write(path: &Path, c: &Checkpoint) -> Result<(), String> {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let data = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
-    let tmp = path.with_extension("safetensors.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    file.write_all(&data).and_then(|_| file.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), path.display()))
+    crate::files::write_atomic(path, &data)
 }
 
 pub fn read(path: &Path) -> Result<Checkpoint, String> {

@@ -74,10 +74,8 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     if bytes.is_empty() {
         bail!("nothing to write");
     }
-    // Write beside the target, then rename: an interrupted convert never leaves half a file.
-    let tmp = args.output.with_extension("partial");
-    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.output).with_context(|| format!("renaming to {}", args.output.display()))?;
+    // An interrupted convert never leaves half a file.
+    segclip::files::write_atomic(&args.output, &bytes).map_err(anyhow::Error::msg)?;
     println!(
         "wrote {} ({}, {:.2} MB, sha256 {})",
         args.output.display(),

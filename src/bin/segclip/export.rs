@@ -33,9 +33,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let file = format::read(&bytes).context("re-reading the exported file")?;
     segclip::weights::model_io::load_model(&file, &segclip::backend::training_device().without_autodiff())
         .context("building a model from the exported file")?;
-    let tmp = args.out.with_extension("tmp");
-    std::fs::write(&tmp, &bytes).with_context(|| tmp.display().to_string())?;
-    std::fs::rename(&tmp, &args.out).with_context(|| args.out.display().to_string())?;
+    segclip::files::write_atomic(&args.out, &bytes).map_err(anyhow::Error::msg)?;
     let sha = format::sha256_hex(&bytes);
     println!("wrote {} ({} bytes, {}, step {}, sha256 {sha})", args.out.display(), bytes.len(), args.dtype, ck.step);
     if !args.no_manifest {
@@ -81,6 +79,6 @@ fn update_manifest(
         entry["bg_thresh"] = serde_json::json!((t as f64 * 1e4).round() / 1e4);
     }
     models.push(entry);
-    std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n").with_context(|| path.display().to_string())?;
+    segclip::files::write_atomic(&path, (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes()).map_err(anyhow::Error::msg)?;
     Ok(path)
 }

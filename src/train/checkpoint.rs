@@ -88,7 +88,7 @@ pub fn read(path: &Path) -> Result<Checkpoint, String> {
         if view.dtype() != Dtype::F32 {
             return Err(bad(format!("tensor {name}: dtype {:?}, expected F32", view.dtype())));
         }
-        let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let data = crate::weights::format::floats_to_f32(Dtype::F32, view.data()).expect("F32 is a float dtype");
         let t = HostTensor::new(view.shape().to_vec(), data);
         if let Some(k) = name.strip_prefix("model.") {
             model.insert(k.to_string(), t);

@@ -223,8 +223,7 @@ pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
         let view = st.tensor(name).map_err(|e| WeightsError::Corrupt(e.to_string()))?;
         let shape = view.shape().to_vec();
         let data = match view.dtype() {
-            Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => quant::from_f16_bytes(view.data()),
+            Dtype::F32 | Dtype::F16 => floats_to_f32(view.dtype(), view.data()).expect("a float dtype"),
             Dtype::I8 => {
                 let scale_name = format!("{name}{SCALE_SUFFIX}");
                 let scale = st.tensor(&scale_name).map_err(|_| WeightsError::Missing(vec![scale_name.clone()]))?;
@@ -236,8 +235,7 @@ pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
                 if !ok_shape {
                     return Err(WeightsError::Shape { tensor: scale_name, expected: shape.clone(), found: scale.shape().to_vec() });
                 }
-                let scales: Vec<f32> =
-                    scale.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                let scales = floats_to_f32(Dtype::F32, scale.data()).expect("F32 is a float dtype");
                 let values: Vec<i8> = view.data().iter().map(|&b| b as i8).collect();
                 quant::dequantize_int8(&values, &shape, &scales, scale.shape())
             }
@@ -270,6 +268,18 @@ pub fn hex(bytes: &[u8]) -> String {
 /// SHA-256 of `bytes` as lowercase hex (tokenizer hashes, manifest entries).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
+}
+
+/// The one conversion from a safetensors float tensor's little-endian bytes to f32 (F32, F16,
+/// BF16, F64); `None` for other dtypes (integers, I8 quantised data), which callers handle.
+pub fn floats_to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => quant::from_f16_bytes(bytes),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32).collect(),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

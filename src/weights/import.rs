@@ -65,13 +65,17 @@ pub fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, HostTensor>, Impo
     for (name, tensor) in reader.into_tensors() {
         use burn::store::pytorch_reader::DType as D;
         let bytes = tensor.read().map_err(|e| err(e.to_string()))?;
-        let data: Vec<f32> = match tensor.dtype() {
-            D::F32 => bytes.chunks_exact(4).map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            D::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_ne_bytes([b[0], b[1]]).to_f32()).collect(),
-            D::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_ne_bytes([b[0], b[1]]).to_f32()).collect(),
-            D::F64 => bytes.chunks_exact(8).map(|b| f64::from_ne_bytes(b.try_into().unwrap()) as f32).collect(),
+        // The reader hands out native-endian bytes; every target this crate builds for is
+        // little-endian, as safetensors is, so one conversion serves both file kinds.
+        use safetensors::tensor::Dtype;
+        let dtype = match tensor.dtype() {
+            D::F32 => Dtype::F32,
+            D::F16 => Dtype::F16,
+            D::BF16 => Dtype::BF16,
+            D::F64 => Dtype::F64,
             _ => continue, // integer buffers (position ids, counters) carry no weights
         };
+        let data = super::format::floats_to_f32(dtype, &bytes).expect("a float dtype");
         out.insert(name, HostTensor::new(tensor.shape().to_vec(), data));
     }
     Ok(out)
@@ -86,18 +90,11 @@ fn is_torchscript(path: &Path) -> bool {
 }
 
 fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, HostTensor>, String> {
-    use safetensors::tensor::Dtype;
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("unreadable safetensors: {e}"))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
-        let b = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => b.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => b.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => b.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F64 => b.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-            _ => continue,
-        };
+        // Integer tensors (position ids, counters) are buffers, not weights.
+        let Some(data) = super::format::floats_to_f32(view.dtype(), view.data()) else { continue };
         out.insert(name, HostTensor::new(view.shape().to_vec(), data));
     }
     Ok(out)

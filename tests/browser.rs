@@ -17,7 +17,23 @@ async fn page_starts_on_webgpu() {
     let _one_at_a_time = BROWSER_LOCK.lock().await;
     let (url, _) = serve(dist_dir());
     let browser = Browser::start(true).await;
+
+    // The test browser's only adapter is SwiftShader, a software renderer: a plain load takes the
+    // CPU path by itself and says why.
     browser.client.goto(&url).await.expect("load page");
+    let status = browser.wait_for_state(&["ready", "error"], START_TIMEOUT).await;
+    let console = browser.console().await;
+    assert_eq!(status["state"], "ready", "page failed to start: {status}\n{console}");
+    assert_eq!(status["backend"]["kind"], "cpu", "a software adapter should send the page to the CPU path: {status}\n{console}");
+    assert_eq!(status["backend"]["software_adapter"], true, "{status}");
+    let reason = status["backend"]["fallback_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("software renderer") && reason.contains("?backend=webgpu"), "{reason}");
+    let shown = browser.eval("document.getElementById('backend-note').textContent").await;
+    assert!(shown.as_str().unwrap_or_default().contains("software renderer"), "the page must say why: {shown}");
+    println!("plain load: {reason}");
+
+    // ?backend=webgpu still runs WebGPU on it.
+    browser.client.goto(&format!("{url}/?backend=webgpu")).await.expect("load page");
     let status = browser.wait_for_state(&["ready", "error"], START_TIMEOUT).await;
     let console = browser.console().await;
     println!("status: {status:#}\n--- console ---\n{console}");

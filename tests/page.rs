@@ -102,7 +102,8 @@ async fn segment_and_check(webgpu: bool) {
 
     let (url, requests) = serve(dist_dir());
     let browser = Browser::start(webgpu).await;
-    browser.client.goto(&url).await.unwrap();
+    // The test browser's adapter is SwiftShader, which the page would leave for the CPU path.
+    browser.client.goto(&if webgpu { format!("{url}/?backend=webgpu") } else { url.clone() }).await.unwrap();
     let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
     assert_eq!(status["state"], "ready", "{status}\n{}", browser.console().await);
     assert_eq!(status["backend"]["kind"], if webgpu { "webgpu" } else { "cpu" });

@@ -172,7 +172,7 @@ pub async fn on_device_lost(reason: String) {
             return;
         }
     };
-    dom::show_backend(&picked.info);
+    super::backend::show_backend(&picked.info);
     dom::merge_status("backend", &serde_json::to_value(&picked.info).unwrap_or_default());
     let (bytes, name) = {
         let state = app();

@@ -5,8 +5,6 @@ use js_sys::Reflect;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use super::backend::BackendInfo;
-
 pub fn set_text(id: &str, text: &str) {
     if let Some(el) = element(id) {
         el.set_text_content(Some(text));
@@ -37,32 +35,6 @@ pub fn publish_status(status: &serde_json::Value) {
 pub fn query_param(name: &str) -> Option<String> {
     let search = web_sys::window()?.location().search().ok()?;
     web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(name)
-}
-
-pub fn show_backend(info: &BackendInfo) {
-    let summary = match (&info.adapter, info.kind) {
-        (Some(a), "webgpu") => {
-            let name = [&a.vendor, &a.architecture, &a.description]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" ");
-            format!("WebGPU ({})", if name.is_empty() { "adapter details hidden by the browser" } else { &name })
-        }
-        _ => "CPU (WebAssembly)".to_string(),
-    };
-    set_text("backend", &format!("Compute: {summary}, self-check {:.0} ms", info.selfcheck_ms));
-    let note = if let Some(reason) = &info.fallback_reason {
-        format!("Running on the CPU: {reason}.")
-    } else if info.software_adapter {
-        "Your WebGPU adapter is a software renderer; the CPU backend is faster on this machine \
-         (open the page with ?backend=cpu)."
-            .to_string()
-    } else {
-        String::new()
-    };
-    set_text("backend-note", &note);
 }
 
 /// Fetches a JSON asset relative to the page.

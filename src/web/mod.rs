@@ -22,10 +22,10 @@ pub fn start() {
 async fn run() -> Result<(), String> {
     dom::publish_status(&serde_json::json!({ "state": "starting" }));
     let requested = dom::query_param("backend");
-    let picked = backend::pick(requested.as_deref()).await?;
+    let picked = backend::pick(requested.as_deref(), |reason| wasm_bindgen_futures::spawn_local(app::on_device_lost(reason))).await?;
     let info = &picked.info;
     dom::log(&format!("backend: {}", serde_json::to_string(info).unwrap_or_default()));
-    dom::show_backend(info);
+    backend::show_backend(info);
 
     let manifest = dom::fetch_json("weights/manifest.json").await;
     let bundled = match &manifest {

@@ -246,11 +246,19 @@ fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
     copy_dir(&dist_dir(), &root);
     let bytes = std::fs::read(weights).unwrap();
     std::fs::write(root.join("weights/bundled-test.safetensors"), &bytes).unwrap();
-    let manifest = serde_json::json!({
-        "format": "segclip-weights-manifest", "version": 1,
-        "models": [{ "file": "bundled-test.safetensors", "dtype": "int8", "size": bytes.len(), "sha256": sha, "bg_thresh": 0.6 }]
+    let file = format::read(&bytes).unwrap();
+    let mut manifest = segclip::weights::manifest::Manifest::default();
+    manifest.upsert(segclip::weights::manifest::ManifestEntry {
+        file: "bundled-test.safetensors".into(),
+        dtype: "int8".into(),
+        size: bytes.len() as u64,
+        sha256: sha.into(),
+        config: file.config,
+        trained_steps: 0,
+        tokenizer_sha256: file.tokenizer_sha256,
+        bg_thresh: Some(0.6),
     });
-    std::fs::write(root.join("weights/manifest.json"), manifest.to_string()).unwrap();
+    std::fs::write(root.join("weights/manifest.json"), manifest.to_json()).unwrap();
     root
 }
 

@@ -92,7 +92,7 @@ async fn yield_to_browser() {
 
 /// Called once the backend is chosen: wires the controls and loads the tokenizer and, when the
 /// manifest lists one, the bundled model.
-pub async fn init(device: Device, bundled: Option<serde_json::Value>) -> Result<(), String> {
+pub async fn init(device: Device, bundled: Option<crate::weights::manifest::ManifestEntry>) -> Result<(), String> {
     let tokenizer_json = dom::fetch_bytes("static/tokenizer.json").await?;
     ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;
     {
@@ -104,13 +104,12 @@ pub async fn init(device: Device, bundled: Option<serde_json::Value>) -> Result<
     wire_controls()?;
     match bundled {
         Some(entry) => {
-            let file = entry.get("file").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            let sha = entry.get("sha256").and_then(|v| v.as_str()).map(|s| s.to_string());
+            let file = entry.file.clone();
             let path = format!("weights/{file}");
-            let (bytes, origin) = dom::fetch_cached_verified(&path, sha.as_deref(), "progress", "progress-text").await?;
+            let (bytes, origin) = dom::fetch_cached_verified(&path, Some(&entry.sha256), "progress", "progress-text").await?;
             dom::merge_status("weights_origin", &serde_json::json!(if origin == dom::Origin::Cache { "cache" } else { "network" }));
             // The model's own default threshold (its model card says how it was chosen).
-            if let Some(t) = entry.get("bg_thresh").and_then(|v| v.as_f64()) {
+            if let Some(t) = entry.bg_thresh {
                 app().borrow_mut().bg_thresh = t as f32;
                 if let Some(slider) = input("bg-slider") {
                     slider.set_value(&format!("{t:.2}"));

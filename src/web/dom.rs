@@ -1,5 +1,5 @@
 //! The few DOM touches the page makes: text into elements, a status object for tests and tools,
-//! query parameters and fetching JSON assets.
+//! query parameters and fetching assets.
 
 use js_sys::Reflect;
 use wasm_bindgen::JsCast;
@@ -35,12 +35,6 @@ pub fn publish_status(status: &serde_json::Value) {
 pub fn query_param(name: &str) -> Option<String> {
     let search = web_sys::window()?.location().search().ok()?;
     web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(name)
-}
-
-/// Fetches a JSON asset relative to the page.
-pub async fn fetch_json(path: &str) -> Result<serde_json::Value, String> {
-    let bytes = fetch_bytes(path).await?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{path} is not valid JSON: {e}"))
 }
 
 pub fn document() -> Option<web_sys::Document> {

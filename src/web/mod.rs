@@ -27,12 +27,11 @@ async fn run() -> Result<(), String> {
     dom::log(&format!("backend: {}", serde_json::to_string(info).unwrap_or_default()));
     backend::show_backend(info);
 
-    let manifest = dom::fetch_json("weights/manifest.json").await;
+    let manifest = dom::fetch_bytes("weights/manifest.json").await.and_then(|bytes| {
+        crate::weights::manifest::Manifest::parse(&String::from_utf8_lossy(&bytes), "weights/manifest.json")
+    });
     let bundled = match &manifest {
-        // The first int8 entry is the page's default model.
-        Ok(m) => m.get("models").and_then(|v| v.as_array()).and_then(|models| {
-            models.iter().find(|e| e.get("dtype").and_then(|d| d.as_str()) == Some("int8")).or(models.first()).cloned()
-        }),
+        Ok(m) => m.default_model().cloned(),
         Err(e) => {
             dom::log(&format!("weights manifest: {e}"));
             None

@@ -1,6 +1,7 @@
 //! Bytes <-> model: the weights file format, its quantisation, and checkpoint import.
 
 pub mod format;
+pub mod manifest;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod import;
 #[cfg(not(target_arch = "wasm32"))]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use segclip::train::{checkpoint, inference_tensors};
 use segclip::weights::format;
+use segclip::weights::manifest::{Manifest, ManifestEntry};
 use segclip::weights::quant::StorageDtype;
 
 #[derive(clap::Args)]
@@ -53,32 +54,24 @@ fn update_manifest(
 ) -> anyhow::Result<PathBuf> {
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let path = dir.join("manifest.json");
-    let mut manifest: serde_json::Value = if path.exists() {
+    let mut manifest = if path.exists() {
         let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?
+        Manifest::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?
     } else {
-        serde_json::json!({ "format": "segclip-weights-manifest", "version": 1, "models": [] })
+        Manifest::default()
     };
-    let file_name = out.file_name().and_then(|n| n.to_str()).context("output file name")?.to_string();
-    let models = manifest
-        .get_mut("models")
-        .and_then(|m| m.as_array_mut())
-        .with_context(|| format!("{}: no \"models\" array", path.display()))?;
-    models.retain(|m| m.get("file").and_then(|f| f.as_str()) != Some(file_name.as_str()));
-    let mut entry = serde_json::json!({
-        "file": file_name,
-        "dtype": dtype.to_string(),
-        "size": bytes.len(),
-        "sha256": sha,
-        "config": ck.model_config,
-        "trained_steps": ck.step,
-        "tokenizer_sha256": ck.tokenizer_sha256,
-    });
-    if let Some(t) = bg_thresh {
+    let file = out.file_name().and_then(|n| n.to_str()).context("output file name")?.to_string();
+    manifest.upsert(ManifestEntry {
+        file,
+        dtype: dtype.to_string(),
+        size: bytes.len() as u64,
+        sha256: sha.to_string(),
+        config: ck.model_config.clone(),
+        trained_steps: ck.step,
+        tokenizer_sha256: ck.tokenizer_sha256.clone(),
         // f32 -> f64 would write 0.20000000298...; the threshold is a two-decimal setting.
-        entry["bg_thresh"] = serde_json::json!((t as f64 * 1e4).round() / 1e4);
-    }
-    models.push(entry);
-    segclip::files::write_atomic(&path, (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes()).map_err(anyhow::Error::msg)?;
+        bg_thresh: bg_thresh.map(|t| (t as f64 * 1e4).round() / 1e4),
+    });
+    segclip::files::write_atomic(&path, manifest.to_json().as_bytes()).map_err(anyhow::Error::msg)?;
     Ok(path)
 }

@@ -51,7 +51,6 @@ pub fn load_segmenter(
 /// The bundled model: the first int8 entry of `weights/manifest.json` in this checkout (or in
 /// `$SEGCLIP_WEIGHTS_DIR`), read from disk; nothing is downloaded.
 fn bundled_model() -> anyhow::Result<std::path::PathBuf> {
-    use anyhow::Context;
     let dir = std::env::var_os("SEGCLIP_WEIGHTS_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights"));
@@ -63,11 +62,8 @@ fn bundled_model() -> anyhow::Result<std::path::PathBuf> {
         )
     };
     let text = std::fs::read_to_string(&manifest_path).map_err(|_| none())?;
-    let manifest: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", manifest_path.display()))?;
-    let models = manifest.get("models").and_then(|m| m.as_array()).ok_or_else(none)?;
-    let entry = models.iter().find(|m| m.get("dtype").and_then(|d| d.as_str()) == Some("int8")).or(models.first()).ok_or_else(none)?;
-    let file =
-        entry.get("file").and_then(|f| f.as_str()).with_context(|| format!("{}: entry without \"file\"", manifest_path.display()))?;
+    let manifest = segclip::weights::manifest::Manifest::parse(&text, &manifest_path.display().to_string()).map_err(anyhow::Error::msg)?;
+    let file = &manifest.default_model().ok_or_else(none)?.file;
     Ok(dir.join(file))
 }
 
@@ -80,17 +76,10 @@ pub fn manifest_bg_thresh(weights: Option<&std::path::Path>) -> anyhow::Result<O
         None => bundled_model()?,
     };
     let manifest_path = path.with_file_name("manifest.json");
-    let Ok(text) = std::fs::read_to_string(&manifest_path) else {
-        return Ok(None);
-    };
-    let manifest: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", manifest_path.display()))?;
+    let Ok(text) = std::fs::read_to_string(&manifest_path) else { return Ok(None) };
+    let manifest = segclip::weights::manifest::Manifest::parse(&text, &manifest_path.display().to_string()).map_err(anyhow::Error::msg)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let entry = manifest
-        .get("models")
-        .and_then(|m| m.as_array())
-        .and_then(|m| m.iter().find(|e| e.get("file").and_then(|f| f.as_str()) == Some(name)));
-    Ok(entry.and_then(|e| e.get("bg_thresh")).and_then(|t| t.as_f64()).map(|t| t as f32))
+    Ok(manifest.entry(name).and_then(|e| e.bg_thresh).map(|t| t as f32))
 }
 
 use clap::{Parser, Subcommand};

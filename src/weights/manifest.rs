@@ -1,0 +1,127 @@
+//! `weights/manifest.json`: which weights files a folder holds, with each file's SHA-256, size,
+//! config, training steps, tokenizer and default background threshold. `segclip export` writes
+//! it; the CLI and the page read it to find the bundled model (the first int8 entry, else the
+//! first) and its threshold. Pure serde, so the page uses the same code.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::SegClipConfig;
+
+pub const FORMAT_NAME: &str = "segclip-weights-manifest";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The whole manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub models: Vec<ManifestEntry>,
+}
+
+/// One weights file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// File name, relative to the manifest's folder.
+    pub file: String,
+    /// `f32`, `f16` or `int8`.
+    pub dtype: String,
+    pub size: u64,
+    pub sha256: String,
+    pub config: SegClipConfig,
+    pub trained_steps: u64,
+    pub tokenizer_sha256: String,
+    /// The model's own background threshold (its model card says how it was chosen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bg_thresh: Option<f64>,
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Self { format: FORMAT_NAME.into(), version: FORMAT_VERSION, models: Vec::new() }
+    }
+}
+
+impl Manifest {
+    /// Parses a manifest; errors name the field at fault (`where_` names the file).
+    pub fn parse(text: &str, where_: &str) -> Result<Self, String> {
+        let m: Manifest = serde_json::from_str(text).map_err(|e| format!("{where_}: not a weights manifest: {e}"))?;
+        if m.format != FORMAT_NAME {
+            return Err(format!("{where_}: format is '{}', expected '{FORMAT_NAME}'", m.format));
+        }
+        if m.version != FORMAT_VERSION {
+            return Err(format!("{where_}: manifest version {} is not supported (expected {FORMAT_VERSION})", m.version));
+        }
+        Ok(m)
+    }
+
+    /// The model a front end loads by default: the first int8 entry (the page's download size
+    /// matters most), else the first.
+    pub fn default_model(&self) -> Option<&ManifestEntry> {
+        self.models.iter().find(|e| e.dtype == "int8").or(self.models.first())
+    }
+
+    /// The entry of `file`, if listed.
+    pub fn entry(&self, file: &str) -> Option<&ManifestEntry> {
+        self.models.iter().find(|e| e.file == file)
+    }
+
+    /// Adds `entry`, replacing the one for the same file.
+    pub fn upsert(&mut self, entry: ManifestEntry) {
+        self.models.retain(|e| e.file != entry.file);
+        self.models.push(entry);
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("manifest serialises") + "\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(file: &str, dtype: &str) -> ManifestEntry {
+        ManifestEntry {
+            file: file.into(),
+            dtype: dtype.into(),
+            size: 1,
+            sha256: "00".into(),
+            config: SegClipConfig::tiny(),
+            trained_steps: 3,
+            tokenizer_sha256: "11".into(),
+            bg_thresh: Some(0.25),
+        }
+    }
+
+    #[test]
+    fn default_model_upsert_and_round_trip() {
+        let mut m = Manifest::default();
+        assert!(m.default_model().is_none());
+        m.upsert(entry("a-f32.safetensors", "f32"));
+        assert_eq!(m.default_model().unwrap().file, "a-f32.safetensors");
+        m.upsert(entry("a-int8.safetensors", "int8"));
+        assert_eq!(m.default_model().unwrap().file, "a-int8.safetensors");
+        m.upsert(entry("a-f32.safetensors", "f32"));
+        assert_eq!(m.models.len(), 2);
+        let back = Manifest::parse(&m.to_json(), "manifest.json").unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.entry("a-int8.safetensors").unwrap().bg_thresh, Some(0.25));
+    }
+
+    #[test]
+    fn bad_manifests_are_named() {
+        let e = Manifest::parse(r#"{"format": "other", "version": 1, "models": []}"#, "w/manifest.json").unwrap_err();
+        assert!(e.contains("w/manifest.json") && e.contains("other"), "{e}");
+        let e = Manifest::parse(r#"{"format": "segclip-weights-manifest", "version": 9, "models": []}"#, "m").unwrap_err();
+        assert!(e.contains("version 9"), "{e}");
+        let e = Manifest::parse(r#"{"format": "segclip-weights-manifest", "version": 1, "models": [{"file": "x"}]}"#, "m").unwrap_err();
+        assert!(e.contains("dtype"), "{e}");
+    }
+
+    #[test]
+    fn the_committed_manifest_parses() {
+        let text = include_str!("../../weights/manifest.json");
+        let m = Manifest::parse(text, "weights/manifest.json").unwrap();
+        assert!(m.default_model().is_some());
+    }
+}

@@ -1,5 +1,5 @@
-//! Label lists from users: parsing, validation, prompt templates, and the embedding cache that
-//! makes a label edit cost only the labels not seen before.
+//! Label lists from users: splitting, validation, adding to a list, and prompt templates (the
+//! embedding cache that makes a label edit cheap lives in `pipeline::Segmenter`).
 
 use std::collections::HashMap;
 
@@ -13,13 +13,34 @@ pub const MAX_LABELS: usize = 254;
 /// Splits a free-form label list on commas and newlines, trims, and checks it: not empty, no
 /// empty entries, no duplicates (case-insensitive), at most `MAX_LABELS`.
 pub fn parse_labels(text: &str) -> Result<Vec<String>, String> {
-    let labels: Vec<String> = text
-        .split([',', '\n', ';'])
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|s| !s.is_empty())
-        .collect();
+    let labels = split_labels(text);
     validate(&labels)?;
     Ok(labels)
+}
+
+/// Splits free-form text into labels: on commas, semicolons and newlines, whitespace folded,
+/// empty entries dropped.
+pub fn split_labels(text: &str) -> Vec<String> {
+    text.split([',', '\n', ';']).map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|s| !s.is_empty()).collect()
+}
+
+/// Appends `new` labels to `labels`, skipping any already there (case-insensitive) and stopping
+/// at `MAX_LABELS`. Returns how many were added and a message for each one that was not.
+pub fn add_labels(labels: &mut Vec<String>, new: Vec<String>) -> (usize, Vec<String>) {
+    let (mut added, mut problems) = (0, Vec::new());
+    for label in new {
+        if labels.iter().any(|l| l.to_lowercase() == label.to_lowercase()) {
+            problems.push(format!("\"{label}\" is already a label"));
+            continue;
+        }
+        if labels.len() >= MAX_LABELS {
+            problems.push(format!("at most {MAX_LABELS} labels"));
+            break;
+        }
+        labels.push(label);
+        added += 1;
+    }
+    (added, problems)
 }
 
 pub fn validate(labels: &[String]) -> Result<(), String> {
@@ -52,6 +73,19 @@ pub fn prompts(label: &str, templates: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adding_skips_duplicates_and_stops_at_the_limit() {
+        let mut labels = vec!["cat".to_string()];
+        let (added, problems) = add_labels(&mut labels, split_labels("dog; CAT,  potted   plant\n"));
+        assert_eq!(added, 2);
+        assert_eq!(labels, ["cat", "dog", "potted plant"]);
+        assert_eq!(problems, ["\"CAT\" is already a label"]);
+        let mut full: Vec<String> = (0..MAX_LABELS).map(|i| format!("l{i}")).collect();
+        let (added, problems) = add_labels(&mut full, vec!["more".into()]);
+        assert_eq!((added, full.len()), (0, MAX_LABELS));
+        assert!(problems[0].contains("at most"), "{problems:?}");
+    }
 
     #[test]
     fn parses_commas_and_whitespace() {

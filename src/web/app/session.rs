@@ -1,0 +1,145 @@
+//! The page's session: start-up (tokenizer, controls, the bundled model), loading weights,
+//! the warm-up run, and moving to the CPU when the GPU device is lost.
+
+use super::*;
+
+/// Called once the backend is chosen: wires the controls and loads the tokenizer and, when the
+/// manifest lists one, the bundled model.
+pub async fn init(device: Device, bundled: Option<crate::weights::manifest::ManifestEntry>) -> Result<(), String> {
+    let tokenizer_json = dom::fetch_bytes("static/tokenizer.json").await?;
+    ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;
+    {
+        let app = app();
+        let mut a = app.borrow_mut();
+        a.device = Some(device);
+        a.tokenizer_json = tokenizer_json;
+    }
+    wire_controls()?;
+    match bundled {
+        Some(entry) => {
+            let file = entry.file.clone();
+            let path = format!("weights/{file}");
+            let (bytes, origin) = dom::fetch_cached_verified(&path, Some(&entry.sha256), "progress", "progress-text").await?;
+            dom::merge_status("weights_origin", &serde_json::json!(if origin == dom::Origin::Cache { "cache" } else { "network" }));
+            // The model's own default threshold (its model card says how it was chosen).
+            if let Some(t) = entry.bg_thresh {
+                app().borrow_mut().bg_thresh = t as f32;
+                if let Some(slider) = input("bg-slider") {
+                    slider.set_value(&format!("{t:.2}"));
+                }
+                dom::set_text("bg-value", &format!("{t:.2}"));
+            }
+            load_weights(&bytes, &file)?;
+            warm_up().await;
+        }
+        None => dom::set_text("model", "No bundled model in this build yet: load a weights file with \"Use my own weights\"."),
+    }
+    publish();
+    Ok(())
+}
+
+/// Builds a model from weights bytes; on failure the current model stays.
+pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
+    let app = app();
+    let (device, tokenizer_json) = {
+        let a = app.borrow();
+        (a.device.clone().ok_or("no compute device")?, a.tokenizer_json.clone())
+    };
+    let file = format::read(bytes).map_err(|e| format!("{name}: {e}"))?;
+    let model = model_io::load_model(&file, &device).map_err(|e| format!("{name}: {e}"))?;
+    let tokenizer = ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;
+    let segmenter = Segmenter::new(model, file.config.clone(), tokenizer, device).map_err(|e| format!("{name}: {e}"))?;
+    {
+        let mut a = app.borrow_mut();
+        a.segmenter = Some(segmenter);
+        a.model_name = name.to_string();
+        a.model_bytes = bytes.to_vec();
+        a.generation += 1;
+        a.features = None;
+        a.result = None;
+    }
+    let c = &file.config;
+    dom::set_text(
+        "model",
+        &format!(
+            "Model: {name} ({}, image {}px, width {}, {} centers, {:.1} MB)",
+            file.dtype,
+            c.image_size,
+            c.vision_width,
+            c.num_centers,
+            bytes.len() as f64 / 1e6
+        ),
+    );
+    schedule();
+    Ok(())
+}
+
+/// Called when the WebGPU device is lost: rebuild the model on the CPU backend and go on.
+pub async fn on_device_lost(reason: String) {
+    dom::log(&format!("WebGPU device lost: {reason}"));
+    let picked = match crate::web::backend::cpu_after_device_loss(&reason).await {
+        Ok(p) => p,
+        Err(e) => {
+            message(&format!("The GPU was lost and the CPU backend failed too: {e}"), true);
+            return;
+        }
+    };
+    crate::web::backend::show_backend(&picked.info);
+    dom::merge_status("backend", &serde_json::to_value(&picked.info).unwrap_or_default());
+    let (bytes, name) = {
+        let state = app();
+        let mut a = state.borrow_mut();
+        a.device = Some(picked.device);
+        (std::mem::take(&mut a.model_bytes), a.model_name.clone())
+    };
+    if bytes.is_empty() {
+        message("The GPU was lost; computing continues on the CPU.", true);
+        return;
+    }
+    match load_weights(&bytes, &name) {
+        Ok(()) => message("The GPU was lost; the model now runs on the CPU (slower, same results).", true),
+        Err(e) => message(&format!("The GPU was lost and the model could not be rebuilt on the CPU: {e}"), true),
+    }
+}
+
+/// Runs the model once on a blank image and one label so shaders compile and buffers are
+/// allocated before the user's first image; the counters start from zero afterwards.
+pub(super) async fn warm_up() {
+    let app = app();
+    let taken = {
+        let mut a = app.borrow_mut();
+        if a.busy {
+            None
+        } else {
+            a.busy = true;
+            a.segmenter.take()
+        }
+    };
+    let Some(mut segmenter) = taken else { return };
+    dom::set_text("timings", "Warming up the model...");
+    let t0 = now();
+    let size = segmenter.config.image_size;
+    let blank = Rgb { width: size, height: size, pixels: vec![128; size * size * 3] };
+    let outcome = async {
+        segmenter.encode_image(&blank).await?;
+        segmenter.encode_labels(&["object".to_string()]).await
+    }
+    .await;
+    segmenter.counters = Default::default();
+    segmenter.clear_label_cache();
+    let ms = now() - t0;
+    dom::merge_status("warm_up_ms", &serde_json::json!(ms));
+    dom::set_text("timings", &format!("Warm-up: {ms:.0} ms"));
+    if let Err(e) = outcome {
+        dom::log(&format!("warm-up: {e}"));
+    }
+    let pending = {
+        let mut a = app.borrow_mut();
+        a.segmenter = Some(segmenter);
+        a.busy = false;
+        std::mem::take(&mut a.pending)
+    };
+    if pending {
+        schedule();
+    }
+}

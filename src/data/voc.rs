@@ -235,50 +235,11 @@ fn png_palette(bytes: &[u8]) -> Option<Vec<[u8; 3]>> {
     None
 }
 
-/// Width and height from a baseline/progressive JPEG's SOF segment.
-fn jpeg_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
-    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
-        return None;
-    }
-    let mut i = 2;
-    while i + 4 <= bytes.len() {
-        if bytes[i] != 0xFF {
-            return None;
-        }
-        let marker = bytes[i + 1];
-        if marker == 0xFF {
-            i += 1; // fill byte
-            continue;
-        }
-        i += 2;
-        if marker == 0x01 || (0xD0..=0xD8).contains(&marker) {
-            continue; // no length
-        }
-        if marker == 0xD9 || marker == 0xDA {
-            return None; // end of image / start of scan before any frame header
-        }
-        let len = u16::from_be_bytes([bytes[i], bytes[i + 1]]) as usize;
-        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
-            let h = u16::from_be_bytes([*bytes.get(i + 3)?, *bytes.get(i + 4)?]) as u32;
-            let w = u16::from_be_bytes([*bytes.get(i + 5)?, *bytes.get(i + 6)?]) as u32;
-            return Some((w, h));
-        }
-        i += len;
-    }
-    None
-}
-
-/// An image's width and height from its PNG or JPEG header (the format is sniffed from the
-/// bytes, not the extension). The pixel data is not decoded.
+/// An image's width and height from its header, read by `image` (the format is sniffed from
+/// the bytes, not the extension). The pixel data is not decoded.
 pub fn image_dimensions(path: &Path) -> Result<(u32, u32), VocError> {
-    let bytes = fs::read(path).map_err(io_err(path))?;
-    if let Some((w, h, _, _)) = png_header(&bytes) {
-        return Ok((w, h));
-    }
-    if let Some(dims) = jpeg_dimensions(&bytes) {
-        return Ok(dims);
-    }
-    Err(VocError::BadFile { path: path.to_path_buf(), reason: "not a readable PNG or JPEG image".into() })
+    let reader = image::ImageReader::open(path).map_err(io_err(path))?.with_guessed_format().map_err(io_err(path))?;
+    reader.into_dimensions().map_err(|_| VocError::BadFile { path: path.to_path_buf(), reason: "not a readable PNG or JPEG image".into() })
 }
 
 /// A decoded class-index mask.

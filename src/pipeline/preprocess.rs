@@ -81,14 +81,19 @@ pub fn prepare(image: &Rgb, short_side: usize, long_cap: usize) -> Prepared {
         resize_bilinear(&src, image.width, image.height, 3, w, h)
     };
     let mut planes = vec![0f32; 3 * w * h];
-    for (i, px) in resized.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            // OpenCV rounds the resized uint8 image before normalising.
-            let v = px[c].round().clamp(0.0, 255.0) / 255.0;
-            planes[c * w * h + i] = (v - MEAN[c]) / STD[c];
-        }
-    }
+    // OpenCV rounds the resized uint8 image before normalising.
+    normalise_into(resized.iter().map(|v| v.round().clamp(0.0, 255.0)), &mut planes);
     Prepared { width: w, height: h, planes }
+}
+
+/// CLIP's normalisation, the one place it is written: interleaved RGB values (0..255) into
+/// planar `[3, n]` `(v / 255 - MEAN) / STD`, as inference and training both feed the model.
+pub fn normalise_into(rgb: impl Iterator<Item = f32>, planes: &mut [f32]) {
+    let n = planes.len() / 3;
+    for (k, v) in rgb.enumerate().take(3 * n) {
+        let (i, c) = (k / 3, k % 3);
+        planes[c * n + i] = (v / 255.0 - MEAN[c]) / STD[c];
+    }
 }
 
 /// Crops [3, h, w] planes to a window.

@@ -261,8 +261,8 @@ impl ModelSection {
             return Ok(base);
         }
         let mut table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
-        // Serialisation leaves the stem fields out at 0 (file headers stay as before); they
-        // still take an override.
+        // Serialisation leaves the stem fields out at 0 (headers of stem-less files name no
+        // stem); they still take an override.
         for optional in ["conv_stem", "patchify_stem"] {
             table.entry(optional).or_insert(toml::Value::Integer(0));
         }
@@ -377,8 +377,8 @@ impl TrainConfig {
         self.model.resolve().map(|_| ())
     }
 
-    /// The synthetic world validation scores: the training world (emoji or shapes), else the
-    /// shape world as before for caption files, which have no masks of their own.
+    /// The synthetic world validation scores: the training world (emoji or shapes); for caption
+    /// files, which have no masks of their own, the shape world.
     pub fn val_world(&self) -> crate::data::world::World {
         use crate::data::world::World;
         let d = &self.data;

@@ -20,7 +20,7 @@ use crate::data::rng::mix64;
 use crate::data::{generate, generate_reshaped, SceneConfig, Shape, Split, SplitMix64};
 use crate::model::SegClipConfig;
 use crate::pipeline::decode;
-use crate::pipeline::preprocess::{MEAN, STD};
+use crate::pipeline::preprocess::normalise_into;
 use crate::tokenizer::ClipTokenizer;
 
 /// One micro-batch, ready for the model.
@@ -271,14 +271,9 @@ impl Recipe {
                 let labels = felzenszwalb(crop.as_raw(), s, s, &c.loss.felzenszwalb)?;
                 sp.push(patch_labels(&labels, s, s, self.model.patch_size)?);
             }
-            let plane = s * s;
             let start = images.len();
-            images.resize(start + 3 * plane, 0.0);
-            for (p, px) in crop.pixels().enumerate() {
-                for ch in 0..3 {
-                    images[start + ch * plane + p] = (px[ch] as f32 / 255.0 - MEAN[ch]) / STD[ch];
-                }
-            }
+            images.resize(start + 3 * s * s, 0.0);
+            normalise_into(crop.as_raw().iter().map(|&v| v as f32), &mut images[start..]);
             captions.push(caption);
             // MAE masking: the class token always stays, so int((P + 1) * (1 - ratio)) tokens
             // keep int(...) - 1 patches (48 of 196 at the reference size).

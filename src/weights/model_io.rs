@@ -113,7 +113,8 @@ mod tests {
         let b = loaded.image(images).image_embed.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(a, b);
 
-        // Without a stem the header is what it was before the option existed.
+        // Without a stem the header names no stem field, so files of the released layout read
+        // by any version of this crate.
         let plain = serde_json::to_string(&SegClipConfig::tiny()).unwrap();
         assert!(!plain.contains("conv_stem"), "{plain}");
         let back: SegClipConfig = serde_json::from_str(&plain).unwrap();

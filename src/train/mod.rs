@@ -228,35 +228,8 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
     let device = crate::backend::device(options.backend)?.autodiff();
 
     // A fresh run or the continuation of a checkpoint.
-    let (config, mut model, model_config, mut optimizer, first_step) = if resume {
-        let ck = checkpoint::read(&ckpt_path)?;
-        if ck.tokenizer_sha256 != tokenizer_sha {
-            return Err(format!("{}: made with another tokenizer (sha256 {})", ckpt_path.display(), ck.tokenizer_sha256));
-        }
-        let mut model = if ck.config.loss.reconstruction {
-            SegClip::new_for_training(&ck.model_config, &device)
-        } else {
-            SegClip::new(&ck.model_config, &device)
-        };
-        model_io::apply_tensors(&mut model, &ck.model, false).map_err(|e| format!("{}: {e}", ckpt_path.display()))?;
-        let mut optimizer = AdamW::new(ck.config.optim.clone());
-        optimizer.load_state(ck.adam_t, &ck.optim, &device.clone().without_autodiff())?;
-        (ck.config, model, ck.model_config, optimizer, ck.step)
-    } else {
-        if ckpt_path.exists() {
-            let step = checkpoint::read(&ckpt_path).map(|c| c.step.to_string()).unwrap_or_else(|_| "?".into());
-            return Err(format!(
-                "{} already holds a checkpoint (step {step}): resume it with --resume, or set run.out to another folder",
-                run_dir.display()
-            ));
-        }
-        std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-        device.seed(config.run.seed);
-        let model_config = config.model.resolve()?;
-        let (model, model_config) = initial_model(config, &model_config, &device)?;
-        std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-        (config.clone(), model, model_config, AdamW::new(config.optim.clone()), 0)
-    };
+    let OpenRun { config, mut model, model_config, mut optimizer, first_step } =
+        open_run(config, resume, &tokenizer_sha, &run_dir, &ckpt_path, &device)?;
     if tokenizer.vocab_size() > model_config.vocab_size {
         return Err(format!(
             "the tokenizer has {} tokens but the model's vocabulary is {}: set model.overrides.vocab_size",
@@ -322,43 +295,8 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
         // Gumbel noise and any other device randomness: a function of (seed, step).
         device.seed(mix64(config.run.seed ^ mix64(step + 1)));
         let micro_batches = loader.next_step()?;
-        let mut sum = GradientSum::default();
-        let (mut lc, mut lr, mut ls, mut usage) = (0.0, 0.0, 0.0, 0.0);
-        for b in &micro_batches {
-            let images = Tensor::<4>::from_data(TensorData::new(b.images.clone(), [b.batch, 3, b.size, b.size]), &device);
-            let vision = model.visual.forward(images.clone(), gumbel);
-            let mut terms: Vec<Tensor<1>> = Vec::new();
-            if l.contrastive {
-                let tokens = TokenBatch::new(&b.tokens)?;
-                let text = model.text(&tokens, &device);
-                let loss = losses::contrastive(vision.image_embed.clone(), text, model.scale());
-                lc += scalar(loss.clone());
-                terms.push(loss);
-            }
-            if l.superpixel {
-                let sp = b.superpixels.as_ref().ok_or("batch without superpixels")?;
-                let loss = losses::superpixel_kl(vision.hard_assign.clone(), sp, &device);
-                ls += scalar(loss.clone());
-                terms.push(loss * l.superpixel_weight);
-            }
-            if l.center_usage_weight > 0.0 {
-                let loss = losses::center_usage(vision.soft_assign.clone());
-                usage += scalar(loss.clone());
-                terms.push(loss * l.center_usage_weight);
-            }
-            if l.reconstruction {
-                let recon =
-                    model.reconstruct(images, &b.keep, gumbel).ok_or("reconstruction is on but the model has no reconstruction heads")?;
-                lr += scalar(recon.loss.clone());
-                terms.push(recon.loss * l.reconstruction_weight);
-            }
-            let total_loss = terms.into_iter().reduce(|a, b| a + b).expect("at least one loss");
-            let grads = total_loss.backward();
-            sum.add(&model, &grads, config.optim.freeze_embeddings);
-        }
-        let k = micro_batches.len() as f64;
-        let (lc, lr, ls) = (lc / k, lr / k, ls / k);
-        let usage = usage / k;
+        let (sum, StepLosses { contrastive: lc, reconstruction: lr, superpixel: ls, center_usage: usage }) =
+            step_gradients(&model, &micro_batches, &config, gumbel, &device)?;
         let loss = lc + lr * l.reconstruction_weight + ls * l.superpixel_weight + usage * l.center_usage_weight;
         if !loss.is_finite() {
             save(&model, &optimizer, step)?;
@@ -421,6 +359,109 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
         val_miou,
         wall_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A run ready to train: its config (the checkpoint's when resumed), model, optimiser and the
+/// step it starts at.
+struct OpenRun {
+    config: TrainConfig,
+    model: SegClip,
+    model_config: SegClipConfig,
+    optimizer: AdamW,
+    first_step: u64,
+}
+
+/// Opens a run: resumes the checkpoint in `run_dir`, or starts a fresh one there (refusing a
+/// folder that already holds a checkpoint).
+fn open_run(config: &TrainConfig, resume: bool, tokenizer_sha: &str, run_dir: &Path, ckpt_path: &Path, device: &Device) -> Result<OpenRun, String> {
+    Ok(if resume {
+        let ck = checkpoint::read(ckpt_path)?;
+        if ck.tokenizer_sha256 != tokenizer_sha {
+            return Err(format!("{}: made with another tokenizer (sha256 {})", ckpt_path.display(), ck.tokenizer_sha256));
+        }
+        let mut model = if ck.config.loss.reconstruction {
+            SegClip::new_for_training(&ck.model_config, device)
+        } else {
+            SegClip::new(&ck.model_config, device)
+        };
+        model_io::apply_tensors(&mut model, &ck.model, false).map_err(|e| format!("{}: {e}", ckpt_path.display()))?;
+        let mut optimizer = AdamW::new(ck.config.optim.clone());
+        optimizer.load_state(ck.adam_t, &ck.optim, &device.clone().without_autodiff())?;
+        OpenRun { config: ck.config, model, model_config: ck.model_config, optimizer, first_step: ck.step }
+    } else {
+        if ckpt_path.exists() {
+            let step = checkpoint::read(ckpt_path).map(|c| c.step.to_string()).unwrap_or_else(|_| "?".into());
+            return Err(format!(
+                "{} already holds a checkpoint (step {step}): resume it with --resume, or set run.out to another folder",
+                run_dir.display()
+            ));
+        }
+        std::fs::create_dir_all(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        device.seed(config.run.seed);
+        let model_config = config.model.resolve()?;
+        let (model, model_config) = initial_model(config, &model_config, device)?;
+        std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        OpenRun { config: config.clone(), model, model_config, optimizer: AdamW::new(config.optim.clone()), first_step: 0 }
+    })
+}
+
+/// One step's loss terms, averaged over its micro-batches (unweighted).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepLosses {
+    pub contrastive: f64,
+    pub reconstruction: f64,
+    pub superpixel: f64,
+    pub center_usage: f64,
+}
+
+/// One step's forward and backward passes: the gradients of every loss that is on, summed over
+/// the micro-batches, and the loss terms. `assignment` is how patches go to centers (Gumbel in
+/// training).
+pub fn step_gradients(
+    model: &SegClip,
+    micro_batches: &[data::Batch],
+    config: &TrainConfig,
+    assignment: Assignment,
+    device: &Device,
+) -> Result<(GradientSum, StepLosses), String> {
+    let l = &config.loss;
+    let gumbel = assignment;
+    let mut sum = GradientSum::default();
+    let (mut lc, mut lr, mut ls, mut usage) = (0.0, 0.0, 0.0, 0.0);
+    for b in micro_batches {
+        let images = Tensor::<4>::from_data(TensorData::new(b.images.clone(), [b.batch, 3, b.size, b.size]), device);
+        let vision = model.visual.forward(images.clone(), gumbel);
+        let mut terms: Vec<Tensor<1>> = Vec::new();
+        if l.contrastive {
+            let tokens = TokenBatch::new(&b.tokens)?;
+            let text = model.text(&tokens, device);
+            let loss = losses::contrastive(vision.image_embed.clone(), text, model.scale());
+            lc += scalar(loss.clone());
+            terms.push(loss);
+        }
+        if l.superpixel {
+            let sp = b.superpixels.as_ref().ok_or("batch without superpixels")?;
+            let loss = losses::superpixel_kl(vision.hard_assign.clone(), sp, device);
+            ls += scalar(loss.clone());
+            terms.push(loss * l.superpixel_weight);
+        }
+        if l.center_usage_weight > 0.0 {
+            let loss = losses::center_usage(vision.soft_assign.clone());
+            usage += scalar(loss.clone());
+            terms.push(loss * l.center_usage_weight);
+        }
+        if l.reconstruction {
+            let recon =
+                model.reconstruct(images, &b.keep, gumbel).ok_or("reconstruction is on but the model has no reconstruction heads")?;
+            lr += scalar(recon.loss.clone());
+            terms.push(recon.loss * l.reconstruction_weight);
+        }
+        let total_loss = terms.into_iter().reduce(|a, b| a + b).expect("at least one loss");
+        let grads = total_loss.backward();
+        sum.add(model, &grads, config.optim.freeze_embeddings);
+    }
+    let k = micro_batches.len() as f64;
+    Ok((sum, StepLosses { contrastive: lc / k, reconstruction: lr / k, superpixel: ls / k, center_usage: usage / k }))
 }
 
 /// The signals of the current model on `run.val_scenes` dev scenes of the training world,

@@ -35,6 +35,19 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
+/// Each loss's mean over the last 8 of 40 steps is below its mean over the first 8.
+fn every_loss_falls(world: &str, rows: &[train::LogRow]) {
+    for (name, series) in [
+        ("contrastive", rows.iter().map(|r| r.contrastive).collect::<Vec<_>>()),
+        ("reconstruction", rows.iter().map(|r| r.reconstruction).collect()),
+        ("superpixel", rows.iter().map(|r| r.superpixel).collect()),
+    ] {
+        let (first, last) = (mean(&series[..8]), mean(&series[32..]));
+        println!("{world} {name}: first 8 steps {first:.5}, last 8 steps {last:.5}");
+        assert!(last < first, "{name} did not fall on the {world} world: {first} -> {last} ({series:?})");
+    }
+}
+
 #[test]
 fn every_loss_falls_and_a_resumed_run_continues_the_same_schedule() {
     let _turn = one_run_at_a_time();
@@ -45,15 +58,7 @@ fn every_loss_falls_and_a_resumed_run_continues_the_same_schedule() {
     assert_eq!(summary.steps_done, 40);
     let rows = train::read_log(&dir.join("full")).unwrap();
     assert_eq!(rows.len(), 40);
-    for (name, series) in [
-        ("contrastive", rows.iter().map(|r| r.contrastive).collect::<Vec<_>>()),
-        ("reconstruction", rows.iter().map(|r| r.reconstruction).collect()),
-        ("superpixel", rows.iter().map(|r| r.superpixel).collect()),
-    ] {
-        let (first, last) = (mean(&series[..8]), mean(&series[32..]));
-        println!("{name}: first 8 steps {first:.5}, last 8 steps {last:.5}");
-        assert!(last < first, "{name} did not fall: {first} -> {last} ({series:?})");
-    }
+    every_loss_falls("shapes", &rows);
     // The learning rate followed warm-up then cosine to ~0.
     assert!(rows[0].lr_new < rows[4].lr_new && rows[39].lr_new < rows[20].lr_new / 10.0);
     assert!(dir.join("full/curves.png").is_file());
@@ -139,15 +144,7 @@ fn every_loss_falls_on_the_emoji_world() {
     train::train(&config, false, TOKENIZER, &TrainOptions::default()).unwrap();
     let rows = train::read_log(&dir).unwrap();
     assert_eq!(rows.len(), 40);
-    for (name, series) in [
-        ("contrastive", rows.iter().map(|r| r.contrastive).collect::<Vec<_>>()),
-        ("reconstruction", rows.iter().map(|r| r.reconstruction).collect()),
-        ("superpixel", rows.iter().map(|r| r.superpixel).collect()),
-    ] {
-        let (first, last) = (mean(&series[..8]), mean(&series[32..]));
-        println!("emoji {name}: first 8 steps {first:.5}, last 8 steps {last:.5}");
-        assert!(last < first, "{name} did not fall on the emoji world: {first} -> {last} ({series:?})");
-    }
+    every_loss_falls("emoji", &rows);
     // Validation scored the emoji world's dev scenes and logged every signal.
     let last = rows.last().unwrap();
     for (name, v) in [

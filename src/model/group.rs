@@ -54,12 +54,16 @@ impl GroupProjection {
 }
 
 /// How patches are assigned to centers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Assignment {
     /// Evaluation: `softmax(A)` and its hard one-hot; no noise, no temperature.
     Eval,
-    /// Training: Gumbel-softmax `softmax((A + g) / tau)` with a straight-through hard one-hot.
+    /// Training: Gumbel-softmax `softmax((A + g) / tau)` with a straight-through hard one-hot,
+    /// `g = -log(-log(u))` for `u` drawn from the device's generator.
     Gumbel { tau: f64 },
+    /// The same with `u` given ([B, L, P], in (0, 1)): how the training-step parity test feeds
+    /// PyTorch's noise (tests/train_parity.rs).
+    GumbelGiven { tau: f64, uniform: Tensor<3> },
 }
 
 /// What the group module produces for a batch.
@@ -145,8 +149,12 @@ impl GroupModule {
                 let hard = one_hot_over_centers(soft.clone());
                 (soft, hard)
             }
-            Assignment::Gumbel { tau } => {
-                let uniform = logits.random_like(Distribution::Uniform(1e-10, 1.0));
+            noisy => {
+                let (tau, uniform) = match noisy {
+                    Assignment::GumbelGiven { tau, uniform } => (tau, uniform),
+                    Assignment::Gumbel { tau } => (tau, logits.random_like(Distribution::Uniform(1e-10, 1.0))),
+                    Assignment::Eval => unreachable!("handled above"),
+                };
                 let gumbel = -(-uniform.log()).log();
                 let soft = softmax((logits + gumbel) / tau, 1);
                 let one_hot = one_hot_over_centers(soft.clone().detach());

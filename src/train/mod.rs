@@ -281,7 +281,6 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
     };
 
     let l = &config.loss;
-    let gumbel = Assignment::Gumbel { tau: l.gumbel_tau };
     let samples_per_step = (config.optim.batch_size * config.optim.accumulation) as f64;
     let mut step = first_step;
     let mut interrupted = false;
@@ -296,7 +295,7 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
         device.seed(mix64(config.run.seed ^ mix64(step + 1)));
         let micro_batches = loader.next_step()?;
         let (sum, StepLosses { contrastive: lc, reconstruction: lr, superpixel: ls, center_usage: usage }) =
-            step_gradients(&model, &micro_batches, &config, gumbel, &device)?;
+            step_gradients(&model, &micro_batches, &config, None, &device)?;
         let loss = lc + lr * l.reconstruction_weight + ls * l.superpixel_weight + usage * l.center_usage_weight;
         if !loss.is_finite() {
             save(&model, &optimizer, step)?;
@@ -414,23 +413,36 @@ pub struct StepLosses {
     pub center_usage: f64,
 }
 
+/// The Gumbel noise of one micro-batch, given rather than drawn: uniform samples for the full
+/// pass [B, L, P] and for the masked reconstruction pass [B, L, K] (the parity test feeds
+/// PyTorch's).
+#[derive(Clone, Debug)]
+pub struct GivenNoise {
+    pub full: Tensor<3>,
+    pub masked: Tensor<3>,
+}
+
 /// One step's forward and backward passes: the gradients of every loss that is on, summed over
-/// the micro-batches, and the loss terms. `assignment` is how patches go to centers (Gumbel in
-/// training).
+/// the micro-batches, and the loss terms. The Gumbel noise is drawn from the device's generator,
+/// or taken from `noise` (one per micro-batch).
 pub fn step_gradients(
     model: &SegClip,
     micro_batches: &[data::Batch],
     config: &TrainConfig,
-    assignment: Assignment,
+    noise: Option<&[GivenNoise]>,
     device: &Device,
 ) -> Result<(GradientSum, StepLosses), String> {
     let l = &config.loss;
-    let gumbel = assignment;
+    let tau = l.gumbel_tau;
+    let assignment = |micro: usize, masked: bool| match noise.and_then(|n| n.get(micro)) {
+        Some(n) => Assignment::GumbelGiven { tau, uniform: if masked { n.masked.clone() } else { n.full.clone() } },
+        None => Assignment::Gumbel { tau },
+    };
     let mut sum = GradientSum::default();
     let (mut lc, mut lr, mut ls, mut usage) = (0.0, 0.0, 0.0, 0.0);
-    for b in micro_batches {
+    for (micro, b) in micro_batches.iter().enumerate() {
         let images = Tensor::<4>::from_data(TensorData::new(b.images.clone(), [b.batch, 3, b.size, b.size]), device);
-        let vision = model.visual.forward(images.clone(), gumbel);
+        let vision = model.visual.forward(images.clone(), assignment(micro, false));
         let mut terms: Vec<Tensor<1>> = Vec::new();
         if l.contrastive {
             let tokens = TokenBatch::new(&b.tokens)?;
@@ -452,7 +464,7 @@ pub fn step_gradients(
         }
         if l.reconstruction {
             let recon =
-                model.reconstruct(images, &b.keep, gumbel).ok_or("reconstruction is on but the model has no reconstruction heads")?;
+                model.reconstruct(images, &b.keep, assignment(micro, true)).ok_or("reconstruction is on but the model has no reconstruction heads")?;
             lr += scalar(recon.loss.clone());
             terms.push(recon.loss * l.reconstruction_weight);
         }

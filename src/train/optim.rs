@@ -51,6 +51,9 @@ pub fn classify(name: &str, freeze_embeddings: bool) -> (Group, bool) {
     (group, decay)
 }
 
+/// ln 100: the largest stored logit scale (CLIP's temperature cap).
+pub const MAX_LOGIT_SCALE_LN: f64 = 4.605_170_185_988_092;
+
 /// Learning-rate factor at `step` (0-based) of `total`: linear warm-up over the first
 /// `warmup_fraction` of the steps, then cosine to 0.
 pub fn schedule(step: u64, total: u64, warmup_fraction: f64) -> f64 {
@@ -124,6 +127,22 @@ impl ModuleVisitor for Collect<'_> {
 }
 
 impl GradientSum {
+    /// The summed gradient of parameter `name` (flattened), if it got one.
+    pub fn get(&self, name: &str) -> Option<&Tensor<1>> {
+        self.grads.get(name)
+    }
+
+    /// Gradients given by name (flattened), as one micro-batch's: how the parity test feeds
+    /// PyTorch's gradients to the optimiser.
+    pub fn from_tensors(grads: BTreeMap<String, Tensor<1>>) -> Self {
+        Self { grads, micro_batches: 1 }
+    }
+
+    /// Names of the parameters with a gradient.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.grads.keys().map(String::as_str)
+    }
+
     /// Adds the gradients of one micro-batch's backward pass.
     pub fn add(&mut self, model: &SegClip, grads: &Gradients, freeze_embeddings: bool) {
         model.visit(&mut Collect { path: PathTracker(Vec::new()), grads, sum: self, freeze_embeddings });
@@ -189,6 +208,11 @@ impl ModuleMapper for Update<'_> {
             let mut updated = if decay { value * (1.0 - lr * wd) } else { value };
             updated = updated - (m.clone() / denom) * (lr / bc1);
             self.optim.moments.insert(name.clone(), (m, v));
+            // The release clamps the stored temperature to ln 100 after every step, so the scale
+            // can rest at its cap (docs/segclip.md, "Training").
+            if name == "logit_scale" {
+                updated = updated.clamp_max(MAX_LOGIT_SCALE_LN);
+            }
             let updated = Tensor::from_inner(updated.reshape(dims));
             if require_grad {
                 updated.require_grad()

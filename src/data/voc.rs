@@ -579,15 +579,11 @@ mod tests {
     }
 
     /// A minimal JPEG header (SOI, APP0, SOF0) is enough for the size check.
-    fn jpeg_header(w: u16, h: u16) -> Vec<u8> {
-        let mut v = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
-        v.extend(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
-        v.extend([0xFF, 0xC0, 0x00, 0x11, 0x08]);
-        v.extend(h.to_be_bytes());
-        v.extend(w.to_be_bytes());
-        v.extend([3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
-        v.extend([0xFF, 0xD9]);
-        v
+    /// A real JPEG of `w` x `h` grey pixels, encoded by `image`.
+    fn jpeg_file(w: u32, h: u32) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::GrayImage::from_pixel(w, h, image::Luma([90])).write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        out.into_inner()
     }
 
     #[test]
@@ -599,7 +595,7 @@ mod tests {
         palette.push([224, 224, 192]);
         let rows = vec![vec![0, 1, 2], vec![255, 1, 0]];
         fs::write(dir.join("SegmentationClass/a.png"), png_file(3, 2, 8, 3, Some(&palette), &rows)).unwrap();
-        fs::write(dir.join("JPEGImages/a.jpg"), jpeg_header(3, 2)).unwrap();
+        fs::write(dir.join("JPEGImages/a.jpg"), jpeg_file(3, 2)).unwrap();
         // 4-bit grayscale mask: values 0, 1, 2 packed two per byte.
         let grey_rows = vec![vec![0x01, 0x20], vec![0x21, 0x00]]; // 4 px per row
         fs::write(dir.join("SegmentationClass/b.png"), png_file(4, 2, 4, 0, None, &grey_rows)).unwrap();

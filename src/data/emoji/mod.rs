@@ -31,7 +31,7 @@ pub use atlas::Atlas;
 pub use captions::class_words;
 
 use super::background::{Background, BackgroundKind};
-use super::rng::{mix64, sin_cos, SplitMix64};
+use super::rng::{mix64, sin_cos, Fnv1a, SplitMix64};
 use super::synth::{scene_seed, Split};
 
 /// Class names by class index (`0` is background): the 19 PASCAL VOC classes that have an emoji
@@ -404,12 +404,8 @@ pub fn generate_with(atlas: &Atlas, split: Split, index: u64, config: &EmojiConf
 /// FNV-1a digest of scenes `range` of `split` (images, class maps, captions): checks that two
 /// builds (native and wasm32) draw identical scenes.
 pub fn dataset_digest(split: Split, range: std::ops::Range<u64>, config: &EmojiConfig) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    };
+    let mut h = Fnv1a::new();
+    let mut eat = |bytes: &[u8]| h.eat(bytes);
     for i in range {
         let scene = generate(split, i, config);
         eat(&scene.image);
@@ -419,7 +415,7 @@ pub fn dataset_digest(split: Split, range: std::ops::Range<u64>, config: &EmojiC
             eat(&[0]);
         }
     }
-    h
+    h.finish()
 }
 
 #[cfg(test)]

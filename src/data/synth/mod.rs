@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
 use super::background::{Background, BackgroundKind};
-use super::rng::{sin_cos, SplitMix64};
+use super::rng::{sin_cos, Fnv1a, SplitMix64};
 
 mod captions;
 #[cfg(test)]
@@ -209,12 +209,8 @@ pub fn scenes(split: Split, range: std::ops::Range<u64>, config: &SceneConfig) -
 /// FNV-1a digest of scenes `range` of `split` (images, class maps, pair maps, captions): a cheap
 /// way to check that two builds (e.g. native and wasm32) generate identical data.
 pub fn dataset_digest(split: Split, range: std::ops::Range<u64>, config: &SceneConfig) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    };
+    let mut h = Fnv1a::new();
+    let mut eat = |bytes: &[u8]| h.eat(bytes);
     for scene in scenes(split, range, config) {
         eat(&scene.image);
         eat(&scene.class_map);
@@ -226,7 +222,7 @@ pub fn dataset_digest(split: Split, range: std::ops::Range<u64>, config: &SceneC
             eat(&[0]);
         }
     }
-    h
+    h.finish()
 }
 
 // ------------------------------------------------------------------------------------------------

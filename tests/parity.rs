@@ -64,7 +64,7 @@ fn tokens(r: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> TokenBatch {
 
 fn load(file: &str, device: &Device) -> SegClip {
     let imported = import::import(&fixture(file), Some(config())).unwrap_or_else(|e| panic!("{file}: {e}"));
-    assert_eq!(imported.layout, import::SourceLayout::SegClip);
+    assert_eq!(imported.layout, segclip::weights::keymap::SourceLayout::SegClip);
     let mut model = SegClip::new(&imported.config, device);
     model_io::apply_tensors(&mut model, &imported.tensors, false).unwrap_or_else(|e| panic!("{file}: {e}"));
     model
@@ -142,8 +142,8 @@ fn openai_and_huggingface_clip_import_to_the_same_towers() {
     let device = Device::flex();
     let openai = import::import(&fixture("openai_clip_tiny.pt"), Some(config())).unwrap();
     let hf = import::import(&fixture("hf_clip_tiny.safetensors"), Some(config())).unwrap();
-    assert_eq!(openai.layout, import::SourceLayout::OpenAiClip);
-    assert_eq!(hf.layout, import::SourceLayout::HuggingFaceClip);
+    assert_eq!(openai.layout, segclip::weights::keymap::SourceLayout::OpenAiClip);
+    assert_eq!(hf.layout, segclip::weights::keymap::SourceLayout::HuggingFaceClip);
     assert_eq!(openai.tensors.keys().collect::<Vec<_>>(), hf.tensors.keys().collect::<Vec<_>>());
     for (name, t) in &openai.tensors {
         let err = relative_error(&hf.tensors[name].data, &t.data);

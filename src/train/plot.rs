@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
-use super::LogRow;
+use super::log::LogRow;
 
 const PANEL_W: u32 = 400;
 const PANEL_H: u32 = 240;

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use sha2::Digest;
 
-use super::CLASSES;
+use super::vocab::CLASSES;
 
 /// The bundled atlas, as committed.
 pub const BUNDLED_PNG: &[u8] = include_bytes!("../../../static/emoji/atlas.png");

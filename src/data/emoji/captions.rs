@@ -4,33 +4,7 @@
 
 use super::super::background::BackgroundKind;
 use super::super::rng::SplitMix64;
-use super::{EmojiObject, CLASSES};
-
-/// (singular, plural) words for each class, by class index; the VOC name comes first.
-pub fn class_words(class: u8) -> &'static [(&'static str, &'static str)] {
-    match CLASSES[class as usize] {
-        "aeroplane" => &[("aeroplane", "aeroplanes"), ("airplane", "airplanes"), ("plane", "planes")],
-        "bicycle" => &[("bicycle", "bicycles"), ("bike", "bikes")],
-        "bird" => &[("bird", "birds")],
-        "boat" => &[("boat", "boats"), ("ship", "ships")],
-        "bottle" => &[("bottle", "bottles")],
-        "bus" => &[("bus", "buses")],
-        "car" => &[("car", "cars")],
-        "cat" => &[("cat", "cats"), ("kitty", "kitties")],
-        "chair" => &[("chair", "chairs")],
-        "cow" => &[("cow", "cows")],
-        "dog" => &[("dog", "dogs"), ("puppy", "puppies")],
-        "horse" => &[("horse", "horses")],
-        "motorbike" => &[("motorbike", "motorbikes"), ("motorcycle", "motorcycles")],
-        "person" => &[("person", "people"), ("human", "humans")],
-        "potted plant" => &[("potted plant", "potted plants"), ("plant", "plants"), ("houseplant", "houseplants")],
-        "sheep" => &[("sheep", "sheep")],
-        "sofa" => &[("sofa", "sofas"), ("couch", "couches")],
-        "train" => &[("train", "trains")],
-        "tv monitor" => &[("tv monitor", "tv monitors"), ("tv", "tvs"), ("television", "televisions"), ("monitor", "monitors")],
-        _ => &[("thing", "things")],
-    }
-}
+use super::vocab::{class_words, EmojiObject};
 
 pub(super) const NUMBER_WORDS: [&str; 9] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"];
 

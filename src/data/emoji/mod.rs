@@ -24,44 +24,16 @@
 
 pub mod atlas;
 mod captions;
+mod vocab;
 
 use serde::{Deserialize, Serialize};
 
 pub use atlas::Atlas;
-pub use captions::class_words;
+pub use vocab::{class_words, EmojiObject, CLASSES, TRAIN_STYLES};
 
 use super::background::{Background, BackgroundKind};
 use super::rng::{mix64, sin_cos, Fnv1a, SplitMix64};
 use super::synth::{scene_seed, Split};
-
-/// Class names by class index (`0` is background): the 19 PASCAL VOC classes that have an emoji
-/// (no emoji shows a dining table), spelled as in VOC evaluation class lists.
-pub const CLASSES: [&str; 20] = [
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "potted plant",
-    "sheep",
-    "sofa",
-    "train",
-    "tv monitor",
-];
-
-/// The atlas styles the bundled model trains on. The atlas's other styles (OpenMoji) are held
-/// out, so a scene drawn in them measures how the model carries over to unseen art.
-pub const TRAIN_STYLES: [&str; 2] = ["google", "twitter"];
 
 /// A world tag mixed into the shape world's seeds (ASCII "emoji").
 const WORLD_TAG: u64 = 0x656d_6f6a_69;
@@ -124,33 +96,6 @@ impl EmojiConfig {
             }
         }
         Ok(())
-    }
-}
-
-/// One visible object of a scene.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EmojiObject {
-    /// Value in `instance_map`.
-    pub instance: u8,
-    /// Index into [`CLASSES`].
-    pub class: u8,
-    pub style: String,
-    pub codepoint: String,
-    /// Centre (pixels) and drawn glyph side (pixels).
-    pub center: (f32, f32),
-    pub side: f32,
-    pub flipped: bool,
-    /// Pixels it covers when drawn alone, and pixels left visible in the scene.
-    pub full_pixels: u32,
-    pub visible_pixels: u32,
-    /// Visible bounding box `[x0, y0, x1, y1)` and centroid of the visible pixels.
-    pub bbox: [u32; 4],
-    pub centroid: (f32, f32),
-}
-
-impl EmojiObject {
-    pub fn class_name(&self) -> &'static str {
-        CLASSES[self.class as usize]
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::super::background::BackgroundKind;
 use super::super::rng::SplitMix64;
-use super::*;
+use super::vocab::*;
 
 /// Which optional words a noun phrase carries.
 #[derive(Clone, Copy, Debug)]

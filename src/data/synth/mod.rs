@@ -128,40 +128,6 @@ impl SceneConfig {
     }
 }
 
-/// One visible object of a scene.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ObjectInfo {
-    /// Value of this object's pixels in [`Scene::instance_map`] (1-based drawing order).
-    pub instance: u8,
-    pub shape: Shape,
-    pub colour: Colour,
-    pub size: SizeClass,
-    pub pattern: Pattern,
-    /// Whether `(colour, shape)` is one of [`HELD_OUT_PAIRS`].
-    pub held_out: bool,
-    /// Geometric centre, in pixels (x, y).
-    pub center: [f32; 2],
-    /// Radius in pixels (the shape fits in about 1.17 times this).
-    pub radius: f32,
-    /// Rotation as `(cos, sin)` (clockwise in image coordinates).
-    pub rotation: [f32; 2],
-    /// Bounding box of the visible pixels: `[x0, y0, x1, y1]`, `x1`/`y1` exclusive.
-    pub bbox: [u32; 4],
-    /// Number of visible pixels (equals this object's count in every label map).
-    pub visible_pixels: u32,
-    /// Area if nothing covered it and the image were unbounded.
-    pub full_pixels: u32,
-    /// Mean position of the visible pixels, normalised to `[0, 1]` (x, y).
-    pub centroid: [f32; 2],
-}
-
-impl ObjectInfo {
-    /// E.g. "red circle".
-    pub fn label(&self) -> String {
-        format!("{} {}", self.colour.name(), self.shape.name())
-    }
-}
-
 /// A generated scene. All maps are row-major, `size * size` long.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scene {

@@ -194,3 +194,8 @@ pub fn save_bytes(bytes: &[u8], mime: &str, name: &str) {
     }
     let _ = web_sys::Url::revoke_object_url(&url);
 }
+
+/// The `<input>` element with this id.
+pub fn input(id: &str) -> Option<web_sys::HtmlInputElement> {
+    element(id)?.dyn_into().ok()
+}

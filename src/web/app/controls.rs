@@ -1,7 +1,18 @@
 //! The page's controls: event wiring for every input, file reading (pick, drop, paste), samples
 //! and label entry.
 
-use super::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+
+use super::schedule::schedule;
+use super::session::load_weights;
+use super::state::*;
+use super::view::{context, download, message, paint, publish, render_chips};
+use crate::data::{emoji, generate, shape_classes, SceneConfig, Split};
+use crate::pipeline::{decode, labels, preprocess, Rgb};
+use crate::web::dom;
+use crate::web::dom::input;
 
 /// Reads a picked, dropped or pasted image file locally and shows it.
 pub(super) fn load_image_file(file: web_sys::File) {
@@ -66,9 +77,6 @@ pub(super) fn on<E: wasm_bindgen::convert::FromWasmAbi + 'static>(id: &str, even
     Ok(())
 }
 
-pub(super) fn input(id: &str) -> Option<HtmlInputElement> {
-    dom::element(id)?.dyn_into().ok()
-}
 
 /// Reads a picked or dropped file's bytes locally.
 pub(super) async fn file_bytes(file: web_sys::File) -> Result<Vec<u8>, String> {
@@ -253,4 +261,30 @@ pub(super) fn wire_drop_and_paste() -> Result<(), String> {
     document.add_event_listener_with_callback("paste", paste.as_ref().unchecked_ref()).map_err(|e| format!("{e:?}"))?;
     paste.forget();
     Ok(())
+}
+
+pub(super) fn set_image(rgb: Rgb, note: Option<String>) {
+    let rgb = if rgb.width.max(rgb.height) > DISPLAY_LONG_SIDE {
+        let s = DISPLAY_LONG_SIDE as f64 / rgb.width.max(rgb.height) as f64;
+        let (w, h) = (((rgb.width as f64 * s) as usize).max(1), ((rgb.height as f64 * s) as usize).max(1));
+        let src: Vec<f32> = rgb.pixels.iter().map(|&v| v as f32).collect();
+        let out = preprocess::resize_bilinear(&src, rgb.width, rgb.height, 3, w, h);
+        message(&format!("Large image ({}x{}) downscaled to {w}x{h} for display and segmentation.", rgb.width, rgb.height), false);
+        Rgb::new(w, h, out.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect()).expect("resized image")
+    } else {
+        message(note.as_deref().unwrap_or(""), false);
+        rgb
+    };
+    {
+        let app = app();
+        let mut a = app.borrow_mut();
+        a.image = Some(rgb);
+        a.features = None;
+        a.result = None;
+    }
+    if let Some(el) = dom::element("placeholder") {
+        let _ = el.set_attribute("hidden", "");
+    }
+    paint();
+    schedule();
 }

@@ -1,11 +1,18 @@
 //! The page's session: start-up (tokenizer, controls, the bundled model), loading weights,
 //! the warm-up run, and moving to the CPU when the GPU device is lost.
 
-use super::*;
+use burn::tensor::Device;
 
-/// Called once the backend is chosen: wires the controls and loads the tokenizer and, when the
-/// manifest lists one, the bundled model.
-pub async fn init(device: Device, bundled: Option<crate::weights::manifest::ManifestEntry>) -> Result<(), String> {
+use super::schedule::schedule;
+use super::state::*;
+use super::view::message;
+use crate::pipeline::{Rgb, Segmenter};
+use crate::tokenizer::ClipTokenizer;
+use crate::web::dom;
+use crate::weights::{format, model_io};
+
+/// Keeps the compute device and loads the tokenizer.
+pub(super) async fn prepare(device: Device) -> Result<(), String> {
     let tokenizer_json = dom::fetch_bytes("static/tokenizer.json").await?;
     ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;
     {
@@ -14,7 +21,11 @@ pub async fn init(device: Device, bundled: Option<crate::weights::manifest::Mani
         a.device = Some(device);
         a.tokenizer_json = tokenizer_json;
     }
-    wire_controls()?;
+    Ok(())
+}
+
+/// Loads, checks and warms up the bundled model, when the manifest lists one.
+pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::ManifestEntry>) -> Result<(), String> {
     match bundled {
         Some(entry) => {
             let file = entry.file.clone();
@@ -24,7 +35,7 @@ pub async fn init(device: Device, bundled: Option<crate::weights::manifest::Mani
             // The model's own default threshold (its model card says how it was chosen).
             if let Some(t) = entry.bg_thresh {
                 app().borrow_mut().bg_thresh = t as f32;
-                if let Some(slider) = input("bg-slider") {
+                if let Some(slider) = dom::input("bg-slider") {
                     slider.set_value(&format!("{t:.2}"));
                 }
                 dom::set_text("bg-value", &format!("{t:.2}"));
@@ -34,7 +45,6 @@ pub async fn init(device: Device, bundled: Option<crate::weights::manifest::Mani
         }
         None => dom::set_text("model", "No bundled model in this build yet: load a weights file with \"Use my own weights\"."),
     }
-    publish();
     Ok(())
 }
 

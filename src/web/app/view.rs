@@ -1,7 +1,12 @@
 //! What the page shows: the image with its overlay, label chips, legend, messages, the status
 //! object tests read, and downloads.
 
-use super::*;
+use wasm_bindgen::{Clamped, JsCast};
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement};
+
+use super::state::*;
+use crate::pipeline::overlay;
+use crate::web::dom;
 
 pub(super) fn message(text: &str, is_error: bool) {
     dom::set_text("message", text);
@@ -10,31 +15,6 @@ pub(super) fn message(text: &str, is_error: bool) {
     }
 }
 
-pub(super) fn set_image(rgb: Rgb, note: Option<String>) {
-    let rgb = if rgb.width.max(rgb.height) > DISPLAY_LONG_SIDE {
-        let s = DISPLAY_LONG_SIDE as f64 / rgb.width.max(rgb.height) as f64;
-        let (w, h) = (((rgb.width as f64 * s) as usize).max(1), ((rgb.height as f64 * s) as usize).max(1));
-        let src: Vec<f32> = rgb.pixels.iter().map(|&v| v as f32).collect();
-        let out = preprocess::resize_bilinear(&src, rgb.width, rgb.height, 3, w, h);
-        message(&format!("Large image ({}x{}) downscaled to {w}x{h} for display and segmentation.", rgb.width, rgb.height), false);
-        Rgb::new(w, h, out.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect()).expect("resized image")
-    } else {
-        message(note.as_deref().unwrap_or(""), false);
-        rgb
-    };
-    {
-        let app = app();
-        let mut a = app.borrow_mut();
-        a.image = Some(rgb);
-        a.features = None;
-        a.result = None;
-    }
-    if let Some(el) = dom::element("placeholder") {
-        let _ = el.set_attribute("hidden", "");
-    }
-    paint();
-    schedule();
-}
 
 pub(super) fn render_chips() {
     let app = app();

@@ -1,0 +1,124 @@
+//! Single-flight scheduling: one computation at a time; an edit while one runs marks the state
+//! pending and re-runs once it ends. Image features are reused while only labels change.
+
+use wasm_bindgen_futures::spawn_local;
+
+use super::state::*;
+use super::view::{message, paint, publish};
+use crate::pipeline::{ImageFeatures, Segmentation};
+use crate::web::dom;
+
+/// Starts a computation, or marks one pending if one runs: the page never runs two at once.
+pub(super) fn schedule() {
+    {
+        let state = app();
+        let mut a = state.borrow_mut();
+        if a.busy {
+            a.pending = true;
+            return;
+        }
+        if a.segmenter.is_none() || a.image.is_none() || a.labels.is_empty() {
+            drop(a);
+            paint();
+            publish();
+            return;
+        }
+        a.busy = true;
+    }
+    let requested = now();
+    spawn_local(async move {
+        loop {
+            if let Err(e) = compute().await {
+                message(&e, true);
+            }
+            let state = app();
+            let mut a = state.borrow_mut();
+            if a.pending {
+                a.pending = false;
+                continue;
+            }
+            a.busy = false;
+            break;
+        }
+        dom::set_busy(false);
+        let paint_start = now();
+        paint();
+        let painted = now();
+        let first = {
+            let state = app();
+            let mut a = state.borrow_mut();
+            a.timings.repaint_ms = painted - requested;
+            a.timings.paint_ms = painted - paint_start;
+            let first = a.result.is_some() && !a.painted_once;
+            a.painted_once |= a.result.is_some();
+            first
+        };
+        if first {
+            // Since navigation start: page, wasm, weights (cached or not), warm-up and this run.
+            dom::merge_status("first_mask_ms", &serde_json::json!(painted));
+        }
+        publish();
+    });
+}
+
+pub(super) async fn compute() -> Result<(), String> {
+    let app = app();
+    let (mut segmenter, image, features, labels_now, bg, generation) = {
+        let mut a = app.borrow_mut();
+        let generation = a.generation;
+        let Some(s) = a.segmenter.take() else {
+            return Ok(());
+        };
+        let Some(image) = a.image.clone() else {
+            a.segmenter = Some(s);
+            return Ok(());
+        };
+        (s, image, a.features.take(), a.labels.clone(), a.bg_thresh, generation)
+    };
+    dom::set_busy(true);
+    // Let the browser show the busy state before a long image encode; a label edit on cached
+    // features is short, and yielding there cost ~10 ms of a 51 ms repaint.
+    if features.is_none() {
+        yield_to_browser().await;
+    }
+    segmenter.options.bg_thresh = bg;
+    let outcome: Result<(ImageFeatures, Segmentation, Timings), String> = async {
+        let mut t = Timings::default();
+        let features = match features {
+            Some(f) => f,
+            None => {
+                let t0 = now();
+                let f = segmenter.encode_image(&image).await?;
+                t.image_ms = Some(now() - t0);
+                yield_to_browser().await;
+                f
+            }
+        };
+        let t0 = now();
+        let embeddings = segmenter.encode_labels(&labels_now).await?;
+        t.text_ms = now() - t0;
+        let t0 = now();
+        let result = segmenter.combine(&features, &labels_now, &embeddings).await?;
+        t.combine_ms = now() - t0;
+        Ok((features, result, t))
+    }
+    .await;
+    let mut a = app.borrow_mut();
+    if a.generation != generation {
+        // The model was replaced meanwhile (own weights, or a lost GPU): this result is stale.
+        a.pending = true;
+        return Ok(());
+    }
+    a.segmenter = Some(segmenter);
+    match outcome {
+        Ok((features, result, timings)) => {
+            a.features = Some(features);
+            a.result = Some(result);
+            a.timings = timings;
+            drop(a);
+            message("", false);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}

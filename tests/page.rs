@@ -262,6 +262,34 @@ fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
     root
 }
 
+/// "New sample" draws an emoji-world scene and names the world's 19 classes as labels; the
+/// selector beside it switches to the shape scenes and their 8 shape names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_sample_draws_an_emoji_scene_with_its_class_names() {
+    let _one_at_a_time = BROWSER_LOCK.lock().await;
+    let dir = output_dir();
+    let weights = test_weights(&dir);
+    let (url, _) = serve(dist_dir());
+    let browser = Browser::start(false).await;
+    browser.client.goto(&url).await.unwrap();
+    let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
+    assert_eq!(status["state"], "ready", "{status}\n{}", browser.console().await);
+    upload(&browser, "weights-input", &weights).await;
+    browser.client.find(Locator::Id("sample-button")).await.unwrap().click().await.unwrap();
+    let status = wait_for_result(&browser, 19).await;
+    let names: Vec<String> = emoji::CLASSES[1..].iter().map(|s| s.to_string()).collect();
+    assert_eq!(status["app"]["labels"], serde_json::json!(names), "{status}");
+    assert_eq!((status["app"]["result"]["width"].as_u64(), status["app"]["result"]["height"].as_u64()), (Some(96), Some(96)));
+    assert_eq!(browser.eval("document.getElementById('canvas').hasAttribute('data-small')").await, true, "small images are shown with crisp pixels");
+
+    browser.eval("document.getElementById('world-select').value = 'shapes'").await;
+    browser.client.find(Locator::Id("sample-button")).await.unwrap().click().await.unwrap();
+    let status = wait_for_result(&browser, 8).await;
+    assert_eq!(status["app"]["labels"][0], "circle", "{status}");
+    assert_eq!(status["app"]["result"]["width"].as_u64(), Some(224));
+    browser.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundled_model_is_checked_cached_and_warmed_up() {
     let _one_at_a_time = BROWSER_LOCK.lock().await;

@@ -19,9 +19,10 @@ pub struct SegmentArgs {
     /// Output folder for `<name>.overlay.png`, `<name>.mask.png` and `<name>.json`.
     #[arg(long, default_value = "segments")]
     out: PathBuf,
-    /// Background threshold (VOC 0.80, PASCAL Context 0.25, COCO-Object 0.65).
-    #[arg(long, default_value_t = 0.8)]
-    bg_thresh: f32,
+    /// Background threshold. Default: the one the weights' manifest entry records (the bundled
+    /// model's own), else 0.8 (VOC 0.80, PASCAL Context 0.25, COCO-Object 0.65 in the release).
+    #[arg(long)]
+    bg_thresh: Option<f32>,
     /// Prompt template; repeat to average several. `{}` is replaced by the label.
     #[arg(long = "template")]
     templates: Vec<String>,
@@ -45,7 +46,10 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
         bail!("--alpha must be between 0 and 1, got {}", args.alpha);
     }
     let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend)?;
-    segmenter.options.bg_thresh = args.bg_thresh;
+    segmenter.options.bg_thresh = match args.bg_thresh {
+        Some(t) => t,
+        None => crate::manifest_bg_thresh(args.weights.as_deref())?.unwrap_or(0.8),
+    };
     if !args.templates.is_empty() {
         segmenter.options.templates = args.templates.clone();
     }

@@ -191,8 +191,8 @@ fn one_step_matches_pytorch(device: Device, backend: &str, tolerance: f64) {
 
     // Then from ours, on the CPU. Adam's first step divides each gradient element by its own
     // magnitude (plus eps 1e-6), so an element whose clipped gradient is near eps carries its
-    // small absolute error into a step of size ~lr: the floor here is 1% of the larger learning
-    // rate. On wgpu, whose gradients are up to 5.7e-4 apart, that amplification makes the
+    // small absolute error into a step of size ~lr: the error allowed here is 1% of the larger
+    // learning rate (the floor times the tolerance). On wgpu, whose gradients are up to 5.7e-4 apart, that amplification makes the
     // comparison say nothing the two checks above do not.
     if tolerance == TOLERANCE {
         let mut optimizer = AdamW::new(train.optim.clone());

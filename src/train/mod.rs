@@ -1,6 +1,6 @@
 //! Native training (docs/segclip.md, "Training"): the three losses, AdamW with the
-//! reference's groups and schedule, checkpoints with resume, validation mIoU on the synthetic
-//! `val` split, a CSV log and a plot of the curves.
+//! reference's groups and schedule, checkpoints with resume, validation signals on the training
+//! world's dev scenes (never `val`), a CSV log and a plot of the curves.
 //!
 //! A loop of our own rather than burn-train's `Learner`: the learning-rate groups and decay rule
 //! are per parameter name, a batch is a pure function of (seed, step) so resuming needs no
@@ -68,16 +68,19 @@ pub struct TrainSummary {
     pub wall_s: f64,
 }
 
+/// A new model, with the reconstruction heads when that loss is on.
+fn fresh_model(config: &SegClipConfig, with_reconstruction: bool, device: &Device) -> SegClip {
+    if with_reconstruction {
+        SegClip::new_for_training(config, device)
+    } else {
+        SegClip::new(config, device)
+    }
+}
+
 /// Builds the model to train: fresh, or from a checkpoint named by `model.init`.
 fn initial_model(config: &TrainConfig, model_config: &SegClipConfig, device: &Device) -> Result<(SegClip, SegClipConfig), String> {
     let with_recon = config.loss.reconstruction;
-    let fresh = |c: &SegClipConfig| {
-        if with_recon {
-            SegClip::new_for_training(c, device)
-        } else {
-            SegClip::new(c, device)
-        }
-    };
+    let fresh = |c: &SegClipConfig| fresh_model(c, with_recon, device);
     let init = config.model.init.as_str();
     if init == "scratch" {
         let mut model = fresh(model_config);
@@ -282,11 +285,7 @@ fn open_run(config: &TrainConfig, resume: bool, tokenizer_sha: &str, run_dir: &P
         if ck.tokenizer_sha256 != tokenizer_sha {
             return Err(format!("{}: made with another tokenizer (sha256 {})", ckpt_path.display(), ck.tokenizer_sha256));
         }
-        let mut model = if ck.config.loss.reconstruction {
-            SegClip::new_for_training(&ck.model_config, device)
-        } else {
-            SegClip::new(&ck.model_config, device)
-        };
+        let mut model = fresh_model(&ck.model_config, ck.config.loss.reconstruction, device);
         model_io::apply_tensors(&mut model, &ck.model, false).map_err(|e| format!("{}: {e}", ckpt_path.display()))?;
         let mut optimizer = AdamW::new(ck.config.optim.clone());
         optimizer.load_state(ck.adam_t, &ck.optim, &device.clone().without_autodiff())?;

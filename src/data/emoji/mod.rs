@@ -130,6 +130,7 @@ struct Placed {
     cx: f32,
     cy: f32,
     side: f32,
+    rotation: f32,
     cos: f32,
     sin: f32,
     flipped: bool,
@@ -219,12 +220,13 @@ pub fn generate_with(atlas: &Atlas, split: Split, index: u64, config: &EmojiConf
         let half = 0.5 * side;
         let cx = layout_rng.uniform(half, size as f32 - half);
         let cy = layout_rng.uniform(half, size as f32 - half);
-        let (sin, cos) = sin_cos(layout_rng.uniform(-0.3, 0.3) as f64);
+        let rotation = layout_rng.uniform(-0.3, 0.3);
+        let (sin, cos) = sin_cos(rotation as f64);
         let flipped = layout_rng.chance(0.5);
         let saturation = layout_rng.uniform(0.75, 1.25);
         let brightness = layout_rng.uniform(0.85, 1.15);
         let mut p =
-            Placed { glyph, class, cx, cy, side, cos: cos as f32, sin: sin as f32, flipped, saturation, brightness, full: 0, threshold: 0 };
+            Placed { glyph, class, cx, cy, side, rotation, cos: cos as f32, sin: sin as f32, flipped, saturation, brightness, full: 0, threshold: 0 };
         // Full area: pixels whose sampled alpha reaches 1/2.
         let (x0, x1, y0, y1) = p.bounds(size);
         coverage.iter_mut().for_each(|c| *c = 0);
@@ -324,6 +326,7 @@ pub fn generate_with(atlas: &Atlas, split: Split, index: u64, config: &EmojiConf
             codepoint: atlas.glyphs[p.glyph].codepoint.clone(),
             center: (p.cx, p.cy),
             side: p.side,
+            rotation: p.rotation,
             flipped: p.flipped,
             full_pixels: p.full,
             visible_pixels: s.2,

@@ -44,6 +44,8 @@ pub struct EmojiObject {
     /// Centre (pixels) and drawn glyph side (pixels).
     pub center: (f32, f32),
     pub side: f32,
+    /// Rotation in radians (the glyph is drawn turned by this angle) and horizontal flip.
+    pub rotation: f32,
     pub flipped: bool,
     /// Pixels it covers when drawn alone, and pixels left visible in the scene.
     pub full_pixels: u32,

@@ -56,8 +56,7 @@ pub fn image_flops(c: &SegClipConfig, grid: usize) -> f64 {
 /// FLOPs of encoding `labels` prompts of `tokens` tokens each.
 pub fn text_flops(c: &SegClipConfig, labels: usize, tokens: usize) -> f64 {
     let w = c.text_width as f64;
-    labels as f64
-        * (c.text_layers as f64 * block_flops(tokens as f64, w, c.mlp_ratio as f64) + 2.0 * w * c.embed_dim as f64)
+    labels as f64 * (c.text_layers as f64 * block_flops(tokens as f64, w, c.mlp_ratio as f64) + 2.0 * w * c.embed_dim as f64)
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -154,13 +153,9 @@ pub fn run(name: &str, config: &SegClipConfig, backend: &str, device: &Device, r
 
     // Full segmentation through the shared pipeline (10 labels cached after the warm-up), short
     // side 224 and 448 (one and four windows of 224 on a square image).
-    let mut segmenter = Segmenter::new(
-        SegClip::new(config, device),
-        config.clone(),
-        ClipTokenizer::from_bytes(tokenizer_json).unwrap(),
-        device.clone(),
-    )
-    .expect("segmenter");
+    let mut segmenter =
+        Segmenter::new(SegClip::new(config, device), config.clone(), ClipTokenizer::from_bytes(tokenizer_json).unwrap(), device.clone())
+            .expect("segmenter");
     let words: Vec<String> = labels.iter().map(|l| l.trim_start_matches("a photo of a ").trim_end_matches('.').to_string()).collect();
     for side in [224usize, 448] {
         segmenter.options.short_side = side;
@@ -169,12 +164,7 @@ pub fn run(name: &str, config: &SegClipConfig, backend: &str, device: &Device, r
         let ms = median_ms(runs.min(5), || {
             pipeline::block_on(segmenter.segment(&img, &words)).expect("segment");
         });
-        record(
-            &format!("segmentation {side}x{side} (10 labels)"),
-            ms,
-            windows as f64 * image_flops(config, config.grid()),
-            runs.min(5),
-        );
+        record(&format!("segmentation {side}x{side} (10 labels)"), ms, windows as f64 * image_flops(config, config.grid()), runs.min(5));
     }
 
     // One training step: image + text forward on a batch of 2, contrastive loss, backward.
@@ -192,6 +182,94 @@ pub fn run(name: &str, config: &SegClipConfig, backend: &str, device: &Device, r
     let step_flops = 3.0 * (2.0 * image_flops(config, config.grid()) + text_flops(config, 2, config.context_length));
     record("training step (batch 2, fwd+bwd)", ms, step_flops, runs.min(3));
     out
+}
+
+/// Training steps replayed from a recording of the PyTorch reference's step
+/// (scripts/bench/train_step.py `record`; src/train/replay.rs): the same parameters, batch,
+/// Gumbel noise, MAE mask and superpixels, all three losses, backward, clipping, one AdamW step,
+/// so that samples/s can be set beside PyTorch's for the same work. The data workers are not
+/// part of it (PyTorch's side has none either).
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainingSteps {
+    pub name: String,
+    pub engine: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub steps: usize,
+    pub step_ms: Vec<f64>,
+    pub median_ms: f64,
+    /// Medians of the step's two parts: forward and backward passes of all three losses, and
+    /// the optimiser (clipping, AdamW over every trained parameter, the logit-scale clamp).
+    pub gradients_ms: f64,
+    pub optimizer_ms: f64,
+    pub samples_per_s: f64,
+    /// The loss terms of the first (untimed) step, before any update: equal to PyTorch's when
+    /// both sides compute the same thing.
+    pub losses_step0: std::collections::BTreeMap<String, f64>,
+}
+
+/// Replays `recording` for one untimed step and then `steps` timed ones on `device`, calling
+/// `progress` after each.
+pub fn training_steps(
+    recording: &crate::train::replay::Recording,
+    device: &Device,
+    steps: usize,
+    mut progress: impl FnMut(usize, f64),
+) -> Result<TrainingSteps, String> {
+    use crate::train::optim::AdamW;
+    use crate::train::step_gradients;
+    let config = recording.model_config()?;
+    let mut train = recording.train_config()?;
+    // A constant learning rate, as the PyTorch side (the schedule's factor stays ~1).
+    train.optim.steps = 1_000_000;
+    let ad = device.clone().autodiff();
+    let mut model = recording.model(&config, &ad)?;
+    let batch = recording.batch()?;
+    let noise = [recording.noise(device)?];
+    let mut optimizer = AdamW::new(train.optim.clone());
+    let mut losses_step0 = std::collections::BTreeMap::new();
+    let (mut times, mut gradient_times, mut optimizer_times) = (Vec::new(), Vec::new(), Vec::new());
+    for step in 0..=steps {
+        let t = Instant::now();
+        let (sum, losses) = step_gradients(&model, std::slice::from_ref(&batch), &train, Some(&noise), &ad)?;
+        let gradients_ms = t.elapsed().as_secs_f64() * 1e3;
+        // The step's info holds the gradient norm, read back from the device: the update is done.
+        let (next, _) = optimizer.step(model, sum, step as u64);
+        model = next;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if step > 0 {
+            gradient_times.push(gradients_ms);
+            optimizer_times.push(ms - gradients_ms);
+        }
+        if step == 0 {
+            losses_step0.insert("contrastive".into(), losses.contrastive);
+            losses_step0.insert("reconstruction".into(), losses.reconstruction);
+            losses_step0.insert("superpixel".into(), losses.superpixel);
+            losses_step0.insert("total".into(), losses.contrastive + losses.reconstruction + losses.superpixel);
+        } else {
+            times.push(ms);
+        }
+        progress(step, ms);
+    }
+    let median = |v: &[f64]| -> Result<f64, String> {
+        let mut sorted = v.to_vec();
+        sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        sorted.get(sorted.len() / 2).copied().ok_or_else(|| "at least one timed step is needed".to_string())
+    };
+    let median_ms = median(&times)?;
+    Ok(TrainingSteps {
+        name: recording.json["name"].as_str().unwrap_or("recording").to_string(),
+        engine: format!("segclip {} (burn, {device:?})", env!("CARGO_PKG_VERSION")),
+        batch: batch.batch,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        steps,
+        step_ms: times,
+        median_ms,
+        gradients_ms: median(&gradient_times)?,
+        optimizer_ms: median(&optimizer_times)?,
+        samples_per_s: batch.batch as f64 / (median_ms / 1e3),
+        losses_step0,
+    })
 }
 
 #[cfg(test)]

@@ -9,11 +9,10 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use segclip::model::{SegClip, SegClipConfig};
-use segclip::train::data::Batch;
+use segclip::model::SegClip;
 use segclip::train::optim::{AdamW, GradientSum};
-use segclip::train::{step_gradients, GivenNoise, TrainConfig};
-use segclip::weights::keymap::release_to_ours;
+use segclip::train::replay::Recording;
+use segclip::train::step_gradients;
 use segclip::weights::{model_io, HostTensor};
 
 /// Relative tolerance, against the larger of the reference's largest magnitude and a floor for
@@ -22,67 +21,9 @@ use segclip::weights::{model_io, HostTensor};
 const TOLERANCE: f64 = 1e-4;
 const WGPU_TOLERANCE: f64 = 1e-3;
 
-struct Fixture {
-    json: serde_json::Value,
-    /// f32 tensors by name (i64 inputs converted).
-    tensors: BTreeMap<String, (Vec<usize>, Vec<f64>)>,
-}
-
-fn fixture() -> Fixture {
+fn fixture() -> Recording {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train_step");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("train_step.json")).unwrap()).unwrap();
-    let bytes = std::fs::read(dir.join("train_step.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            let b = v.data();
-            let data: Vec<f64> = match v.dtype() {
-                safetensors::Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                other => panic!("{name}: unexpected dtype {other:?}"),
-            };
-            (name, (v.shape().to_vec(), data))
-        })
-        .collect();
-    Fixture { json, tensors }
-}
-
-impl Fixture {
-    fn get(&self, name: &str) -> &(Vec<usize>, Vec<f64>) {
-        self.tensors.get(name).unwrap_or_else(|| panic!("the fixture lacks '{name}'"))
-    }
-
-    fn rows<T>(&self, name: &str, f: impl Fn(f64) -> T) -> Vec<Vec<T>> {
-        let (shape, data) = self.get(name);
-        data.chunks(shape[1]).map(|r| r.iter().map(|&v| f(v)).collect()).collect()
-    }
-
-    fn tensor3(&self, name: &str, device: &Device) -> Tensor<3> {
-        let (shape, data) = self.get(name);
-        let data: Vec<f32> = data.iter().map(|&v| v as f32).collect();
-        Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2]]), device)
-    }
-
-    /// Tensors with prefix `kind.` (init, grad, after), in our parameter names and layouts: each
-    /// release key goes through the importer's key map on its own.
-    fn ours(&self, kind: &str, config: &SegClipConfig) -> BTreeMap<String, (String, HostTensor)> {
-        let prefix = format!("{kind}.");
-        let mut out = BTreeMap::new();
-        for (name, (shape, data)) in &self.tensors {
-            let Some(key) = name.strip_prefix(&prefix) else { continue };
-            let host = HostTensor::new(shape.clone(), data.iter().map(|&v| v as f32).collect());
-            let mut unused = Vec::new();
-            let mapped = release_to_ours(BTreeMap::from([(key.to_string(), host)]), config, true, &mut unused)
-                .unwrap_or_else(|e| panic!("{key}: {e}"));
-            assert!(unused.is_empty(), "{key} was not mapped: {unused:?}");
-            for (ours, t) in mapped {
-                out.insert(ours, (key.to_string(), t));
-            }
-        }
-        out
-    }
+    Recording::read(&dir.join("train_step.json"), &dir.join("train_step.safetensors")).unwrap()
 }
 
 /// max |got - want| / max(max |want|, floor), and max |want|.
@@ -98,52 +39,17 @@ fn rel_error(got: &[f32], want: &[f32], floor: f64) -> f64 {
 
 fn one_step_matches_pytorch(device: Device, backend: &str, tolerance: f64) {
     let f = fixture();
-    let config: SegClipConfig = serde_json::from_value(f.json["model"].clone()).unwrap();
+    let config = f.model_config().unwrap();
     let o = &f.json["optim"];
     let l = &f.json["loss"];
-    let overrides: Vec<String> = vec![
-        format!("optim.lr_new={}", o["lr_new"]),
-        format!("optim.lr_pretrained={}", o["lr_pretrained"]),
-        format!("optim.weight_decay={}", o["weight_decay"]),
-        format!("optim.eps={}", o["eps"]),
-        format!("optim.clip_norm={}", o["clip_norm"]),
-        format!("optim.batch_size={}", f.json["batch"]),
-        "optim.betas=[0.9, 0.98]".into(),
-        "optim.accumulation=1".into(),
-        "optim.warmup_fraction=0.0".into(),
-        "optim.steps=1".into(),
-        "optim.freeze_embeddings=true".into(),
-        format!("loss.gumbel_tau={}", l["gumbel_tau"]),
-        format!("loss.mask_ratio={}", l["mask_ratio"]),
-        "loss.reconstruction_weight=1.0".into(),
-        "loss.superpixel_weight=1.0".into(),
-        "loss.center_usage_weight=0.0".into(),
-        "run.out=\"unused\"".into(),
-    ];
-    let train = TrainConfig::parse(include_str!("../configs/smoke.toml"), &overrides).unwrap();
+    let train = f.train_config().unwrap();
 
-    // The model, from PyTorch's initial parameters.
-    let init = f.ours("init", &config);
+    // The model from PyTorch's initial parameters (every one of ours must be there), the batch
+    // and the injected randomness.
     let autodiff = device.clone().autodiff();
-    let mut model = SegClip::new_for_training(&config, &autodiff);
-    let tensors: BTreeMap<String, HostTensor> = init.iter().map(|(k, (_, t))| (k.clone(), t.clone())).collect();
-    model_io::apply_tensors(&mut model, &tensors, false).unwrap();
-    let ours_names: Vec<String> = model_io::model_tensors(&model).into_keys().collect();
-    let missing: Vec<&String> = ours_names.iter().filter(|n| !init.contains_key(*n)).collect();
-    assert!(missing.is_empty(), "parameters the fixture lacks: {missing:?}");
-
-    // The batch and the injected randomness.
-    let (shape, images) = f.get("input.images");
-    let batch = Batch {
-        images: images.iter().map(|&v| v as f32).collect(),
-        batch: shape[0],
-        size: shape[2],
-        tokens: f.rows("input.tokens", |v| v as i64),
-        captions: Vec::new(),
-        superpixels: Some(f.rows("input.superpixels", |v| v as u32)),
-        keep: f.rows("input.keep", |v| v as usize),
-    };
-    let noise = [GivenNoise { full: f.tensor3("input.gumbel_uniform", &device), masked: f.tensor3("input.gumbel_uniform_recon", &device) }];
+    let model = f.model(&config, &autodiff).unwrap();
+    let batch = f.batch().unwrap();
+    let noise = [f.noise(&device).unwrap()];
     let (sum, losses) = step_gradients(&model, &[batch], &train, Some(&noise), &autodiff).unwrap();
 
     // Every loss term.
@@ -156,7 +62,7 @@ fn one_step_matches_pytorch(device: Device, backend: &str, tolerance: f64) {
     }
 
     // Every gradient (PyTorch records those of trained parameters, before clipping).
-    let grads = f.ours("grad", &config);
+    let grads = f.ours("grad", &config).unwrap();
     let got_names: Vec<&str> = sum.names().collect();
     let extra: Vec<&&str> = got_names.iter().filter(|n| !grads.contains_key(**n)).collect();
     assert!(extra.is_empty(), "{backend}: gradients PyTorch does not have: {extra:?}");
@@ -181,7 +87,7 @@ fn one_step_matches_pytorch(device: Device, backend: &str, tolerance: f64) {
         .iter()
         .map(|(name, (_, t))| (name.clone(), Tensor::from_data(TensorData::new(t.data.clone(), [t.data.len()]), &inner)))
         .collect();
-    let after = f.ours("after", &config);
+    let after = f.ours("after", &config).unwrap();
     let lr_new = o["lr_new"].as_f64().unwrap();
     let mut optimizer = AdamW::new(train.optim.clone());
     let (from_reference, info) = optimizer.step(model.clone(), GradientSum::from_tensors(reference_grads), 0);
@@ -203,7 +109,14 @@ fn one_step_matches_pytorch(device: Device, backend: &str, tolerance: f64) {
 
 /// Every parameter of `model` against PyTorch's after the step (same names, same count), within
 /// `tolerance` relative to max(max |want|, floor).
-fn compare_parameters(backend: &str, what: &str, model: &SegClip, after: &BTreeMap<String, (String, HostTensor)>, floor: f64, tolerance: f64) {
+fn compare_parameters(
+    backend: &str,
+    what: &str,
+    model: &SegClip,
+    after: &BTreeMap<String, (String, HostTensor)>,
+    floor: f64,
+    tolerance: f64,
+) {
     let updated = model_io::model_tensors(&model.clone().valid());
     let mut worst = (0f64, String::new());
     for (name, (key, want)) in after {

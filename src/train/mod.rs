@@ -14,6 +14,7 @@ pub mod log;
 pub mod losses;
 pub mod optim;
 pub mod plot;
+pub mod replay;
 pub mod superpixels;
 
 use std::io::Write;

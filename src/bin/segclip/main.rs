@@ -13,6 +13,20 @@ mod train;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (the enum's 16th entry in libmimalloc-sys's bundled v3
+/// header, c_src/mimalloc/v3/include/mimalloc.h; the Rust bindings do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Never hand freed memory back to the kernel. By default mimalloc purges memory that stays free
+/// for 10 ms, and a training step frees its activations long enough before the next step wants
+/// them again: the kernel then zeroes fresh huge pages for every step (clear_page was 23% of a
+/// bundled-config step's profile, and the step took 25% longer; docs/benchmarks.md). The CLI's
+/// peak memory is what it keeps.
+fn keep_freed_memory() {
+    // SAFETY: sets a process-wide allocator option; mimalloc reads it on each purge decision.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 /// The tokenizer every model of this build uses (static/tokenizer.json, made by
 /// scripts/make-fixtures from open_clip's vocabulary).
 pub const TOKENIZER_JSON: &[u8] = include_bytes!("../../../static/tokenizer.json");
@@ -133,6 +147,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Segment(args) => report(segment::run(args)),

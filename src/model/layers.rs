@@ -90,6 +90,19 @@ impl Attention {
         self.attend(q, k, v, None)
     }
 
+    /// Self-attention whose scores compare each token's key with the other keys (`keys`, NACLIP)
+    /// or its query with the other queries (ClearCLIP) instead of query with key; `bias` [N, N]
+    /// is added to every head's scores before the softmax (NACLIP's Gaussian neighbourhood).
+    /// Same packed projections, head split, scale and `out_proj` as `self_attention`
+    /// (src/model/dense.rs says where each method does this).
+    pub fn same_side_attention(&self, x: Tensor<3>, keys: bool, bias: Option<Tensor<2>>) -> Tensor<3> {
+        let w = self.width();
+        let qkv = self.in_proj.forward(x);
+        let side = qkv.clone().narrow(2, if keys { w } else { 0 }, w);
+        let v = qkv.narrow(2, 2 * w, w);
+        self.attend(side.clone(), side, v, bias)
+    }
+
     fn attend(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, mask: Option<Tensor<2>>) -> Tensor<3> {
         let [b, nq, w] = q.dims();
         let nk = k.dims()[1];

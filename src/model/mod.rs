@@ -2,6 +2,7 @@
 //! Each layer follows a section of `docs/segclip.md` (named in its module docs).
 
 pub mod config;
+pub mod dense;
 pub mod group;
 pub mod layers;
 pub mod reconstruct;

@@ -63,6 +63,27 @@ impl PatchifyStem {
     }
 }
 
+/// The patch rows of a CLIP positional table [1 + grid^2, W] (row 0 is the class token's) for a
+/// `rows x cols` grid [P, W]: the stored grid as it is, or resized bicubically (half-pixel
+/// centres, as torch's `align_corners=False`).
+pub fn patch_positions(table: Tensor<2>, rows: usize, cols: usize) -> Tensor<2> {
+    let [n, w] = table.dims();
+    let patches = table.narrow(0, 1, n - 1);
+    let base = ((n - 1) as f64).sqrt().round() as usize;
+    if base * base != n - 1 {
+        panic!("positional table has {} patch rows, not a square grid", n - 1);
+    }
+    if rows == base && cols == base {
+        return patches;
+    }
+    let grid = patches.reshape([1, base, base, w]).permute([0, 3, 1, 2]);
+    let resized = interpolate(
+        grid,
+        InterpolateOptions::new(InterpolateMode::Bicubic).with_align_corners(false).with_output_size([rows, cols]),
+    );
+    resized.permute([0, 2, 3, 1]).reshape([rows * cols, w])
+}
+
 #[derive(Module, Debug)]
 pub struct VisionTower {
     /// Optional convolutional stem before the patch embedding (`None` for released checkpoints).
@@ -136,27 +157,9 @@ impl VisionTower {
         }
     }
 
-    /// Positional embeddings of the patches for a `rows x cols` grid [P, W]: the stored grid as it
-    /// is, or resized bicubically (half-pixel centres, as torch's `align_corners=False`).
+    /// Positional embeddings of the patches for a `rows x cols` grid [P, W] (`patch_positions`).
     pub fn patch_positions(&self, rows: usize, cols: usize) -> Tensor<2> {
-        let table = self.positional_embedding.val();
-        let [n, w] = table.dims();
-        let patches = table.narrow(0, 1, n - 1);
-        let base = ((n - 1) as f64).sqrt().round() as usize;
-        if base * base != n - 1 {
-            panic!("positional table has {} patch rows, not a square grid", n - 1);
-        }
-        if rows == base && cols == base {
-            return patches;
-        }
-        let grid = patches.reshape([1, base, base, w]).permute([0, 3, 1, 2]);
-        let resized = interpolate(
-            grid,
-            InterpolateOptions::new(InterpolateMode::Bicubic)
-                .with_align_corners(false)
-                .with_output_size([rows, cols]),
-        );
-        resized.permute([0, 2, 3, 1]).reshape([rows * cols, w])
+        patch_positions(self.positional_embedding.val(), rows, cols)
     }
 
     /// Patch tokens after `ln_pre`, class token dropped: [B, P, W].

@@ -113,6 +113,28 @@ pub fn import_for_training(path: &Path, config: Option<SegClipConfig>) -> Result
     import_tensors(raw, config, true)
 }
 
+/// Imports a plain CLIP checkpoint (OpenAI or Hugging Face layout) for dense segmentation
+/// (src/model/dense.rs): tensors in `DenseClip`'s names. A SegCLIP checkpoint is refused: its
+/// later blocks were trained on group tokens, not patches, and it segments with its groups.
+pub fn import_dense(path: &Path, config: Option<SegClipConfig>) -> Result<Imported, ImportError> {
+    import_dense_tensors(read_checkpoint(path)?, config)
+}
+
+pub fn import_dense_tensors(raw: BTreeMap<String, HostTensor>, config: Option<SegClipConfig>) -> Result<Imported, ImportError> {
+    let keys: BTreeSet<String> = raw.keys().cloned().collect();
+    if keymap::detect_layout(&keys).map_err(ImportError::Layout)? == SourceLayout::SegClip {
+        return Err(ImportError::Layout(
+            "this is a SegCLIP checkpoint: it segments with its own group module, not with a dense method \
+             (convert it without --method)"
+                .into(),
+        ));
+    }
+    let mut imported = import_tensors(raw, config, false)?;
+    let split = imported.config.group_after;
+    imported.tensors = keymap::segclip_to_dense(std::mem::take(&mut imported.tensors), split);
+    Ok(imported)
+}
+
 pub fn import_tensors(
     raw: BTreeMap<String, HostTensor>,
     config: Option<SegClipConfig>,

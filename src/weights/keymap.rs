@@ -241,6 +241,24 @@ pub fn split_visual_blocks(tensors: BTreeMap<String, HostTensor>, split: usize) 
         .collect()
 }
 
+/// Our SegCLIP names of an imported plain CLIP -> the dense model's (src/model/dense.rs): the
+/// image tower's blocks are one list again, `visual.stage1.n` -> `visual.blocks.n` and
+/// `visual.stage3.m` -> `visual.blocks.(split + m)`; everything else keeps its name.
+pub fn segclip_to_dense(tensors: BTreeMap<String, HostTensor>, split: usize) -> BTreeMap<String, HostTensor> {
+    let re = Regex::new(r"^visual\.(stage1|stage3)\.(\d+)\.(.+)$").unwrap();
+    tensors
+        .into_iter()
+        .map(|(k, v)| match re.captures(&k) {
+            Some(c) => {
+                let n: usize = c[2].parse().unwrap();
+                let n = if &c[1] == "stage1" { n } else { split + n };
+                (format!("visual.blocks.{n}.{}", &c[3]), v)
+            }
+            None => (k, v),
+        })
+        .collect()
+}
+
 /// Hugging Face CLIPModel keys -> OpenAI keys (q/k/v projections packed into `in_proj`).
 pub fn huggingface_to_openai(
     hf: BTreeMap<String, HostTensor>,

@@ -1,4 +1,5 @@
-//! Moving tensors between a `SegClip` model and host tensors named by their burn module path.
+//! Moving tensors between a model (`SegClip`, or `DenseClip` for plain CLIP weights) and host
+//! tensors named by their burn module path.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use super::format::{HostTensor, WeightsError, WeightsFile};
 use crate::model::{SegClip, SegClipConfig};
 
 /// Names and shapes of every parameter of a model of this config, without reading any data.
-pub fn expected_shapes(model: &SegClip) -> BTreeMap<String, Vec<usize>> {
+pub fn expected_shapes<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, Vec<usize>> {
     model
         .collect(None, None, false)
         .into_iter()
@@ -19,7 +20,7 @@ pub fn expected_shapes(model: &SegClip) -> BTreeMap<String, Vec<usize>> {
 
 /// Reads every parameter back to the host (native; a sync read is not allowed in wasm).
 #[cfg(not(target_arch = "wasm32"))]
-pub fn model_tensors(model: &SegClip) -> BTreeMap<String, HostTensor> {
+pub fn model_tensors<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, HostTensor> {
     model
         .collect(None, None, false)
         .into_iter()
@@ -43,8 +44,8 @@ pub struct LoadReport {
 /// Writes `tensors` into `model`. With `allow_missing`, parameters absent from `tensors` keep
 /// their fresh initialisation and are reported; otherwise they are an error. Tensors the model
 /// does not have are always an error (importers drop known training-only keys before this).
-pub fn apply_tensors(
-    model: &mut SegClip,
+pub fn apply_tensors<M: ModuleSnapshot>(
+    model: &mut M,
     tensors: &BTreeMap<String, HostTensor>,
     allow_missing: bool,
 ) -> Result<LoadReport, WeightsError> {

@@ -1,0 +1,207 @@
+//! Training-free dense segmentation with plain CLIP weights: CLIP's own image tower with its last
+//! block changed so that every patch token keeps a local, label-comparable feature. Two methods,
+//! each as its authors' code does it:
+//!
+//! - NACLIP (https://github.com/sinahmr/NACLIP, `clip/model.py`: `VisionTransformer.forward`
+//!   with arch "reduced", `custom_attn`, `gaussian_window`, `get_attention_addition`): in the last
+//!   block, attention from keys to keys plus a Gaussian neighbourhood bias over the patch grid
+//!   (std 5 patches; nothing to or from the class token), no residual, no MLP.
+//! - ClearCLIP (https://github.com/mc-lan/ClearCLIP, `open_clip/transformer.py`: `custom_attn`
+//!   with model type "ClearCLIP", `ignore_residual`): query-to-query attention, no residual, no
+//!   MLP.
+//!
+//! Blocks 1..L-1 are CLIP's unchanged; the class token goes through all of them (unlike
+//! SegCLIP's tower, which drops it after `ln_pre`). After the last block, `ln_post` and `proj`
+//! apply to every token and the class token is dropped. scripts/fixtures/make_dense.py is the
+//! PyTorch reference that tests/dense_parity.rs holds this to.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::LayerNorm;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::config::SegClipConfig;
+use super::layers::{blocks, layer_norm, ResidualBlock};
+use super::text::{TextTower, TokenBatch};
+use super::vision::patch_positions;
+use super::MAX_LOGIT_SCALE;
+
+/// Which change of the last block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenseMethod {
+    /// Key-key attention plus a Gaussian neighbourhood bias.
+    Naclip,
+    /// Query-query attention.
+    Clearclip,
+}
+
+impl DenseMethod {
+    pub const ALL: [DenseMethod; 2] = [DenseMethod::Naclip, DenseMethod::Clearclip];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DenseMethod::Naclip => "naclip",
+            DenseMethod::Clearclip => "clearclip",
+        }
+    }
+}
+
+impl fmt::Display for DenseMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DenseMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| format!("unknown dense method '{s}': expected naclip or clearclip"))
+    }
+}
+
+/// NACLIP's neighbourhood width in patches (`gaussian_std=5.` in its naclip.py).
+pub const NACLIP_GAUSSIAN_STD: f64 = 5.0;
+
+/// NACLIP's attention addition for a `rows x cols` patch grid, [1 + P, 1 + P] row-major with the
+/// class token first: exp(-d^2 / (2 std^2)) for the squared grid distance d^2 between two
+/// patches (peak 1, not normalised), 0 in the class token's row and column. NACLIP builds it by
+/// convolving a window with one-hot maps; the window covers the whole grid, so this closed form
+/// is the same matrix.
+pub fn gaussian_bias(rows: usize, cols: usize, std: f64) -> Vec<f32> {
+    let p = rows * cols;
+    let n = p + 1;
+    let mut out = vec![0f32; n * n];
+    for a in 0..p {
+        let (ra, ca) = ((a / cols) as f64, (a % cols) as f64);
+        for b in 0..p {
+            let (rb, cb) = ((b / cols) as f64, (b % cols) as f64);
+            let d2 = (ra - rb).powi(2) + (ca - cb).powi(2);
+            out[(a + 1) * n + b + 1] = (-d2 / (2.0 * std * std)).exp() as f32;
+        }
+    }
+    out
+}
+
+/// CLIP's image tower, run densely.
+#[derive(Module, Debug)]
+pub struct DenseVisionTower {
+    /// Patch embedding: conv patch x patch, stride patch, no bias.
+    pub conv1: Conv2d,
+    pub class_embedding: Param<Tensor<1>>,
+    /// [1 + grid^2, W]: row 0 for the class token, then the patch grid row-major.
+    pub positional_embedding: Param<Tensor<2>>,
+    pub ln_pre: LayerNorm,
+    /// CLIP's blocks; the last one runs with the method's attention only.
+    pub blocks: Vec<ResidualBlock>,
+    pub ln_post: LayerNorm,
+    /// [W, E], used as `x @ proj`.
+    pub proj: Param<Tensor<2>>,
+}
+
+/// What the dense tower returns for a batch of images.
+pub struct DenseOutput {
+    /// Projected patch features [B, P, E], row-major over the grid (not normalised).
+    pub patch_embed: Tensor<3>,
+    /// Patch grid [rows, cols] of this input.
+    pub grid: [usize; 2],
+}
+
+impl DenseVisionTower {
+    pub fn new(c: &SegClipConfig, device: &Device) -> Self {
+        let w = c.vision_width;
+        let scale = (w as f64).powf(-0.5);
+        let p = c.patch_size;
+        Self {
+            conv1: Conv2dConfig::new([3, w], [p, p]).with_stride([p, p]).with_bias(false).init(device),
+            class_embedding: Param::from_tensor(Tensor::random([w], Distribution::Normal(0.0, scale), device)),
+            positional_embedding: Param::from_tensor(Tensor::random([c.num_patches() + 1, w], Distribution::Normal(0.0, scale), device)),
+            ln_pre: layer_norm(w, device),
+            blocks: blocks(c.vision_layers, w, c.vision_heads, c.mlp_ratio, device),
+            ln_post: layer_norm(w, device),
+            proj: Param::from_tensor(Tensor::random([w, c.embed_dim], Distribution::Normal(0.0, scale), device)),
+        }
+    }
+
+    /// Patch features of normalised images [B, 3, H, W]; `gaussian_std` is NACLIP's (ignored by
+    /// ClearCLIP).
+    pub fn forward(&self, images: Tensor<4>, method: DenseMethod, gaussian_std: f64) -> DenseOutput {
+        let device = images.device();
+        let x = self.conv1.forward(images); // [B, W, rows, cols]
+        let [b, w, rows, cols] = x.dims();
+        let patches =
+            x.reshape([b, w, rows * cols]).swap_dims(1, 2) + patch_positions(self.positional_embedding.val(), rows, cols).unsqueeze::<3>();
+        let class = self.class_embedding.val() + self.positional_embedding.val().narrow(0, 0, 1).reshape([w]);
+        let class = class.reshape([1, 1, w]).expand([b, 1, w]);
+        let mut x = self.ln_pre.forward(Tensor::cat(vec![class, patches], 1));
+        let (last, rest) = self.blocks.split_last().expect("a tower with at least one block");
+        for block in rest {
+            x = block.forward(x, None);
+        }
+        let h = last.ln_1.forward(x);
+        let y = match method {
+            DenseMethod::Naclip => {
+                let n = rows * cols + 1;
+                let bias = Tensor::from_data(TensorData::new(gaussian_bias(rows, cols, gaussian_std), [n, n]), &device);
+                last.attn.same_side_attention(h, true, Some(bias))
+            }
+            DenseMethod::Clearclip => last.attn.same_side_attention(h, false, None),
+        };
+        let tokens = self.ln_post.forward(y).matmul(self.proj.val().unsqueeze::<3>());
+        let e = tokens.dims()[2];
+        DenseOutput { patch_embed: tokens.narrow(1, 1, rows * cols).reshape([b, rows * cols, e]), grid: [rows, cols] }
+    }
+}
+
+/// A plain CLIP for dense segmentation: the dense image tower and CLIP's text tower.
+#[derive(Module, Debug)]
+pub struct DenseClip {
+    pub visual: DenseVisionTower,
+    pub text: TextTower,
+    /// CLIP's stored logit scale (log); the dense protocol uses the method's own scale instead,
+    /// but the file keeps CLIP's.
+    pub logit_scale: Param<Tensor<1>>,
+}
+
+impl DenseClip {
+    pub fn new(config: &SegClipConfig, device: &Device) -> Self {
+        Self {
+            visual: DenseVisionTower::new(config, device),
+            text: TextTower::new(config, device),
+            logit_scale: Param::from_tensor(Tensor::from_floats([MAX_LOGIT_SCALE.ln() as f32], device)),
+        }
+    }
+
+    /// Encodes token sequences into text embeddings [T, E] (not normalised).
+    pub fn text(&self, tokens: &TokenBatch, device: &Device) -> Tensor<2> {
+        self.text.forward(tokens, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gaussian_bias_peaks_on_the_diagonal_and_spares_the_class_token() {
+        let b = gaussian_bias(2, 3, 1.0);
+        let n = 7;
+        assert!(b[..n].iter().all(|&v| v == 0.0), "class token row");
+        assert!((0..n).all(|i| b[i * n] == 0.0), "class token column");
+        assert!((1..n).all(|i| b[i * n + i] == 1.0), "diagonal");
+        // Patches 0 (row 0, col 0) and 5 (row 1, col 2): d^2 = 1 + 4.
+        assert!((b[n + 6] - (-2.5f32).exp()).abs() < 1e-7);
+        assert_eq!(b[n + 6], b[6 * n + 1], "symmetric");
+    }
+
+    #[test]
+    fn methods_parse_by_their_names() {
+        assert_eq!("naclip".parse::<DenseMethod>(), Ok(DenseMethod::Naclip));
+        assert_eq!("clearclip".parse::<DenseMethod>(), Ok(DenseMethod::Clearclip));
+        assert!("sclip".parse::<DenseMethod>().unwrap_err().contains("naclip or clearclip"));
+    }
+}

@@ -401,7 +401,8 @@ pub fn score_world(
                 scores.named_pixels += (p == t) as u64;
             }
         }
-        for (w, _) in &features.windows {
+        // Centers in use: SegCLIP windows only (a dense model has no groups).
+        for (w, _) in features.windows.iter().filter(|(w, _)| !w.soft.is_empty()) {
             let p = w.grid[0] * w.grid[1];
             let l = w.soft.len() / p.max(1);
             let mut hit = vec![false; l];

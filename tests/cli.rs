@@ -101,7 +101,8 @@ fn convert_reports_layout_unused_and_fresh_parts() {
     }
     assert!(sizes[0] > sizes[1] && sizes[1] > sizes[2], "sizes f32/f16/int8: {sizes:?}");
     assert!(!dir.join("w-f32.safetensors.partial").exists(), "a temporary file was left behind");
-    let clip = segclip(&["convert", &fixture("openai_clip_tiny.pt"), &out, "--config", &fixture("config.json")]);
+    // A plain CLIP as a SegCLIP start: its group module is new.
+    let clip = segclip(&["convert", &fixture("openai_clip_tiny.pt"), &out, "--config", &fixture("config.json"), "--method", "segclip"]);
     let log = text(&clip);
     assert!(clip.status.success(), "{log}");
     assert!(log.contains("freshly initialised") && log.contains("visual.group."), "{log}");
@@ -115,6 +116,72 @@ fn convert_reports_layout_unused_and_fresh_parts() {
     let bad = segclip(&["convert", junk.to_str().unwrap(), &out, "--config", &fixture("config.json")]);
     assert!(!bad.status.success());
     assert!(text(&bad).contains("junk.pt"), "{}", text(&bad));
+}
+
+/// The dense fixture's CLIP config (tests/fixtures/dense/dense.json), as a `--config` file.
+fn dense_config(dir: &Path) -> String {
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dense/dense.json")).unwrap(),
+    )
+    .unwrap();
+    let path = dir.join("dense-config.json");
+    std::fs::write(&path, meta["model"].to_string()).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn convert_makes_a_plain_clip_a_dense_segmenter_by_default() {
+    let dir = scratch("convert-dense");
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dense/clip_dense.pt").display().to_string();
+    let config = dense_config(&dir);
+    for (method, want) in [(None, "naclip"), (Some("clearclip"), "clearclip"), (Some("naclip"), "naclip")] {
+        let out = dir.join(format!("{want}.safetensors"));
+        let mut args = vec!["convert", clip.as_str(), out.to_str().unwrap(), "--config", config.as_str()];
+        if let Some(m) = method {
+            args.extend(["--method", m]);
+        }
+        let run = segclip(&args);
+        assert!(run.status.success(), "{}", text(&run));
+        let file = segclip::weights::format::read(&std::fs::read(&out).unwrap()).unwrap();
+        let protocol = file.dense.expect("a dense protocol in the header");
+        assert_eq!(protocol.method.to_string(), want);
+        assert!(file.tensors.keys().any(|k| k == "visual.blocks.2.attn.in_proj.weight"), "CLIP's blocks in one list");
+        assert!(!file.tensors.keys().any(|k| k.starts_with("visual.group.")), "no group module");
+    }
+    // A SegCLIP checkpoint keeps its groups; an unknown method names the choices.
+    let out = dir.join("x.safetensors").display().to_string();
+    let run = segclip(&["convert", &fixture("segclip_tiny.pt"), &out, "--config", &fixture("config.json"), "--method", "naclip"]);
+    assert!(!run.status.success() && text(&run).contains("own group module"), "{}", text(&run));
+    let run = segclip(&["convert", &clip, &out, "--config", &config, "--method", "sclip"]);
+    assert!(!run.status.success() && text(&run).contains("naclip or clearclip"), "{}", text(&run));
+}
+
+#[test]
+fn segment_runs_a_dense_file_with_its_own_protocol() {
+    use segclip::model::dense::{DenseClip, DenseMethod, DenseProtocol};
+    use segclip::model::SegClipConfig;
+    use segclip::weights::{format, model_io};
+    let dir = scratch("segment-dense");
+    // A random CLIP with the real vocabulary, so the tokenizer's ids fit.
+    let config = SegClipConfig { vocab_size: 49408, context_length: 77, ..SegClipConfig::tiny() };
+    let model = DenseClip::new(&config, &segclip::Device::flex());
+    let tokenizer = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("static/tokenizer.json")).unwrap();
+    let protocol = DenseProtocol::for_method(DenseMethod::Clearclip);
+    let bytes =
+        format::write_dense(&config, &protocol, &format::sha256_hex(&tokenizer), "int8".parse().unwrap(), &model_io::model_tensors(&model))
+            .unwrap();
+    let weights = dir.join("dense.safetensors");
+    std::fs::write(&weights, bytes).unwrap();
+    let image = dir.join("in.png");
+    image::RgbImage::from_fn(48, 40, |x, y| image::Rgb([(x * 5) as u8, (y * 6) as u8, 90])).save(&image).unwrap();
+    let out = dir.join("out");
+    let run = segclip(&[
+        "segment", image.to_str().unwrap(), "--labels", "cat, dog", "--weights", weights.to_str().unwrap(), "--out", out.to_str().unwrap(),
+    ]);
+    let log = text(&run);
+    assert!(run.status.success(), "{log}");
+    assert!(log.contains("segmented densely with clearclip") && log.contains("80 templates"), "{log}");
+    assert!(std::fs::read_dir(&out).unwrap().count() >= 2, "overlay and mask written");
 }
 
 #[test]

@@ -2,13 +2,16 @@
 //! runs NACLIP's and ClearCLIP's last blocks (each as its repository formulates it) on a small
 //! random open_clip CLIP and records the patch features (tests/fixtures/README.md). Our dense
 //! tower, loaded from the same OpenAI-layout state dict through the importer, must give the same
-//! features within 1e-4 relative, on the CPU backend and on wgpu.
+//! features within 1e-4 relative, and the pipeline's dense path the same label maps on at least
+//! 99.5% of the pixels, on the CPU backend and on wgpu.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use segclip::model::dense::{gaussian_bias, DenseClip, DenseMethod};
+use segclip::model::dense::{gaussian_bias, DenseClip, DenseMethod, DenseProtocol};
 use segclip::model::SegClipConfig;
+use segclip::pipeline::{block_on, Rgb, Segmenter};
+use segclip::tokenizer::ClipTokenizer;
 use segclip::train::replay::Recording;
 use segclip::weights::{import, model_io};
 
@@ -66,6 +69,55 @@ fn features_match(device: Device, backend: &str) {
     let wide = f.get("naclip_features").unwrap();
     let narrow = f.get("naclip_narrow_features").unwrap();
     assert!(rel_error(&narrow.data, &wide.data) > 100.0 * TOLERANCE, "the fixture's two widths are too alike to test the bias");
+}
+
+/// The whole dense path of the pipeline (preprocessing, sliding windows, the protocol's logit
+/// scale and background rule) on the fixture's 64 x 96 image against the reference label maps,
+/// with the fixture's query embeddings as the labels'.
+fn label_maps_match(device: Device, backend: &str) {
+    let f = fixture();
+    let config: SegClipConfig = f.model_config().unwrap();
+    let model = model(&config, &device);
+    let rgb = f.get("wide_rgb").unwrap();
+    let [h, w, 3] = rgb.shape[..] else { panic!("wide_rgb shape {:?}", rgb.shape) };
+    let image = Rgb::new(w, h, rgb.data.iter().map(|&v| v as u8).collect()).unwrap();
+    let queries: Vec<Vec<f32>> = f.rows("queries", |v| v).unwrap();
+    let labels: Vec<String> = (1..=queries.len()).map(|i| format!("query {i}")).collect();
+    let tokenizer = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("static/tokenizer.json")).unwrap();
+    for method in DenseMethod::ALL {
+        let protocol = DenseProtocol::for_method(method);
+        let settings = &f.json[method.name()];
+        assert_eq!(protocol.logit_scale, settings["logit_scale"].as_f64().unwrap() as f32, "{method}: the fixture's scale");
+        assert_eq!(protocol.bg_thresh, settings["prob_thd"].as_f64().unwrap() as f32, "{method}: the fixture's threshold");
+        // The fixture's CLIP has a 320-token vocabulary; no text is encoded here (the labels'
+        // embeddings are given), so the segmenter is told the real tokenizer's size.
+        let seg_config = SegClipConfig { vocab_size: 49408, ..config.clone() };
+        let tok = ClipTokenizer::from_bytes(&tokenizer).unwrap();
+        let mut segmenter = Segmenter::new_dense(model.clone(), protocol, seg_config, tok, device.clone()).unwrap();
+        segmenter.options.short_side = h;
+        segmenter.options.window = f.json["window"].as_u64().unwrap() as usize;
+        segmenter.options.stride = f.json["stride"].as_u64().unwrap() as usize;
+        let features = block_on(segmenter.encode_image(&image)).unwrap();
+        assert_eq!(features.windows.len(), 2, "two windows of 64 over 96 columns");
+        let result = block_on(segmenter.combine(&features, &labels, &queries)).unwrap();
+        let want = f.get(&format!("{method}_label_map")).unwrap();
+        let same = result.label_map.iter().zip(&want.data).filter(|(&a, &b)| a as f32 == b).count();
+        let share = same as f64 / want.data.len() as f64;
+        let background = want.data.iter().filter(|&&v| v == 0.0).count();
+        println!("{backend}: {method} label map: {:.3}% of pixels as PyTorch's ({background} background there)", share * 100.0);
+        assert!(share >= 0.995, "{backend}: {method}: only {:.2}% of pixels agree with PyTorch's label map", share * 100.0);
+    }
+}
+
+#[test]
+fn dense_label_maps_match_pytorch_on_the_cpu() {
+    label_maps_match(Device::flex(), "cpu");
+}
+
+#[test]
+fn dense_label_maps_match_pytorch_on_wgpu() {
+    let device = segclip::backend::device(segclip::backend::BackendKind::Wgpu).expect("a wgpu device (lavapipe in the tests)");
+    label_maps_match(device, "wgpu");
 }
 
 #[test]

@@ -67,6 +67,71 @@ impl FromStr for DenseMethod {
 /// NACLIP's neighbourhood width in patches (`gaussian_std=5.` in its naclip.py).
 pub const NACLIP_GAUSSIAN_STD: f64 = 5.0;
 
+/// Which prompt templates a dense file's labels are averaged over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TemplateSet {
+    /// CLIP's 80 ImageNet templates (`pipeline::labels::OPENAI_IMAGENET_TEMPLATES`), as both
+    /// methods evaluate.
+    #[serde(rename = "openai-imagenet-80")]
+    OpenAiImagenet80,
+}
+
+/// How a dense file segments: the method and the inference settings its authors evaluate VOC
+/// with (background included), stored in the weights file's header so that a converted file
+/// segments the same way in the CLI and the page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DenseProtocol {
+    pub method: DenseMethod,
+    /// NACLIP's Gaussian std in patches (ClearCLIP has none; stored as 0).
+    pub gaussian_std: f64,
+    /// The cosine logits are multiplied by this before the softmax over labels: NACLIP 40
+    /// (`logit_scale=40` in naclip.py), ClearCLIP 50 (clearclip_segmentor.py).
+    pub logit_scale: f32,
+    /// A pixel whose best label probability is below this is background: the VOC21 configs'
+    /// `prob_thd`, NACLIP 0.1 (configs/cfg_voc21.py), ClearCLIP 0.5.
+    pub bg_thresh: f32,
+    pub templates: TemplateSet,
+}
+
+impl DenseProtocol {
+    /// The method's own settings.
+    pub fn for_method(method: DenseMethod) -> Self {
+        match method {
+            DenseMethod::Naclip => Self {
+                method,
+                gaussian_std: NACLIP_GAUSSIAN_STD,
+                logit_scale: 40.0,
+                bg_thresh: 0.1,
+                templates: TemplateSet::OpenAiImagenet80,
+            },
+            DenseMethod::Clearclip => {
+                Self { method, gaussian_std: 0.0, logit_scale: 50.0, bg_thresh: 0.5, templates: TemplateSet::OpenAiImagenet80 }
+            }
+        }
+    }
+
+    /// The prompt templates, ready for `SegmentOptions::templates`.
+    pub fn template_strings(&self) -> Vec<String> {
+        match self.templates {
+            TemplateSet::OpenAiImagenet80 => crate::pipeline::labels::OPENAI_IMAGENET_TEMPLATES.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    /// Checks values read from a file.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.logit_scale.is_finite() && self.logit_scale > 0.0) {
+            return Err(format!("logit_scale must be a positive number, found {}", self.logit_scale));
+        }
+        if !(0.0..=1.0).contains(&self.bg_thresh) {
+            return Err(format!("bg_thresh must be in [0, 1], found {}", self.bg_thresh));
+        }
+        if self.method == DenseMethod::Naclip && !(self.gaussian_std.is_finite() && self.gaussian_std > 0.0) {
+            return Err(format!("NACLIP's gaussian_std must be positive, found {}", self.gaussian_std));
+        }
+        Ok(())
+    }
+}
+
 /// NACLIP's attention addition for a `rows x cols` patch grid, [1 + P, 1 + P] row-major with the
 /// class token first: exp(-d^2 / (2 std^2)) for the squared grid distance d^2 between two
 /// patches (peak 1, not normalised), 0 in the class token's row and column. NACLIP builds it by

@@ -6,8 +6,9 @@
 use super::preprocess::resize_bilinear;
 use super::windows::Window;
 
-/// The model's outputs for one window, read back to the host.
-#[derive(Clone, Debug)]
+/// The model's outputs for one window, read back to the host. A SegCLIP model fills `soft`,
+/// `groups` and `image`; a dense CLIP (src/model/dense.rs) fills `patches` only.
+#[derive(Clone, Debug, Default)]
 pub struct WindowFeatures {
     pub window: Window,
     /// Patch grid [rows, cols].
@@ -18,6 +19,8 @@ pub struct WindowFeatures {
     pub groups: Vec<f32>,
     /// L2-normalised image embedding [E].
     pub image: Vec<f32>,
+    /// L2-normalised patch features [rows * cols, E], row-major over the grid.
+    pub patches: Vec<f32>,
 }
 
 /// Combination settings.
@@ -71,8 +74,7 @@ pub fn group_scores(f: &WindowFeatures, labels: &[Vec<f32>], o: &CombineOptions)
         let logits: Vec<f32> = labels.iter().map(|t| o.logit_scale * dot(group, t)).collect();
         let mut pre = logits.clone();
         softmax_in_place(&mut pre);
-        let mut kept: Vec<f32> =
-            logits.iter().zip(&keep).map(|(&v, &k)| if k { v } else { f32::NEG_INFINITY }).collect();
+        let mut kept: Vec<f32> = logits.iter().zip(&keep).map(|(&v, &k)| if k { v } else { f32::NEG_INFINITY }).collect();
         softmax_in_place(&mut kept);
         m.push(kept.iter().zip(&pre).map(|(a, b)| a * b).collect::<Vec<f32>>());
     }
@@ -184,6 +186,71 @@ pub fn label_map(map: &ScoreMap, width: usize, height: usize) -> (Vec<u8>, Vec<f
     (labels, best_scores)
 }
 
+/// The dense protocol (NACLIP's and ClearCLIP's segmentors, mmseg's sliding-window inference):
+/// per window, the cosine logits of every patch against every label, bilinearly upsampled from
+/// the patch grid to the window; summed over the windows of the rescaled image (`resized`) and
+/// divided by each pixel's window count; resized to `width x height`; softmax of
+/// `logit_scale` x logits over the labels; background (0) where the best probability is below
+/// `bg_thresh`, else 1 + the best label. Returns the label map and each pixel's best probability.
+pub fn dense_label_map(
+    resized: (usize, usize),
+    windows: &[(WindowFeatures, Vec<usize>)],
+    labels: &[Vec<f32>],
+    logit_scale: f32,
+    bg_thresh: f32,
+    width: usize,
+    height: usize,
+) -> (Vec<u8>, Vec<f32>) {
+    let n = labels.len();
+    if n == 0 {
+        return (vec![0; width * height], vec![0.0; width * height]);
+    }
+    let (rw, rh) = resized;
+    let mut sums = vec![0f32; rw * rh * n];
+    let mut counts = vec![0u16; rw * rh];
+    for (f, _) in windows {
+        let [rows, cols] = f.grid;
+        let e = f.patches.len() / (rows * cols).max(1);
+        // Logits [P, N], interleaved for the resize.
+        let mut logits = Vec::with_capacity(rows * cols * n);
+        for patch in f.patches.chunks_exact(e) {
+            logits.extend(labels.iter().map(|t| dot(patch, t)));
+        }
+        let win = f.window;
+        let up = resize_bilinear(&logits, cols, rows, n, win.width, win.height);
+        for y in 0..win.height {
+            for x in 0..win.width {
+                let px = (win.y + y) * rw + win.x + x;
+                let src = &up[(y * win.width + x) * n..(y * win.width + x + 1) * n];
+                sums[px * n..(px + 1) * n].iter_mut().zip(src).for_each(|(s, v)| *s += v);
+                counts[px] += 1;
+            }
+        }
+    }
+    for (px, &c) in counts.iter().enumerate() {
+        if c > 1 {
+            sums[px * n..(px + 1) * n].iter_mut().for_each(|v| *v /= c as f32);
+        }
+    }
+    let logits = if (width, height) == (rw, rh) { sums } else { resize_bilinear(&sums, rw, rh, n, width, height) };
+    let mut map = Vec::with_capacity(width * height);
+    let mut best_probs = Vec::with_capacity(width * height);
+    let mut probs = vec![0f32; n];
+    for pixel in logits.chunks_exact(n) {
+        probs.iter_mut().zip(pixel).for_each(|(p, &v)| *p = v * logit_scale);
+        softmax_in_place(&mut probs);
+        let mut best = 0;
+        for k in 1..n {
+            if probs[k] > probs[best] {
+                best = k;
+            }
+        }
+        map.push(if probs[best] < bg_thresh { 0 } else { best as u8 + 1 });
+        best_probs.push(probs[best]);
+    }
+    (map, best_probs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,7 +269,28 @@ mod tests {
             soft: vec![0.9, 0.1, 0.9, 0.1, 0.1, 0.9, 0.1, 0.9],
             groups: [unit(&[1.0, 0.1, 0.0]), unit(&[0.0, 1.0, 0.1])].concat(),
             image: unit(&[1.0, 1.0, 0.0]),
+            patches: Vec::new(),
         }
+    }
+
+    #[test]
+    fn dense_patches_take_their_closest_label_unless_no_label_is_probable_enough() {
+        // A 1x2 grid over a 2x4 window: the left patch is label 0's, the right one sits between
+        // labels 0 and 1.
+        let labels = vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.0, 1.0, 0.0])];
+        let f = WindowFeatures {
+            window: Window { x: 0, y: 0, width: 4, height: 2 },
+            grid: [1, 2],
+            patches: [unit(&[1.0, 0.0, 0.0]), unit(&[1.0, 1.0, 0.0])].concat(),
+            ..WindowFeatures::default()
+        };
+        let windows = [(f, Vec::new())];
+        let (map, probs) = dense_label_map((4, 2), &windows, &labels, 40.0, 0.1, 4, 2);
+        assert_eq!(&map[..4], &[1, 1, 1, 1], "logits are interpolated before the softmax");
+        assert!((probs[3] - 0.5).abs() < 1e-6, "the right edge is a tie: {}", probs[3]);
+        // At threshold 0.9 the undecided right edge is background.
+        let (map, _) = dense_label_map((4, 2), &windows, &labels, 40.0, 0.9, 4, 2);
+        assert_eq!(&map[..4], &[1, 1, 1, 0]);
     }
 
     #[test]

@@ -15,8 +15,11 @@ use std::collections::HashMap;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
+use crate::model::dense::{DenseClip, DenseProtocol};
 use crate::model::{SegClip, SegClipConfig, TokenBatch};
 use crate::tokenizer::ClipTokenizer;
+use crate::weights::format::{WeightsError, WeightsFile};
+use crate::weights::model_io;
 use combine::{CombineOptions, WindowFeatures};
 pub use preprocess::Rgb;
 
@@ -96,8 +99,25 @@ pub struct Counters {
     pub label_cache_hits: usize,
 }
 
+/// The model behind a segmenter; the weights file decides which (its `dense` header field).
+pub enum ImageModel {
+    /// SegCLIP: regions from its group module, named by their embeddings.
+    Groups(SegClip),
+    /// A plain CLIP run densely (NACLIP or ClearCLIP, src/model/dense.rs), every patch named.
+    Dense(DenseClip, DenseProtocol),
+}
+
+impl ImageModel {
+    fn text(&self, tokens: &TokenBatch, device: &Device) -> Tensor<2> {
+        match self {
+            ImageModel::Groups(m) => m.text(tokens, device),
+            ImageModel::Dense(m, _) => m.text(tokens, device),
+        }
+    }
+}
+
 pub struct Segmenter {
-    pub model: SegClip,
+    pub model: ImageModel,
     pub config: SegClipConfig,
     pub tokenizer: ClipTokenizer,
     pub device: Device,
@@ -121,6 +141,10 @@ async fn read(t: Tensor<2>) -> Result<Vec<f32>, String> {
 impl Segmenter {
     /// Fails when the model's text tower cannot read the tokenizer's ids.
     pub fn new(model: SegClip, config: SegClipConfig, tokenizer: ClipTokenizer, device: Device) -> Result<Self, String> {
+        Self::build(ImageModel::Groups(model), config, tokenizer, device)
+    }
+
+    fn build(model: ImageModel, config: SegClipConfig, tokenizer: ClipTokenizer, device: Device) -> Result<Self, String> {
         let vocab = tokenizer.vocab_size();
         if config.vocab_size < vocab {
             return Err(format!(
@@ -142,11 +166,50 @@ impl Segmenter {
         })
     }
 
+    /// A segmenter for a plain CLIP run densely; its options start at the protocol's templates
+    /// and background threshold.
+    pub fn new_dense(
+        model: DenseClip,
+        protocol: DenseProtocol,
+        config: SegClipConfig,
+        tokenizer: ClipTokenizer,
+        device: Device,
+    ) -> Result<Self, String> {
+        let (templates, bg_thresh, scale) = (protocol.template_strings(), protocol.bg_thresh, protocol.logit_scale);
+        let mut s = Self::build(ImageModel::Dense(model, protocol), config, tokenizer, device)?;
+        s.options.templates = templates;
+        s.options.bg_thresh = bg_thresh;
+        s.logit_scale = Some(scale);
+        Ok(s)
+    }
+
+    /// The segmenter a weights file describes: SegCLIP, or a dense CLIP with its protocol.
+    pub fn from_file(file: &WeightsFile, tokenizer: ClipTokenizer, device: Device) -> Result<Self, String> {
+        let err = |e: WeightsError| e.to_string();
+        match &file.dense {
+            None => Self::new(model_io::load_model(file, &device).map_err(err)?, file.config.clone(), tokenizer, device),
+            Some(protocol) => {
+                let model = model_io::load_dense_model(file, &device).map_err(err)?;
+                Self::new_dense(model, protocol.clone(), file.config.clone(), tokenizer, device)
+            }
+        }
+    }
+
+    /// The dense protocol, when this segmenter runs a plain CLIP densely.
+    pub fn dense_protocol(&self) -> Option<&DenseProtocol> {
+        match &self.model {
+            ImageModel::Dense(_, p) => Some(p),
+            ImageModel::Groups(_) => None,
+        }
+    }
+
+    /// SegCLIP's learned scale (read once), or the dense protocol's.
     async fn logit_scale(&mut self) -> Result<f32, String> {
         if let Some(s) = self.logit_scale {
             return Ok(s);
         }
-        let s = read(self.model.scale().unsqueeze::<2>()).await?[0];
+        let ImageModel::Groups(model) = &self.model else { unreachable!("a dense segmenter sets its scale when built") };
+        let s = read(model.scale().unsqueeze::<2>()).await?[0];
         self.logit_scale = Some(s);
         Ok(s)
     }
@@ -179,7 +242,24 @@ impl Segmenter {
                 pixels.extend(preprocess::crop(&prepared, win.x, win.y, w, h));
             }
             let input = Tensor::<4>::from_data(TensorData::new(pixels, [group.len(), 3, h, w]), &self.device);
-            let encoded = self.model.image(input);
+            let model = match &self.model {
+                ImageModel::Groups(model) => model,
+                ImageModel::Dense(model, protocol) => {
+                    let encoded = model.visual.forward(input, protocol.method, protocol.gaussian_std);
+                    let grid = encoded.grid;
+                    let [b, p, e] = encoded.patch_embed.dims();
+                    let patches = read(encoded.patch_embed.reshape([b * p, e])).await?;
+                    for (k, win) in group.iter().enumerate() {
+                        let mut mine = patches[k * p * e..(k + 1) * p * e].to_vec();
+                        mine.chunks_mut(e).for_each(normalise);
+                        out.push((WindowFeatures { window: *win, grid, patches: mine, ..WindowFeatures::default() }, Vec::new()));
+                    }
+                    self.counters.windows_encoded += group.len();
+                    i = j;
+                    continue;
+                }
+            };
+            let encoded = model.image(input);
             let grid = encoded.grid;
             let [b, l, e] = encoded.group_embed.dims();
             let p = grid[0] * grid[1];
@@ -191,7 +271,14 @@ impl Segmenter {
                 normalise(&mut image);
                 let mut groups = group_embed[k * l * e..(k + 1) * l * e].to_vec();
                 groups.chunks_mut(e).for_each(normalise);
-                let f = WindowFeatures { window: *win, grid, soft: soft[k * l * p..(k + 1) * l * p].to_vec(), groups, image };
+                let f = WindowFeatures {
+                    window: *win,
+                    grid,
+                    soft: soft[k * l * p..(k + 1) * l * p].to_vec(),
+                    groups,
+                    image,
+                    patches: Vec::new(),
+                };
                 let pixel_groups = combine::pixel_groups(&f);
                 out.push((f, pixel_groups));
             }
@@ -253,6 +340,18 @@ impl Segmenter {
 
     /// The cheap part: label embeddings + image features -> label map and summary.
     pub async fn combine(&mut self, features: &ImageFeatures, labels: &[String], embeddings: &[Vec<f32>]) -> Result<Segmentation, String> {
+        if let ImageModel::Dense(_, protocol) = &self.model {
+            let (label_map, scores) = combine::dense_label_map(
+                features.resized,
+                &features.windows,
+                embeddings,
+                protocol.logit_scale,
+                self.options.bg_thresh,
+                features.width,
+                features.height,
+            );
+            return Ok(summarise(features.width, features.height, label_map, scores, labels));
+        }
         let o = CombineOptions { bg_thresh: self.options.bg_thresh, top_k: self.options.top_k, logit_scale: self.logit_scale().await? };
         let (rw, rh) = features.resized;
         let map = combine::score_map(rw, rh, &features.windows, embeddings, &o);

@@ -1,7 +1,7 @@
 //! Sliding windows over the rescaled image (mmseg's `slide_inference`): windows of `crop` pixels
 //! every `stride`, the last one aligned to the edge, smaller images taken whole.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Window {
     pub x: usize,
     pub y: usize,

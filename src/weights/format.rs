@@ -12,6 +12,7 @@ use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
 use super::quant::{self, StorageDtype, SCALE_SUFFIX};
+use crate::model::dense::DenseProtocol;
 use crate::model::SegClipConfig;
 
 pub const FORMAT_NAME: &str = "segclip-weights";
@@ -35,6 +36,9 @@ impl HostTensor {
 #[derive(Clone, Debug)]
 pub struct WeightsFile {
     pub config: SegClipConfig,
+    /// `None`: a SegCLIP model (segments with its groups). `Some`: a plain CLIP run densely
+    /// (src/model/dense.rs), with its method and protocol (header field `dense`).
+    pub dense: Option<DenseProtocol>,
     pub tokenizer_sha256: String,
     pub dtype: StorageDtype,
     pub tensors: BTreeMap<String, HostTensor>,
@@ -93,9 +97,30 @@ fn int8_channel_axes(name: &str, shape: &[usize]) -> Option<Vec<usize>> {
     }
 }
 
-/// Serialises tensors (burn names and layout) into a weights file.
+/// Serialises a SegCLIP model's tensors (burn names and layout) into a weights file.
 pub fn write(
     config: &SegClipConfig,
+    tokenizer_sha256: &str,
+    dtype: StorageDtype,
+    tensors: &BTreeMap<String, HostTensor>,
+) -> Result<Vec<u8>, WeightsError> {
+    write_file(config, None, tokenizer_sha256, dtype, tensors)
+}
+
+/// As `write`, for a plain CLIP run densely with `protocol` (`DenseClip`'s tensors).
+pub fn write_dense(
+    config: &SegClipConfig,
+    protocol: &DenseProtocol,
+    tokenizer_sha256: &str,
+    dtype: StorageDtype,
+    tensors: &BTreeMap<String, HostTensor>,
+) -> Result<Vec<u8>, WeightsError> {
+    write_file(config, Some(protocol), tokenizer_sha256, dtype, tensors)
+}
+
+fn write_file(
+    config: &SegClipConfig,
+    dense: Option<&DenseProtocol>,
     tokenizer_sha256: &str,
     dtype: StorageDtype,
     tensors: &BTreeMap<String, HostTensor>,
@@ -130,7 +155,7 @@ pub fn write(
         hasher.update(bytes);
     }
     let config_json = serde_json::to_string(config).expect("config serialises");
-    let metadata: HashMap<String, String> = [
+    let mut metadata: HashMap<String, String> = [
         ("format", FORMAT_NAME.to_string()),
         ("format_version", FORMAT_VERSION.to_string()),
         ("config", config_json),
@@ -141,6 +166,9 @@ pub fn write(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if let Some(protocol) = dense {
+        metadata.insert("dense".into(), serde_json::to_string(protocol).expect("protocol serialises"));
+    }
     let views = entries
         .iter()
         .map(|(name, dt, shape, bytes)| {
@@ -205,6 +233,15 @@ pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
         field("dtype")?.parse().map_err(|message| WeightsError::Field { field: "dtype", message })?;
     let expected_sha = field("data_sha256")?;
     let tokenizer_sha256 = field("tokenizer_sha256")?;
+    let dense = match meta.get("dense") {
+        None => None,
+        Some(text) => {
+            let protocol: DenseProtocol =
+                serde_json::from_str(text).map_err(|e| WeightsError::Field { field: "dense", message: e.to_string() })?;
+            protocol.validate().map_err(|message| WeightsError::Field { field: "dense", message })?;
+            Some(protocol)
+        }
+    };
 
     let st = SafeTensors::deserialize(bytes).map_err(|e| classify(e, bytes.len()))?;
     let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
@@ -245,7 +282,7 @@ pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
         };
         tensors.insert(name.clone(), HostTensor { shape, data });
     }
-    Ok(WeightsFile { config, tokenizer_sha256, dtype, tensors })
+    Ok(WeightsFile { config, dense, tokenizer_sha256, dtype, tensors })
 }
 
 fn classify(e: safetensors::SafeTensorError, len: usize) -> WeightsError {
@@ -298,5 +335,32 @@ mod canonical_tests {
         }
         let file = read(&first).unwrap();
         assert_eq!(file.tensors["b.bias"].data, vec![1.0, 2.0, 3.0]);
+    }
+}
+
+#[cfg(test)]
+mod dense_tests {
+    use super::*;
+    use crate::model::dense::{DenseMethod, DenseProtocol};
+
+    fn tensors() -> BTreeMap<String, HostTensor> {
+        BTreeMap::from([("b.bias".to_string(), HostTensor::new(vec![3], vec![1.0, 2.0, 3.0]))])
+    }
+
+    #[test]
+    fn a_dense_file_keeps_its_protocol_and_a_segclip_file_has_none() {
+        let protocol = DenseProtocol::for_method(DenseMethod::Naclip);
+        let bytes = write_dense(&SegClipConfig::tiny(), &protocol, "abc", StorageDtype::F32, &tensors()).unwrap();
+        assert_eq!(read(&bytes).unwrap().dense, Some(protocol));
+        let plain = write(&SegClipConfig::tiny(), "abc", StorageDtype::F32, &tensors()).unwrap();
+        assert_eq!(read(&plain).unwrap().dense, None);
+    }
+
+    #[test]
+    fn a_bad_protocol_is_named_by_its_field() {
+        let protocol = DenseProtocol { bg_thresh: 1.5, ..DenseProtocol::for_method(DenseMethod::Clearclip) };
+        let bytes = write_dense(&SegClipConfig::tiny(), &protocol, "abc", StorageDtype::F32, &tensors()).unwrap();
+        let err = read(&bytes).unwrap_err().to_string();
+        assert!(err.contains("'dense'") && err.contains("bg_thresh must be in [0, 1], found 1.5"), "{err}");
     }
 }

@@ -3,19 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, TensorData};
 use burn::store::{bridge, ModuleSnapshot};
+use burn::tensor::{Device, TensorData};
 
 use super::format::{HostTensor, WeightsError, WeightsFile};
+use crate::model::dense::DenseClip;
 use crate::model::{SegClip, SegClipConfig};
 
 /// Names and shapes of every parameter of a model of this config, without reading any data.
 pub fn expected_shapes<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, Vec<usize>> {
-    model
-        .collect(None, None, false)
-        .into_iter()
-        .map(|t| (t.name.clone(), t.shape.iter().copied().collect()))
-        .collect()
+    model.collect(None, None, false).into_iter().map(|t| (t.name.clone(), t.shape.iter().copied().collect())).collect()
 }
 
 /// Reads every parameter back to the host (native; a sync read is not allowed in wasm).
@@ -64,10 +61,8 @@ pub fn apply_tensors<M: ModuleSnapshot>(
             return Err(WeightsError::Shape { tensor: name.clone(), expected: want.clone(), found: t.shape.clone() });
         }
     }
-    let packs = tensors
-        .iter()
-        .map(|(name, t)| bridge::from_data(TensorData::new(t.data.clone(), t.shape.clone()), name.clone(), None))
-        .collect();
+    let packs =
+        tensors.iter().map(|(name, t)| bridge::from_data(TensorData::new(t.data.clone(), t.shape.clone()), name.clone(), None)).collect();
     let result = model.apply(packs, None, None, false);
     if let Some(e) = result.errors.first() {
         return Err(WeightsError::Corrupt(format!("applying tensors: {e:?}")));
@@ -75,9 +70,23 @@ pub fn apply_tensors<M: ModuleSnapshot>(
     Ok(LoadReport { initialised: missing })
 }
 
-/// Builds the model a weights file describes, on `device`.
+/// Builds the SegCLIP model a weights file describes, on `device` (a dense file is refused: it
+/// holds a `DenseClip`; `pipeline::Segmenter::from_file` takes either).
 pub fn load_model(file: &WeightsFile, device: &Device) -> Result<SegClip, WeightsError> {
+    if let Some(p) = &file.dense {
+        return Err(WeightsError::Field {
+            field: "dense",
+            message: format!("this is a plain CLIP for the {} method, not a SegCLIP model", p.method),
+        });
+    }
     let mut model = SegClip::new(&file.config, device);
+    apply_tensors(&mut model, &file.tensors, false)?;
+    Ok(model)
+}
+
+/// Builds the dense CLIP a weights file with a `dense` protocol describes, on `device`.
+pub fn load_dense_model(file: &WeightsFile, device: &Device) -> Result<DenseClip, WeightsError> {
+    let mut model = DenseClip::new(&file.config, device);
     apply_tensors(&mut model, &file.tensors, false)?;
     Ok(model)
 }

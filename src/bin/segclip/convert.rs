@@ -1,9 +1,11 @@
-//! `segclip convert IN OUT [--dtype f32|f16|int8] [--config FILE]`
+//! `segclip convert IN OUT [--dtype f32|f16|int8] [--config FILE] [--method segclip|naclip|clearclip]`
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use segclip::model::dense::{DenseClip, DenseMethod, DenseProtocol};
 use segclip::model::{SegClip, SegClipConfig};
+use segclip::weights::keymap::{detect_layout, SourceLayout};
 use segclip::weights::{format, import, model_io, StorageDtype};
 
 #[derive(clap::Args)]
@@ -24,14 +26,19 @@ pub struct ConvertArgs {
     /// the file.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// How the file segments, recorded in its header. A plain CLIP checkpoint defaults to
+    /// `naclip` (training-free, every patch named; `clearclip` is the other dense method);
+    /// `segclip` gives it a freshly initialised group module instead (a start for training).
+    /// A SegCLIP checkpoint always segments with its own groups.
+    #[arg(long)]
+    method: Option<String>,
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let c: SegClipConfig =
-                serde_json::from_str(&text).with_context(|| format!("{} is not a model config", path.display()))?;
+            let c: SegClipConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a model config", path.display()))?;
             Some(c)
         }
         None => None,
@@ -40,7 +47,22 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         Some(path) => std::fs::read(path).with_context(|| format!("reading the tokenizer {}", path.display()))?,
         None => crate::TOKENIZER_JSON.to_vec(),
     };
-    let imported = import::import(&args.input, config)?;
+    let raw = import::read_checkpoint(&args.input)?;
+    let keys: std::collections::BTreeSet<String> = raw.keys().cloned().collect();
+    let layout = detect_layout(&keys).map_err(anyhow::Error::msg).with_context(|| args.input.display().to_string())?;
+    let dense = match (args.method.as_deref(), layout) {
+        (Some("segclip"), _) | (None, SourceLayout::SegClip) => None,
+        (Some(m), SourceLayout::SegClip) => bail!(
+            "{}: a SegCLIP checkpoint segments with its own group module; --method {m} is for plain CLIP checkpoints",
+            args.input.display()
+        ),
+        (Some(m), _) => Some(m.parse::<DenseMethod>().map_err(|e| anyhow::anyhow!("--method: {e}, or segclip"))?),
+        (None, _) => Some(DenseMethod::Naclip),
+    };
+    if let Some(method) = dense {
+        return convert_dense(&args, raw, config, method, &tokenizer);
+    }
+    let imported = import::import_tensors(raw, config, false)?;
     println!("{}: {} checkpoint", args.input.display(), imported.layout);
     println!("config: {}", serde_json::to_string(&imported.config)?);
 
@@ -76,8 +98,37 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     }
     // An interrupted convert never leaves half a file.
     segclip::files::write_atomic(&args.output, &bytes).map_err(anyhow::Error::msg)?;
+    println!("wrote {} ({}, {:.2} MB, sha256 {})", args.output.display(), args.dtype, bytes.len() as f64 / 1e6, format::sha256_hex(&bytes));
+    Ok(())
+}
+
+/// A plain CLIP for a dense method: CLIP's own towers, every tensor from the checkpoint, the
+/// method's protocol in the header.
+fn convert_dense(
+    args: &ConvertArgs,
+    raw: std::collections::BTreeMap<String, segclip::weights::HostTensor>,
+    config: Option<SegClipConfig>,
+    method: DenseMethod,
+    tokenizer: &[u8],
+) -> anyhow::Result<()> {
+    let imported = import::import_dense_tensors(raw, config)?;
+    let protocol = DenseProtocol::for_method(method);
+    println!("{}: {} checkpoint, for dense segmentation with {method}", args.input.display(), imported.layout);
+    println!("config: {}", serde_json::to_string(&imported.config)?);
+    println!("protocol: {}", serde_json::to_string(&protocol)?);
+    let device = segclip::backend::device(segclip::backend::BackendKind::Cpu).map_err(anyhow::Error::msg)?;
+    let mut model = DenseClip::new(&imported.config, &device);
+    // Every parameter must come from the checkpoint: nothing of a dense CLIP is trained here.
+    model_io::apply_tensors(&mut model, &imported.tensors, false).with_context(|| args.input.display().to_string())?;
+    println!("loaded {} tensors", imported.tensors.len());
+    for (key, reason) in &imported.unused {
+        println!("unused, {reason}: {key}");
+    }
+    let tensors = model_io::model_tensors(&model);
+    let bytes = format::write_dense(&imported.config, &protocol, &format::sha256_hex(tokenizer), args.dtype, &tensors)?;
+    segclip::files::write_atomic(&args.output, &bytes).map_err(anyhow::Error::msg)?;
     println!(
-        "wrote {} ({}, {:.2} MB, sha256 {})",
+        "wrote {} ({}, {method}, {:.2} MB, sha256 {})",
         args.output.display(),
         args.dtype,
         bytes.len() as f64 / 1e6,

@@ -25,7 +25,8 @@ pub struct EvalArgs {
     #[command(flatten)]
     world: WorldArgs,
     /// Background threshold. Default: the one the weights' manifest entry records (the shipped
-    /// model's own), else 0.8 (VOC 0.80, PASCAL Context 0.25, COCO-Object 0.65 in the release).
+    /// model's own), else a dense file's own (its method's VOC setting), else 0.8 (VOC 0.80, PASCAL
+    /// Context 0.25, COCO-Object 0.65 in the SegCLIP release).
     #[arg(long)]
     bg_thresh: Option<f32>,
     /// Where to write the confusion matrix and per-class numbers (JSON).
@@ -39,7 +40,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend)?;
     let bg_thresh = match args.bg_thresh {
         Some(t) => t,
-        None => crate::manifest_bg_thresh(args.weights.as_deref())?.unwrap_or(0.8),
+        None => crate::manifest_bg_thresh(args.weights.as_deref())?.unwrap_or(segmenter.options.bg_thresh),
     };
     segmenter.options.bg_thresh = bg_thresh;
     println!("background threshold: {bg_thresh}");

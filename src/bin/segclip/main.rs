@@ -57,9 +57,18 @@ pub fn load_segmenter(
             file.tokenizer_sha256
         );
     }
-    let model = segclip::weights::model_io::load_model(&file, &device).with_context(|| path.display().to_string())?;
     let tokenizer = segclip::tokenizer::ClipTokenizer::from_bytes(TOKENIZER_JSON)?;
-    segclip::pipeline::Segmenter::new(model, file.config, tokenizer, device).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let segmenter = segclip::pipeline::Segmenter::from_file(&file, tokenizer, device).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if let Some(p) = segmenter.dense_protocol() {
+        eprintln!(
+            "{}: plain CLIP, segmented densely with {} (logit scale {}, {} templates)",
+            path.display(),
+            p.method,
+            p.logit_scale,
+            segmenter.options.templates.len()
+        );
+    }
+    Ok(segmenter)
 }
 
 /// The bundled model: the first int8 entry of `weights/manifest.json` in this checkout (or in

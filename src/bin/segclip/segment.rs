@@ -20,10 +20,12 @@ pub struct SegmentArgs {
     #[arg(long, default_value = "segments")]
     out: PathBuf,
     /// Background threshold. Default: the one the weights' manifest entry records (the bundled
-    /// model's own), else 0.8 (VOC 0.80, PASCAL Context 0.25, COCO-Object 0.65 in the release).
+    /// model's own), else a dense file's own (its method's VOC setting), else 0.8 (VOC 0.80, PASCAL
+    /// Context 0.25, COCO-Object 0.65 in the SegCLIP release).
     #[arg(long)]
     bg_thresh: Option<f32>,
-    /// Prompt template; repeat to average several. `{}` is replaced by the label.
+    /// Prompt template; repeat to average several. `{}` is replaced by the label. Default: "a photo
+    /// of a {}." (a dense file: its method's 80 ImageNet templates).
     #[arg(long = "template")]
     templates: Vec<String>,
     /// Overlay opacity, 0..1.
@@ -48,7 +50,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
     let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend)?;
     segmenter.options.bg_thresh = match args.bg_thresh {
         Some(t) => t,
-        None => crate::manifest_bg_thresh(args.weights.as_deref())?.unwrap_or(0.8),
+        None => crate::manifest_bg_thresh(args.weights.as_deref())?.unwrap_or(segmenter.options.bg_thresh),
     };
     if !args.templates.is_empty() {
         segmenter.options.templates = args.templates.clone();

@@ -9,7 +9,7 @@ use super::view::message;
 use crate::pipeline::{Rgb, Segmenter};
 use crate::tokenizer::ClipTokenizer;
 use crate::web::dom;
-use crate::weights::{format, model_io};
+use crate::weights::format;
 
 /// Keeps the compute device and loads the tokenizer.
 pub(super) async fn prepare(device: Device) -> Result<(), String> {
@@ -56,9 +56,21 @@ pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
         (a.device.clone().ok_or("no compute device")?, a.tokenizer_json.clone())
     };
     let file = format::read(bytes).map_err(|e| format!("{name}: {e}"))?;
-    let model = model_io::load_model(&file, &device).map_err(|e| format!("{name}: {e}"))?;
     let tokenizer = ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;
-    let segmenter = Segmenter::new(model, file.config.clone(), tokenizer, device).map_err(|e| format!("{name}: {e}"))?;
+    // A SegCLIP file or a plain CLIP converted for a dense method: the file says which.
+    let segmenter = Segmenter::from_file(&file, tokenizer, device).map_err(|e| format!("{name}: {e}"))?;
+    if let Some(p) = segmenter.dense_protocol() {
+        // The method's own background threshold (its VOC setting), shown on the slider.
+        app.borrow_mut().bg_thresh = p.bg_thresh;
+        if let Some(slider) = dom::input("bg-slider") {
+            slider.set_value(&format!("{:.2}", p.bg_thresh));
+        }
+        dom::set_text("bg-value", &format!("{:.2}", p.bg_thresh));
+    }
+    let kind = match segmenter.dense_protocol() {
+        Some(p) => format!("plain CLIP, dense {} ({} templates)", p.method, segmenter.options.templates.len()),
+        None => format!("{} centers", file.config.num_centers),
+    };
     {
         let mut a = app.borrow_mut();
         a.segmenter = Some(segmenter);
@@ -72,11 +84,10 @@ pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
     dom::set_text(
         "model",
         &format!(
-            "Model: {name} ({}, image {}px, width {}, {} centers, {:.1} MB)",
+            "Model: {name} ({}, image {}px, width {}, {kind}, {:.1} MB)",
             file.dtype,
             c.image_size,
             c.vision_width,
-            c.num_centers,
             bytes.len() as f64 / 1e6
         ),
     );

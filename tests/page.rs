@@ -18,10 +18,10 @@ use support::{dist_dir, output_dir, serve, Browser};
 static BROWSER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TIMEOUT: Duration = Duration::from_secs(240);
 
-/// A small random model with CLIP's vocabulary whose 224-pixel input is one window of a 7x7 grid,
+/// The test models' size: CLIP's vocabulary, a 224-pixel input that is one window of a 7x7 grid,
 /// so a software WebGPU adapter segments an image in seconds.
-fn test_weights(dir: &Path) -> PathBuf {
-    let config = SegClipConfig {
+fn test_config() -> SegClipConfig {
+    SegClipConfig {
         image_size: 224,
         patch_size: 32,
         vision_width: 64,
@@ -29,7 +29,12 @@ fn test_weights(dir: &Path) -> PathBuf {
         vocab_size: 49408,
         context_length: 77,
         ..SegClipConfig::tiny()
-    };
+    }
+}
+
+/// A small random SegCLIP model of `test_config()`.
+fn test_weights(dir: &Path) -> PathBuf {
+    let config = test_config();
     let model = SegClip::new(&config, &segclip::Device::flex());
     let tokenizer = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("static/tokenizer.json")).unwrap();
     let bytes = format::write(&config, &format::sha256_hex(&tokenizer), StorageDtype::Int8, &model_io::model_tensors(&model)).unwrap();
@@ -213,6 +218,57 @@ async fn segment_and_check(webgpu: bool) {
     // Privacy: everything after load happened on the page; nothing was fetched or sent.
     let after: Vec<String> = requests.lock().unwrap()[requests_after_load..].to_vec();
     assert!(after.is_empty(), "requests after load: {after:?}");
+    browser.close().await;
+}
+
+/// A plain CLIP converted for NACLIP: the page runs it densely, with the method's templates and
+/// threshold, and paints what the CLI computes for the same file (on the CPU path; 80 templates
+/// per label are too many prompts for the software WebGPU adapter's speed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_segments_with_a_dense_clip_file() {
+    use segclip::model::dense::{DenseClip, DenseMethod, DenseProtocol};
+    let _one_at_a_time = BROWSER_LOCK.lock().await;
+    let dir = output_dir();
+    let config = test_config();
+    let model = DenseClip::new(&config, &segclip::Device::flex());
+    let tokenizer = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("static/tokenizer.json")).unwrap();
+    let protocol = DenseProtocol::for_method(DenseMethod::Naclip);
+    let bytes =
+        format::write_dense(&config, &protocol, &format::sha256_hex(&tokenizer), StorageDtype::Int8, &model_io::model_tensors(&model)).unwrap();
+    let weights = dir.join("page-test-dense.safetensors");
+    std::fs::write(&weights, bytes).unwrap();
+    let (image, _) = scene_png(&dir);
+    let labels = "cat, dog, car";
+
+    let (url, _) = serve(dist_dir());
+    let browser = Browser::start(false).await;
+    browser.client.goto(&url).await.unwrap();
+    let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
+    assert_eq!(status["state"], "ready", "{status}\n{}", browser.console().await);
+    upload(&browser, "weights-input", &weights).await;
+    upload(&browser, "image-input", &image).await;
+    type_labels(&browser, labels).await;
+    let status = wait_for_result(&browser, 3).await;
+    assert_eq!(status["app"]["model"], "page-test-dense.safetensors");
+    let model_line = browser.eval("document.getElementById('model').textContent").await;
+    assert!(model_line.as_str().unwrap_or_default().contains("dense naclip (80 templates)"), "{model_line}");
+    let bg = browser.eval("document.getElementById('bg-slider').value").await;
+    assert_eq!(bg.as_str(), Some("0.10"), "the slider shows NACLIP's threshold");
+    assert_eq!(status["app"]["counters"]["prompts_encoded"], 3 * 80, "{status}");
+    let page_mask = label_map(&browser).await;
+
+    let cli_out = dir.join("page-cli-dense");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_segclip"))
+        .args(["segment", image.to_str().unwrap(), "--labels", labels, "--weights", weights.to_str().unwrap()])
+        .args(["--out", cli_out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let cli_mask = image::open(cli_out.join("page-test-scene.mask.png")).unwrap().to_luma8().into_raw();
+    assert_eq!(page_mask.len(), cli_mask.len(), "label map size");
+    let agree = page_mask.iter().zip(&cli_mask).filter(|(a, b)| a == b).count() as f64 / cli_mask.len() as f64;
+    println!("dense page vs CLI: {:.1}% of pixels agree", agree * 100.0);
+    assert!(agree >= 0.99, "page and CLI dense label maps agree on only {:.1}% of pixels", agree * 100.0);
     browser.close().await;
 }
 

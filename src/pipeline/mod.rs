@@ -167,7 +167,7 @@ impl Segmenter {
     }
 
     /// A segmenter for a plain CLIP run densely; its options start at the protocol's templates
-    /// and background threshold.
+    /// and background threshold, and windows of the model's input size at half that stride.
     pub fn new_dense(
         model: DenseClip,
         protocol: DenseProtocol,
@@ -176,7 +176,11 @@ impl Segmenter {
         device: Device,
     ) -> Result<Self, String> {
         let (templates, bg_thresh, scale) = (protocol.template_strings(), protocol.bg_thresh, protocol.logit_scale);
+        let half = config.image_size / 2;
         let mut s = Self::build(ImageModel::Dense(model, protocol), config, tokenizer, device)?;
+        // Overlapping windows at half the input size (224 / 112 for CLIP ViT-B/16), as the
+        // methods' sliding-window configs overlap theirs.
+        s.options.stride = half;
         s.options.templates = templates;
         s.options.bg_thresh = bg_thresh;
         s.logit_scale = Some(scale);

@@ -23,6 +23,8 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 200)]
     count: u64,
     #[command(flatten)]
+    windows: crate::WindowArgs,
+    #[command(flatten)]
     world: WorldArgs,
     /// Background threshold. Default: the one the weights' manifest entry records (the shipped
     /// model's own), else a dense file's own (its method's VOC setting), else 0.8 (VOC 0.80, PASCAL
@@ -42,6 +44,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         Some(t) => t,
         None => crate::manifest_bg_thresh(args.weights.as_deref())?.unwrap_or(segmenter.options.bg_thresh),
     };
+    args.windows.apply(&mut segmenter.options);
     segmenter.options.bg_thresh = bg_thresh;
     println!("background threshold: {bg_thresh}");
 

@@ -31,6 +31,36 @@ fn keep_freed_memory() {
 /// scripts/make-fixtures from open_clip's vocabulary).
 pub const TOKENIZER_JSON: &[u8] = include_bytes!("../../../static/tokenizer.json");
 
+/// The inference protocol's image sizes; unset, the model's defaults (its input size as the
+/// short side and the window; a dense CLIP file overlaps its windows by half).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WindowArgs {
+    /// Rescale the image's short side to this many pixels (NACLIP evaluates VOC at 336,
+    /// ClearCLIP at 448).
+    #[arg(long)]
+    short_side: Option<usize>,
+    /// Sliding-window side in pixels of the rescaled image (ClearCLIP: 448).
+    #[arg(long)]
+    window: Option<usize>,
+    /// Sliding-window stride in pixels (ClearCLIP: 224).
+    #[arg(long)]
+    stride: Option<usize>,
+}
+
+impl WindowArgs {
+    pub fn apply(&self, options: &mut segclip::pipeline::SegmentOptions) {
+        if let Some(v) = self.short_side {
+            options.short_side = v;
+        }
+        if let Some(v) = self.window {
+            options.window = v;
+        }
+        if let Some(v) = self.stride {
+            options.stride = v;
+        }
+    }
+}
+
 /// Loads a weights file (or the bundled model) into the shared inference pipeline.
 pub fn load_segmenter(
     weights: Option<&std::path::Path>,

@@ -37,6 +37,8 @@ pub struct SegmentArgs {
     /// Refuse images with more pixels than this (checked before decoding).
     #[arg(long, default_value_t = decode::DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
+    #[command(flatten)]
+    windows: crate::WindowArgs,
     /// Compute backend: cpu or wgpu.
     #[arg(long, default_value = "cpu")]
     backend: segclip::backend::BackendKind,
@@ -48,6 +50,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
         bail!("--alpha must be between 0 and 1, got {}", args.alpha);
     }
     let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend)?;
+    args.windows.apply(&mut segmenter.options);
     segmenter.options.bg_thresh = match args.bg_thresh {
         Some(t) => t,
         None => crate::manifest_bg_thresh(args.weights.as_deref())?.unwrap_or(segmenter.options.bg_thresh),

@@ -90,6 +90,15 @@ async fn type_labels(browser: &Browser, labels: &str) {
     input.send_keys(&format!("{labels}\u{E007}")).await.expect("type labels");
 }
 
+/// The page at `url` in a browser without WebGPU, once it says it is ready.
+async fn open_on_the_cpu(url: &str) -> Browser {
+    let browser = Browser::start(false).await;
+    browser.client.goto(url).await.unwrap();
+    let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
+    assert_eq!(status["state"], "ready", "{status}\n{}", browser.console().await);
+    browser
+}
+
 async fn message(browser: &Browser) -> String {
     browser.eval("document.getElementById('message').textContent").await.as_str().unwrap_or_default().to_string()
 }
@@ -241,10 +250,7 @@ async fn page_segments_with_a_dense_clip_file() {
     let labels = "cat, dog, car";
 
     let (url, _) = serve(dist_dir());
-    let browser = Browser::start(false).await;
-    browser.client.goto(&url).await.unwrap();
-    let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
-    assert_eq!(status["state"], "ready", "{status}\n{}", browser.console().await);
+    let browser = open_on_the_cpu(&url).await;
     upload(&browser, "weights-input", &weights).await;
     upload(&browser, "image-input", &image).await;
     type_labels(&browser, labels).await;
@@ -326,10 +332,7 @@ async fn new_sample_draws_an_emoji_scene_with_its_class_names() {
     let dir = output_dir();
     let weights = test_weights(&dir);
     let (url, _) = serve(dist_dir());
-    let browser = Browser::start(false).await;
-    browser.client.goto(&url).await.unwrap();
-    let status = browser.wait_for_state(&["ready", "error"], TIMEOUT).await;
-    assert_eq!(status["state"], "ready", "{status}\n{}", browser.console().await);
+    let browser = open_on_the_cpu(&url).await;
     upload(&browser, "weights-input", &weights).await;
     browser.client.find(Locator::Id("sample-button")).await.unwrap().click().await.unwrap();
     let status = wait_for_result(&browser, 19).await;

@@ -231,7 +231,7 @@ pub fn training_steps(
     let (mut times, mut gradient_times, mut optimizer_times) = (Vec::new(), Vec::new(), Vec::new());
     for step in 0..=steps {
         let t = Instant::now();
-        let (sum, losses) = step_gradients(&model, std::slice::from_ref(&batch), &train, Some(&noise), &ad)?;
+        let (sum, losses) = step_gradients(&model, &config, std::slice::from_ref(&batch), &train, Some(&noise), &ad)?;
         let gradients_ms = t.elapsed().as_secs_f64() * 1e3;
         // The step's info holds the gradient norm, read back from the device: the update is done.
         let (next, _) = optimizer.step(model, sum, step as u64);

@@ -50,7 +50,7 @@ fn one_step_matches_pytorch(device: Device, backend: &str, tolerance: f64) {
     let model = f.model(&config, &autodiff).unwrap();
     let batch = f.batch().unwrap();
     let noise = [f.noise(&device).unwrap()];
-    let (sum, losses) = step_gradients(&model, &[batch], &train, Some(&noise), &autodiff).unwrap();
+    let (sum, losses) = step_gradients(&model, &config, &[batch], &train, Some(&noise), &autodiff).unwrap();
 
     // Every loss term.
     let values = &l["values"];

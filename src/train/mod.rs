@@ -203,7 +203,7 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
         device.seed(mix64(config.run.seed ^ mix64(step + 1)));
         let micro_batches = loader.next_step()?;
         let (sum, StepLosses { contrastive: lc, reconstruction: lr, superpixel: ls, center_usage: usage }) =
-            step_gradients(&model, &micro_batches, &config, None, &device)?;
+            step_gradients(&model, &model_config, &micro_batches, &config, None, &device)?;
         let loss = lc + lr * l.reconstruction_weight + ls * l.superpixel_weight + usage * l.center_usage_weight;
         if !loss.is_finite() {
             save(&model, &optimizer, step)?;
@@ -331,53 +331,210 @@ pub struct GivenNoise {
 /// or taken from `noise` (one per micro-batch).
 pub fn step_gradients(
     model: &SegClip,
+    model_config: &SegClipConfig,
     micro_batches: &[data::Batch],
     config: &TrainConfig,
     noise: Option<&[GivenNoise]>,
     device: &Device,
 ) -> Result<(GradientSum, StepLosses), String> {
     let l = &config.loss;
-    let tau = l.gumbel_tau;
-    let assignment = |micro: usize, masked: bool| match noise.and_then(|n| n.get(micro)) {
-        Some(n) => Assignment::GumbelGiven { tau, uniform: if masked { n.masked.clone() } else { n.full.clone() } },
-        None => Assignment::Gumbel { tau },
-    };
     let mut sum = GradientSum::default();
     let (mut lc, mut lr, mut ls, mut usage) = (0.0, 0.0, 0.0, 0.0);
+    if !(l.contrastive || l.superpixel || l.center_usage_weight > 0.0 || l.reconstruction) {
+        return Err("no loss is on".into());
+    }
     for (micro, b) in micro_batches.iter().enumerate() {
-        let images = Tensor::<4>::from_data(TensorData::new(b.images.clone(), [b.batch, 3, b.size, b.size]), device);
-        let vision = model.visual.forward(images.clone(), assignment(micro, false));
-        let mut terms: Vec<Tensor<1>> = Vec::new();
-        if l.contrastive {
-            let tokens = TokenBatch::new(&b.tokens)?;
-            let text = model.text(&tokens, device);
-            let loss = losses::contrastive(vision.image_embed.clone(), text, model.scale());
-            lc += scalar(loss.clone());
-            terms.push(loss);
-        }
-        if l.superpixel {
-            let sp = b.superpixels.as_ref().ok_or("batch without superpixels")?;
-            let loss = losses::superpixel_kl(vision.hard_assign.clone(), sp, device);
-            ls += scalar(loss.clone());
-            terms.push(loss * l.superpixel_weight);
-        }
-        if l.center_usage_weight > 0.0 {
-            let loss = losses::center_usage(vision.soft_assign.clone());
-            usage += scalar(loss.clone());
-            terms.push(loss * l.center_usage_weight);
-        }
-        if l.reconstruction {
-            let recon =
-                model.reconstruct(images, &b.keep, assignment(micro, true)).ok_or("reconstruction is on but the model has no reconstruction heads")?;
-            lr += scalar(recon.loss.clone());
-            terms.push(recon.loss * l.reconstruction_weight);
-        }
-        let total_loss = terms.into_iter().reduce(|a, b| a + b).expect("at least one loss");
-        let grads = total_loss.backward();
-        sum.add(model, &grads, config.optim.freeze_embeddings);
+        let terms = micro_batch_gradients(model, b, config, model_config, noise.and_then(|n| n.get(micro)), device, &mut sum)?;
+        sum.count_micro_batch();
+        lc += terms.contrastive;
+        lr += terms.reconstruction;
+        ls += terms.superpixel;
+        usage += terms.center_usage;
     }
     let k = micro_batches.len() as f64;
     Ok((sum, StepLosses { contrastive: lc / k, reconstruction: lr / k, superpixel: ls / k, center_usage: usage / k }))
+}
+
+/// A copy of `model` whose parameters are new autodiff leaves over the same values (nothing is
+/// copied but the bookkeeping): gradients taken through it are found on it, under the same names.
+fn own_leaves(model: &SegClip) -> SegClip {
+    struct OwnLeaves;
+    impl burn::module::ModuleMapper for OwnLeaves {
+        fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+            param.map(|t| {
+                let tracked = t.is_require_grad();
+                let t = t.detach();
+                if tracked {
+                    t.require_grad()
+                } else {
+                    t
+                }
+            })
+        }
+    }
+    model.clone().map(&mut OwnLeaves)
+}
+
+/// What one part of a micro-batch hands the coordinating thread after its forward pass: its
+/// image and text embeddings, detached (empty when the contrastive loss is off).
+type PartEmbeddings = (Option<Tensor<2>>, Option<Tensor<2>>);
+
+/// One micro-batch's forward and backward passes, its gradients added to `sum`; the loss terms
+/// (unweighted, as the whole micro-batch's).
+///
+/// The samples are split into two parts that run on two threads: burn's element-wise kernels are
+/// single-threaded, and one pass alone kept one of this machine's two cores busy
+/// (docs/benchmarks.md, "Training step"). Every loss but the contrastive one is a mean over
+/// samples (superpixel KL, reconstruction), so the whole batch's is the parts' weighted by their
+/// share. The contrastive loss couples all samples through their embeddings: each part sends its
+/// embeddings here, the loss and its gradient with respect to the embeddings are computed here on
+/// the whole batch, and each part back-propagates `<embedding, that gradient>` through its own
+/// graph. The gradients add up to the whole batch's (tests/train_parity.rs holds them to
+/// PyTorch's). All random draws happen on this thread, in a fixed order, so a run stays a
+/// function of its seed. The center-usage term is not a per-sample mean: with it on, one part.
+fn micro_batch_gradients(
+    model: &SegClip,
+    b: &data::Batch,
+    config: &TrainConfig,
+    model_config: &SegClipConfig,
+    given: Option<&GivenNoise>,
+    device: &Device,
+    sum: &mut GradientSum,
+) -> Result<StepLosses, String> {
+    use std::sync::mpsc;
+    let l = &config.loss;
+    let tau = l.gumbel_tau;
+    let freeze = config.optim.freeze_embeddings;
+    let n = b.batch;
+    let images = Tensor::<4>::from_data(TensorData::new(b.images.clone(), [n, 3, b.size, b.size]), device);
+    let centers = model.visual.group.semantic_center.dims()[0];
+    let grid = b.size / model_config.patch_size;
+    let uniform = |shape: [usize; 3]| Tensor::<3>::random(shape, burn::tensor::Distribution::Uniform(1e-10, 1.0), device);
+    let full_noise = match given {
+        Some(g) => g.full.clone(),
+        None => uniform([n, centers, grid * grid]),
+    };
+    let masked_noise = match (l.reconstruction, given) {
+        (false, _) => None,
+        (true, Some(g)) => Some(g.masked.clone()),
+        (true, None) => Some(uniform([n, centers, b.keep.first().map_or(0, Vec::len)])),
+    };
+    let parts: Vec<std::ops::Range<usize>> =
+        if n >= 2 && l.center_usage_weight == 0.0 { vec![0..n / 2, n / 2..n] } else { vec![0..n] };
+
+    std::thread::scope(|scope| -> Result<StepLosses, String> {
+        let mut to_parts = Vec::new();
+        let mut from_parts = Vec::new();
+        let mut handles = Vec::new();
+        for range in parts.clone() {
+            let (embed_tx, embed_rx) = mpsc::channel::<Result<PartEmbeddings, String>>();
+            let (grad_tx, grad_rx) = mpsc::channel::<Option<(Tensor<2>, Tensor<2>)>>();
+            to_parts.push(grad_tx);
+            from_parts.push(embed_rx);
+            let (images, full_noise, masked_noise) = (images.clone(), full_noise.clone(), masked_noise.clone());
+            handles.push(scope.spawn(move || -> Result<(StepLosses, Vec<burn::tensor::Gradients>, SegClip), String> {
+                // burn's autodiff merges graphs that share a leaf, and a graph's backward pass
+                // holds its lock throughout: on the shared parameters the two parts would take
+                // turns. Each part works on its own leaves over the same values.
+                let model = &own_leaves(model);
+                let (start, len) = (range.start, range.len());
+                let share = len as f64 / n as f64;
+                let images = images.narrow(0, start, len);
+                let mut out = StepLosses::default();
+                let mut grads = Vec::new();
+                let vision = model.visual.forward(images.clone(), Assignment::GumbelGiven { tau, uniform: full_noise.narrow(0, start, len) });
+                let text = if l.contrastive {
+                    match TokenBatch::new(&b.tokens[range.clone()]) {
+                        Ok(tokens) => Some(model.text(&tokens, device)),
+                        Err(e) => {
+                            let _ = embed_tx.send(Err(e.clone()));
+                            return Err(e);
+                        }
+                    }
+                } else {
+                    None
+                };
+                let mut terms: Vec<Tensor<1>> = Vec::new();
+                if l.superpixel {
+                    let sp = b.superpixels.as_ref().ok_or("batch without superpixels")?;
+                    let loss = losses::superpixel_kl(vision.hard_assign.clone(), &sp[range.clone()], device);
+                    out.superpixel = scalar(loss.clone()) * share;
+                    terms.push(loss * (l.superpixel_weight * share));
+                }
+                if l.center_usage_weight > 0.0 {
+                    let loss = losses::center_usage(vision.soft_assign.clone());
+                    out.center_usage = scalar(loss.clone());
+                    terms.push(loss * l.center_usage_weight);
+                }
+                if let Some(text) = &text {
+                    let _ = embed_tx.send(Ok((Some(vision.image_embed.clone().detach()), Some(text.clone().detach()))));
+                    let (g_image, g_text) = grad_rx.recv().ok().flatten().ok_or("the contrastive loss failed")?;
+                    terms.push((vision.image_embed.clone() * g_image).sum() + (text.clone() * g_text).sum());
+                }
+                if let Some(total) = terms.into_iter().reduce(|a, b| a + b) {
+                    grads.push(total.backward());
+                }
+                drop(vision);
+                if let Some(masked) = masked_noise {
+                    let recon = model
+                        .reconstruct(images, &b.keep[range.clone()], Assignment::GumbelGiven { tau, uniform: masked.narrow(0, start, len) })
+                        .ok_or("reconstruction is on but the model has no reconstruction heads")?;
+                    out.reconstruction = scalar(recon.loss.clone()) * share;
+                    grads.push((recon.loss * (l.reconstruction_weight * share)).backward());
+                }
+                Ok((out, grads, model.clone()))
+            }));
+        }
+
+        // The contrastive loss over the whole micro-batch, on the parts' embeddings.
+        let mut contrastive = 0.0;
+        if l.contrastive {
+            let mut images_out = Vec::new();
+            let mut texts_out = Vec::new();
+            let mut failed = None;
+            for rx in &from_parts {
+                match rx.recv() {
+                    Ok(Ok((Some(i), Some(t)))) => {
+                        images_out.push(i);
+                        texts_out.push(t);
+                    }
+                    Ok(Err(e)) => failed = Some(e),
+                    _ => failed = Some("a part of the batch stopped before its embeddings".to_string()),
+                }
+            }
+            if failed.is_none() {
+                let image = Tensor::cat(images_out, 0).require_grad();
+                let text = Tensor::cat(texts_out, 0).require_grad();
+                let loss = losses::contrastive(image.clone(), text.clone(), model.scale());
+                contrastive = scalar(loss.clone());
+                let grads = loss.backward();
+                // The gradient with respect to the embeddings, back on the training device as a
+                // constant for each part's surrogate.
+                let as_constant = |t: &Tensor<2>| -> Tensor<2> {
+                    let g = t.grad(&grads).expect("the embeddings took part in the loss");
+                    Tensor::from_data(g.into_data(), device)
+                };
+                let (g_image, g_text) = (as_constant(&image), as_constant(&text));
+                for (tx, range) in to_parts.iter().zip(&parts) {
+                    let _ = tx.send(Some((g_image.clone().narrow(0, range.start, range.len()), g_text.clone().narrow(0, range.start, range.len()))));
+                }
+                sum.add_part(model, &grads, freeze);
+            } else {
+                to_parts.iter().for_each(|tx| drop(tx.send(None)));
+            }
+        }
+        let mut total = StepLosses { contrastive, ..StepLosses::default() };
+        for h in handles {
+            let (part, grads, own) = h.join().expect("a training thread panicked")?;
+            total.reconstruction += part.reconstruction;
+            total.superpixel += part.superpixel;
+            total.center_usage += part.center_usage;
+            for g in &grads {
+                sum.add_part(&own, g, freeze);
+            }
+        }
+        Ok(total)
+    })
 }
 
 /// The signals of the current model on `run.val_scenes` dev scenes of the training world,

@@ -145,7 +145,18 @@ impl GradientSum {
 
     /// Adds the gradients of one micro-batch's backward pass.
     pub fn add(&mut self, model: &SegClip, grads: &Gradients, freeze_embeddings: bool) {
+        self.add_part(model, grads, freeze_embeddings);
+        self.micro_batches += 1;
+    }
+
+    /// Adds the gradients of one part of a micro-batch's loss (a micro-batch whose loss terms
+    /// were differentiated in separate backward passes adds each, then `count_micro_batch`).
+    pub fn add_part(&mut self, model: &SegClip, grads: &Gradients, freeze_embeddings: bool) {
         model.visit(&mut Collect { path: PathTracker(Vec::new()), grads, sum: self, freeze_embeddings });
+    }
+
+    /// Counts one micro-batch whose parts were added with `add_part`.
+    pub fn count_micro_batch(&mut self) {
         self.micro_batches += 1;
     }
 

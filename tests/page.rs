@@ -258,8 +258,10 @@ async fn page_segments_with_a_dense_clip_file() {
     assert_eq!(status["app"]["model"], "page-test-dense.safetensors");
     let model_line = browser.eval("document.getElementById('model').textContent").await;
     assert!(model_line.as_str().unwrap_or_default().contains("dense naclip (80 templates)"), "{model_line}");
-    let bg = browser.eval("document.getElementById('bg-slider').value").await;
-    assert_eq!(bg.as_str(), Some("0.10"), "the slider shows NACLIP's threshold");
+    let bg = browser.eval("document.getElementById('bg-slider').valueAsNumber").await;
+    assert!((bg.as_f64().unwrap_or(-1.0) - 0.1).abs() < 1e-6, "the slider is at NACLIP's threshold: {bg}");
+    let shown = browser.eval("document.getElementById('bg-value').textContent").await;
+    assert_eq!(shown.as_str(), Some("0.10"), "the threshold shown beside the slider");
     assert_eq!(status["app"]["counters"]["prompts_encoded"], 3 * 80, "{status}");
     let page_mask = label_map(&browser).await;
 

@@ -34,11 +34,7 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
             dom::merge_status("weights_origin", &serde_json::json!(if origin == dom::Origin::Cache { "cache" } else { "network" }));
             // The model's own default threshold (its model card says how it was chosen).
             if let Some(t) = entry.bg_thresh {
-                app().borrow_mut().bg_thresh = t as f32;
-                if let Some(slider) = dom::input("bg-slider") {
-                    slider.set_value(&format!("{t:.2}"));
-                }
-                dom::set_text("bg-value", &format!("{t:.2}"));
+                set_bg_thresh(t as f32);
             }
             load_weights(&bytes, &file)?;
             warm_up().await;
@@ -46,6 +42,15 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
         None => dom::set_text("model", "No bundled model in this build yet: load a weights file with \"Use my own weights\"."),
     }
     Ok(())
+}
+
+/// Sets the background threshold the next combination uses, and shows it on the slider.
+fn set_bg_thresh(t: f32) {
+    app().borrow_mut().bg_thresh = t;
+    if let Some(slider) = dom::input("bg-slider") {
+        slider.set_value(&format!("{t:.2}"));
+    }
+    dom::set_text("bg-value", &format!("{t:.2}"));
 }
 
 /// Builds a model from weights bytes; on failure the current model stays.
@@ -60,12 +65,8 @@ pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
     // A SegCLIP file or a plain CLIP converted for a dense method: the file says which.
     let segmenter = Segmenter::from_file(&file, tokenizer, device).map_err(|e| format!("{name}: {e}"))?;
     if let Some(p) = segmenter.dense_protocol() {
-        // The method's own background threshold (its VOC setting), shown on the slider.
-        app.borrow_mut().bg_thresh = p.bg_thresh;
-        if let Some(slider) = dom::input("bg-slider") {
-            slider.set_value(&format!("{:.2}", p.bg_thresh));
-        }
-        dom::set_text("bg-value", &format!("{:.2}", p.bg_thresh));
+        // The method's own background threshold (its VOC setting).
+        set_bg_thresh(p.bg_thresh);
     }
     let kind = match segmenter.dense_protocol() {
         Some(p) => format!("plain CLIP, dense {} ({} templates)", p.method, segmenter.options.templates.len()),

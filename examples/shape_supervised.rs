@@ -143,7 +143,8 @@ fn main() {
         loss_n += 1;
         let grads = loss.backward();
         let mut sum = GradientSum::default();
-        sum.add(&model, &grads, false);
+        sum.add_part(&model, &grads, false);
+        sum.count_micro_batch();
         model = optim.step(model, sum, step).0;
         if (step + 1) % eval_every == 0 || step + 1 == steps {
             let (mut right, mut total) = (0usize, 0usize);

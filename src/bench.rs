@@ -72,15 +72,21 @@ pub struct Measurement {
 
 fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     f(); // warm-up: kernel compilation, allocator growth
-    let mut times: Vec<f64> = (0..runs)
+    let times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let t = Instant::now();
             f();
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    times[times.len() / 2]
+    median(&times)
+}
+
+/// The middle value (the upper one of an even count); `values` must not be empty.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    sorted[sorted.len() / 2]
 }
 
 fn image_input(size: usize, device: &Device) -> Tensor<4> {
@@ -216,6 +222,9 @@ pub fn training_steps(
     steps: usize,
     mut progress: impl FnMut(usize, f64),
 ) -> Result<TrainingSteps, String> {
+    if steps == 0 {
+        return Err("at least one timed step is needed".into());
+    }
     use crate::train::optim::AdamW;
     use crate::train::step_gradients;
     let config = recording.model_config()?;
@@ -237,10 +246,6 @@ pub fn training_steps(
         let (next, _) = optimizer.step(model, sum, step as u64);
         model = next;
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        if step > 0 {
-            gradient_times.push(gradients_ms);
-            optimizer_times.push(ms - gradients_ms);
-        }
         if step == 0 {
             losses_step0.insert("contrastive".into(), losses.contrastive);
             losses_step0.insert("reconstruction".into(), losses.reconstruction);
@@ -248,15 +253,12 @@ pub fn training_steps(
             losses_step0.insert("total".into(), losses.contrastive + losses.reconstruction + losses.superpixel);
         } else {
             times.push(ms);
+            gradient_times.push(gradients_ms);
+            optimizer_times.push(ms - gradients_ms);
         }
         progress(step, ms);
     }
-    let median = |v: &[f64]| -> Result<f64, String> {
-        let mut sorted = v.to_vec();
-        sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        sorted.get(sorted.len() / 2).copied().ok_or_else(|| "at least one timed step is needed".to_string())
-    };
-    let median_ms = median(&times)?;
+    let median_ms = median(&times);
     Ok(TrainingSteps {
         name: recording.json["name"].as_str().unwrap_or("recording").to_string(),
         engine: format!("segclip {} (burn, {device:?})", env!("CARGO_PKG_VERSION")),
@@ -265,8 +267,8 @@ pub fn training_steps(
         steps,
         step_ms: times,
         median_ms,
-        gradients_ms: median(&gradient_times)?,
-        optimizer_ms: median(&optimizer_times)?,
+        gradients_ms: median(&gradient_times),
+        optimizer_ms: median(&optimizer_times),
         samples_per_s: batch.batch as f64 / (median_ms / 1e3),
         losses_step0,
     })

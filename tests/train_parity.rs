@@ -141,3 +141,23 @@ fn one_training_step_matches_pytorch_on_wgpu() {
     let device = segclip::backend::device(segclip::backend::BackendKind::Wgpu).expect("a wgpu device (lavapipe in the tests)");
     one_step_matches_pytorch(device, "wgpu", WGPU_TOLERANCE);
 }
+
+/// The step runs the batch in two parts on two threads; when one part fails, the other is
+/// released and the error reported is the failing part's own.
+#[test]
+fn a_failing_part_of_the_batch_reports_its_own_error() {
+    let f = fixture();
+    let config = f.model_config().unwrap();
+    let train = f.train_config().unwrap();
+    let device = Device::flex();
+    let autodiff = device.clone().autodiff();
+    let model = f.model(&config, &autodiff).unwrap();
+    let mut batch = f.batch().unwrap();
+    // The second part's second caption is one token short.
+    batch.tokens[3].pop();
+    let noise = [f.noise(&device).unwrap()];
+    let Err(err) = step_gradients(&model, &config, &[batch], &train, Some(&noise), &autodiff) else {
+        panic!("a batch with a short caption trained");
+    };
+    assert!(err.contains("token sequence 1 has length"), "{err}");
+}

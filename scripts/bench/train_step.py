@@ -79,16 +79,6 @@ def configure(cfg):
     ts.DECODER_HEADS = cfg["decoder_heads"]
 
 
-def classify(name, freeze):
-    """(group, decay) as src/train/optim.rs `classify`: the fixture's rule, with the embeddings
-    frozen only when the size's settings say so."""
-    if name in ts.FIXED:
-        return "fixed", False
-    if freeze and name.startswith(ts.FROZEN_PREFIXES):
-        return "frozen", False
-    return ("new" if name.startswith(ts.NEW_PREFIXES) else "pretrained"), "bias" not in name
-
-
 def make_inputs(cfg, batch, g):
     s, p, lc = cfg["image_size"], cfg["patch_size"], cfg["num_centers"]
     n = (s // p) ** 2
@@ -118,7 +108,7 @@ def build(cfg, settings):
         seg.clip.logit_scale.fill_(settings["logit_scale"])
     seg.train()
     for name, p in seg.named_parameters():
-        p.requires_grad_(classify(name, settings["freeze_embeddings"])[0] in ("new", "pretrained"))
+        p.requires_grad_(ts.classify(name, settings["freeze_embeddings"])[0] in ("new", "pretrained"))
     return seg
 
 
@@ -127,7 +117,7 @@ def optimizer_for(seg, settings):
     groups = []
     for group in ("new", "pretrained"):
         for decay in (True, False):
-            ps = [p for n, p in params.items() if p.requires_grad and classify(n, settings["freeze_embeddings"]) == (group, decay)]
+            ps = [p for n, p in params.items() if p.requires_grad and ts.classify(n, settings["freeze_embeddings"]) == (group, decay)]
             groups.append(dict(params=ps, lr=settings[f"lr_{group}"], weight_decay=ts.WEIGHT_DECAY if decay else 0.0))
     # PyTorch's defaults otherwise (its own choice of the for-loop or foreach implementation).
     return torch.optim.AdamW(groups, betas=ts.BETAS, eps=ts.EPS)

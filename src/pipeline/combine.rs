@@ -50,6 +50,17 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Index of the largest value (the first on ties).
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for k in 1..v.len() {
+        if v[k] > v[best] {
+            best = k;
+        }
+    }
+    best
+}
+
 /// Steps 2-3 and the background rule: the group-by-class score matrix [L, N + 1] (column 0 is
 /// background).
 pub fn group_scores(f: &WindowFeatures, labels: &[Vec<f32>], o: &CombineOptions) -> Vec<Vec<f32>> {
@@ -108,17 +119,7 @@ pub fn pixel_groups(f: &WindowFeatures) -> Vec<usize> {
     }
     let (w, h) = (f.window.width, f.window.height);
     let up = resize_bilinear(&interleaved, cols, rows, l, w, h);
-    up.chunks_exact(l)
-        .map(|s| {
-            let mut best = 0;
-            for g in 1..l {
-                if s[g] > s[best] {
-                    best = g;
-                }
-            }
-            best
-        })
-        .collect()
+    up.chunks_exact(l).map(argmax).collect()
 }
 
 /// Per-pixel scores [N + 1] at the rescaled resolution, averaged over windows, row-major.
@@ -137,49 +138,67 @@ pub fn score_map(
     o: &CombineOptions,
 ) -> ScoreMap {
     let c = labels.len() + 1;
-    let mut scores = vec![0f32; width * height * c];
-    let mut counts = vec![0u16; width * height];
+    let mut average = WindowAverage::new(width, height, c);
     for (f, groups) in windows {
         let m = group_scores(f, labels, o);
-        let win = f.window;
+        average.add(f.window, |i| &m[groups[i]]);
+    }
+    ScoreMap { width, height, channels: c, scores: average.finish() }
+}
+
+/// Per-pixel vectors of `channels` values summed over the sliding windows of a `width` x
+/// `height` image, then divided by each pixel's window count.
+struct WindowAverage {
+    width: usize,
+    channels: usize,
+    sums: Vec<f32>,
+    counts: Vec<u16>,
+}
+
+impl WindowAverage {
+    fn new(width: usize, height: usize, channels: usize) -> Self {
+        Self { width, channels, sums: vec![0f32; width * height * channels], counts: vec![0u16; width * height] }
+    }
+
+    /// Adds `at(i)`, the values of the window's pixel i (row-major in the window), to its image pixel.
+    fn add<'a>(&mut self, win: Window, at: impl Fn(usize) -> &'a [f32]) {
+        let c = self.channels;
         for y in 0..win.height {
             for x in 0..win.width {
-                let px = (win.y + y) * width + win.x + x;
-                let row = &m[groups[y * win.width + x]];
-                for (k, v) in row.iter().enumerate() {
-                    scores[px * c + k] += v;
-                }
-                counts[px] += 1;
+                let px = (win.y + y) * self.width + win.x + x;
+                self.sums[px * c..(px + 1) * c].iter_mut().zip(at(y * win.width + x)).for_each(|(s, v)| *s += v);
+                self.counts[px] += 1;
             }
         }
     }
-    for (px, &n) in counts.iter().enumerate() {
-        if n > 1 {
-            for v in &mut scores[px * c..(px + 1) * c] {
-                *v /= n as f32;
+
+    fn finish(mut self) -> Vec<f32> {
+        let c = self.channels;
+        for (px, &n) in self.counts.iter().enumerate() {
+            if n > 1 {
+                self.sums[px * c..(px + 1) * c].iter_mut().for_each(|v| *v /= n as f32);
             }
         }
+        self.sums
     }
-    ScoreMap { width, height, channels: c, scores }
+}
+
+/// `map`'s values at `width x height` (bilinear when the size differs).
+fn resized(map: &ScoreMap, width: usize, height: usize) -> Vec<f32> {
+    if (width, height) == (map.width, map.height) {
+        map.scores.clone()
+    } else {
+        resize_bilinear(&map.scores, map.width, map.height, map.channels, width, height)
+    }
 }
 
 /// Resizes the score map to the original size and takes the argmax per pixel: the label map
 /// (0 = background, i = label i) and each pixel's winning score.
 pub fn label_map(map: &ScoreMap, width: usize, height: usize) -> (Vec<u8>, Vec<f32>) {
-    let resized = if (width, height) == (map.width, map.height) {
-        map.scores.clone()
-    } else {
-        resize_bilinear(&map.scores, map.width, map.height, map.channels, width, height)
-    };
     let mut labels = Vec::with_capacity(width * height);
     let mut best_scores = Vec::with_capacity(width * height);
-    for s in resized.chunks_exact(map.channels) {
-        let mut best = 0;
-        for k in 1..map.channels {
-            if s[k] > s[best] {
-                best = k;
-            }
-        }
+    for s in resized(map, width, height).chunks_exact(map.channels) {
+        let best = argmax(s);
         labels.push(best as u8);
         best_scores.push(s[best]);
     }
@@ -188,12 +207,12 @@ pub fn label_map(map: &ScoreMap, width: usize, height: usize) -> (Vec<u8>, Vec<f
 
 /// The dense protocol (NACLIP's and ClearCLIP's segmentors, mmseg's sliding-window inference):
 /// per window, the cosine logits of every patch against every label, bilinearly upsampled from
-/// the patch grid to the window; summed over the windows of the rescaled image (`resized`) and
+/// the patch grid to the window; summed over the windows of the rescaled image (`resized_size`) and
 /// divided by each pixel's window count; resized to `width x height`; softmax of
 /// `logit_scale` x logits over the labels; background (0) where the best probability is below
 /// `bg_thresh`, else 1 + the best label. Returns the label map and each pixel's best probability.
 pub fn dense_label_map(
-    resized: (usize, usize),
+    resized_size: (usize, usize),
     windows: &[(WindowFeatures, Vec<usize>)],
     labels: &[Vec<f32>],
     logit_scale: f32,
@@ -205,9 +224,8 @@ pub fn dense_label_map(
     if n == 0 {
         return (vec![0; width * height], vec![0.0; width * height]);
     }
-    let (rw, rh) = resized;
-    let mut sums = vec![0f32; rw * rh * n];
-    let mut counts = vec![0u16; rw * rh];
+    let (rw, rh) = resized_size;
+    let mut average = WindowAverage::new(rw, rh, n);
     for (f, _) in windows {
         let [rows, cols] = f.grid;
         let e = f.patches.len() / (rows * cols).max(1);
@@ -216,35 +234,17 @@ pub fn dense_label_map(
         for patch in f.patches.chunks_exact(e) {
             logits.extend(labels.iter().map(|t| dot(patch, t)));
         }
-        let win = f.window;
-        let up = resize_bilinear(&logits, cols, rows, n, win.width, win.height);
-        for y in 0..win.height {
-            for x in 0..win.width {
-                let px = (win.y + y) * rw + win.x + x;
-                let src = &up[(y * win.width + x) * n..(y * win.width + x + 1) * n];
-                sums[px * n..(px + 1) * n].iter_mut().zip(src).for_each(|(s, v)| *s += v);
-                counts[px] += 1;
-            }
-        }
+        let up = resize_bilinear(&logits, cols, rows, n, f.window.width, f.window.height);
+        average.add(f.window, |i| &up[i * n..(i + 1) * n]);
     }
-    for (px, &c) in counts.iter().enumerate() {
-        if c > 1 {
-            sums[px * n..(px + 1) * n].iter_mut().for_each(|v| *v /= c as f32);
-        }
-    }
-    let logits = if (width, height) == (rw, rh) { sums } else { resize_bilinear(&sums, rw, rh, n, width, height) };
+    let logits = ScoreMap { width: rw, height: rh, channels: n, scores: average.finish() };
     let mut map = Vec::with_capacity(width * height);
     let mut best_probs = Vec::with_capacity(width * height);
     let mut probs = vec![0f32; n];
-    for pixel in logits.chunks_exact(n) {
+    for pixel in resized(&logits, width, height).chunks_exact(n) {
         probs.iter_mut().zip(pixel).for_each(|(p, &v)| *p = v * logit_scale);
         softmax_in_place(&mut probs);
-        let mut best = 0;
-        for k in 1..n {
-            if probs[k] > probs[best] {
-                best = k;
-            }
-        }
+        let best = argmax(&probs);
         map.push(if probs[best] < bg_thresh { 0 } else { best as u8 + 1 });
         best_probs.push(probs[best]);
     }

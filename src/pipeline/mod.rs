@@ -175,7 +175,7 @@ impl Segmenter {
         tokenizer: ClipTokenizer,
         device: Device,
     ) -> Result<Self, String> {
-        let (templates, bg_thresh, scale) = (protocol.template_strings(), protocol.bg_thresh, protocol.logit_scale);
+        let (templates, bg_thresh) = (protocol.template_strings(), protocol.bg_thresh);
         let half = config.image_size / 2;
         let mut s = Self::build(ImageModel::Dense(model, protocol), config, tokenizer, device)?;
         // Overlapping windows at half the input size (224 / 112 for CLIP ViT-B/16), as the
@@ -183,7 +183,6 @@ impl Segmenter {
         s.options.stride = half;
         s.options.templates = templates;
         s.options.bg_thresh = bg_thresh;
-        s.logit_scale = Some(scale);
         Ok(s)
     }
 
@@ -212,8 +211,10 @@ impl Segmenter {
         if let Some(s) = self.logit_scale {
             return Ok(s);
         }
-        let ImageModel::Groups(model) = &self.model else { unreachable!("a dense segmenter sets its scale when built") };
-        let s = read(model.scale().unsqueeze::<2>()).await?[0];
+        let s = match &self.model {
+            ImageModel::Groups(model) => read(model.scale().unsqueeze::<2>()).await?[0],
+            ImageModel::Dense(_, protocol) => protocol.logit_scale,
+        };
         self.logit_scale = Some(s);
         Ok(s)
     }
@@ -246,8 +247,26 @@ impl Segmenter {
                 pixels.extend(preprocess::crop(&prepared, win.x, win.y, w, h));
             }
             let input = Tensor::<4>::from_data(TensorData::new(pixels, [group.len(), 3, h, w]), &self.device);
-            let model = match &self.model {
-                ImageModel::Groups(model) => model,
+            match &self.model {
+                ImageModel::Groups(model) => {
+                    let encoded = model.image(input);
+                    let grid = encoded.grid;
+                    let [b, l, e] = encoded.group_embed.dims();
+                    let p = grid[0] * grid[1];
+                    let image_embed = read(encoded.image_embed).await?;
+                    let group_embed = read(encoded.group_embed.reshape([b * l, e])).await?;
+                    let soft = read(encoded.soft_assign.reshape([b * l, p])).await?;
+                    for (k, win) in group.iter().enumerate() {
+                        let mut image = image_embed[k * e..(k + 1) * e].to_vec();
+                        normalise(&mut image);
+                        let mut groups = group_embed[k * l * e..(k + 1) * l * e].to_vec();
+                        groups.chunks_mut(e).for_each(normalise);
+                        let soft = soft[k * l * p..(k + 1) * l * p].to_vec();
+                        let f = WindowFeatures { window: *win, grid, soft, groups, image, patches: Vec::new() };
+                        let pixel_groups = combine::pixel_groups(&f);
+                        out.push((f, pixel_groups));
+                    }
+                }
                 ImageModel::Dense(model, protocol) => {
                     let encoded = model.visual.forward(input, protocol.method, protocol.gaussian_std);
                     let grid = encoded.grid;
@@ -258,33 +277,7 @@ impl Segmenter {
                         mine.chunks_mut(e).for_each(normalise);
                         out.push((WindowFeatures { window: *win, grid, patches: mine, ..WindowFeatures::default() }, Vec::new()));
                     }
-                    self.counters.windows_encoded += group.len();
-                    i = j;
-                    continue;
                 }
-            };
-            let encoded = model.image(input);
-            let grid = encoded.grid;
-            let [b, l, e] = encoded.group_embed.dims();
-            let p = grid[0] * grid[1];
-            let image_embed = read(encoded.image_embed).await?;
-            let group_embed = read(encoded.group_embed.reshape([b * l, e])).await?;
-            let soft = read(encoded.soft_assign.reshape([b * l, p])).await?;
-            for (k, win) in group.iter().enumerate() {
-                let mut image = image_embed[k * e..(k + 1) * e].to_vec();
-                normalise(&mut image);
-                let mut groups = group_embed[k * l * e..(k + 1) * l * e].to_vec();
-                groups.chunks_mut(e).for_each(normalise);
-                let f = WindowFeatures {
-                    window: *win,
-                    grid,
-                    soft: soft[k * l * p..(k + 1) * l * p].to_vec(),
-                    groups,
-                    image,
-                    patches: Vec::new(),
-                };
-                let pixel_groups = combine::pixel_groups(&f);
-                out.push((f, pixel_groups));
             }
             self.counters.windows_encoded += group.len();
             i = j;
@@ -344,12 +337,13 @@ impl Segmenter {
 
     /// The cheap part: label embeddings + image features -> label map and summary.
     pub async fn combine(&mut self, features: &ImageFeatures, labels: &[String], embeddings: &[Vec<f32>]) -> Result<Segmentation, String> {
-        if let ImageModel::Dense(_, protocol) = &self.model {
+        if matches!(self.model, ImageModel::Dense(..)) {
+            let scale = self.logit_scale().await?;
             let (label_map, scores) = combine::dense_label_map(
                 features.resized,
                 &features.windows,
                 embeddings,
-                protocol.logit_scale,
+                scale,
                 self.options.bg_thresh,
                 features.width,
                 features.height,

@@ -375,9 +375,8 @@ fn own_leaves(model: &SegClip) -> SegClip {
     model.clone().map(&mut OwnLeaves)
 }
 
-/// What one part of a micro-batch hands the coordinating thread after its forward pass: its
-/// image and text embeddings, detached (empty when the contrastive loss is off).
-type PartEmbeddings = (Option<Tensor<2>>, Option<Tensor<2>>);
+/// What a part reports when another part's failure released it.
+const RELEASED: &str = "another part of the batch failed";
 
 /// One micro-batch's forward and backward passes, its gradients added to `sum`; the loss terms
 /// (unweighted, as the whole micro-batch's).
@@ -427,8 +426,10 @@ fn micro_batch_gradients(
         let mut from_parts = Vec::new();
         let mut handles = Vec::new();
         for range in parts.clone() {
-            let (embed_tx, embed_rx) = mpsc::channel::<Result<PartEmbeddings, String>>();
-            let (grad_tx, grad_rx) = mpsc::channel::<Option<(Tensor<2>, Tensor<2>)>>();
+            // Image and text embeddings (detached) to this thread, their loss gradients back. A
+            // part that fails drops its sender; its error comes back through `join`.
+            let (embed_tx, embed_rx) = mpsc::channel::<(Tensor<2>, Tensor<2>)>();
+            let (grad_tx, grad_rx) = mpsc::channel::<(Tensor<2>, Tensor<2>)>();
             to_parts.push(grad_tx);
             from_parts.push(embed_rx);
             let (images, full_noise, masked_noise) = (images.clone(), full_noise.clone(), masked_noise.clone());
@@ -443,17 +444,7 @@ fn micro_batch_gradients(
                 let mut out = StepLosses::default();
                 let mut grads = Vec::new();
                 let vision = model.visual.forward(images.clone(), Assignment::GumbelGiven { tau, uniform: full_noise.narrow(0, start, len) });
-                let text = if l.contrastive {
-                    match TokenBatch::new(&b.tokens[range.clone()]) {
-                        Ok(tokens) => Some(model.text(&tokens, device)),
-                        Err(e) => {
-                            let _ = embed_tx.send(Err(e.clone()));
-                            return Err(e);
-                        }
-                    }
-                } else {
-                    None
-                };
+                let text = if l.contrastive { Some(model.text(&TokenBatch::new(&b.tokens[range.clone()])?, device)) } else { None };
                 let mut terms: Vec<Tensor<1>> = Vec::new();
                 if l.superpixel {
                     let sp = b.superpixels.as_ref().ok_or("batch without superpixels")?;
@@ -467,8 +458,8 @@ fn micro_batch_gradients(
                     terms.push(loss * l.center_usage_weight);
                 }
                 if let Some(text) = &text {
-                    let _ = embed_tx.send(Ok((Some(vision.image_embed.clone().detach()), Some(text.clone().detach()))));
-                    let (g_image, g_text) = grad_rx.recv().ok().flatten().ok_or("the contrastive loss failed")?;
+                    let _ = embed_tx.send((vision.image_embed.clone().detach(), text.clone().detach()));
+                    let (g_image, g_text) = grad_rx.recv().map_err(|_| RELEASED)?;
                     terms.push((vision.image_embed.clone() * g_image).sum() + (text.clone() * g_text).sum());
                 }
                 if let Some(total) = terms.into_iter().reduce(|a, b| a + b) {
@@ -486,46 +477,38 @@ fn micro_batch_gradients(
             }));
         }
 
-        // The contrastive loss over the whole micro-batch, on the parts' embeddings.
+        // The contrastive loss over the whole micro-batch, on the parts' embeddings. When a part
+        // fails, the others are released (their gradient channels close) and `join` reports it.
         let mut contrastive = 0.0;
-        if l.contrastive {
-            let mut images_out = Vec::new();
-            let mut texts_out = Vec::new();
-            let mut failed = None;
-            for rx in &from_parts {
-                match rx.recv() {
-                    Ok(Ok((Some(i), Some(t)))) => {
-                        images_out.push(i);
-                        texts_out.push(t);
-                    }
-                    Ok(Err(e)) => failed = Some(e),
-                    _ => failed = Some("a part of the batch stopped before its embeddings".to_string()),
-                }
+        let received: Option<Vec<(Tensor<2>, Tensor<2>)>> =
+            if l.contrastive { from_parts.iter().map(|rx| rx.recv().ok()).collect() } else { None };
+        if let Some(received) = received {
+            let (images_out, texts_out): (Vec<Tensor<2>>, Vec<Tensor<2>>) = received.into_iter().unzip();
+            let image = Tensor::cat(images_out, 0).require_grad();
+            let text = Tensor::cat(texts_out, 0).require_grad();
+            let loss = losses::contrastive(image.clone(), text.clone(), model.scale());
+            contrastive = scalar(loss.clone());
+            let grads = loss.backward();
+            // The gradient with respect to the embeddings, back on the training device as a
+            // constant for each part's surrogate.
+            let as_constant = |t: &Tensor<2>| -> Tensor<2> {
+                let g = t.grad(&grads).expect("the embeddings took part in the loss");
+                Tensor::from_data(g.into_data(), device)
+            };
+            let (g_image, g_text) = (as_constant(&image), as_constant(&text));
+            for (tx, range) in to_parts.iter().zip(&parts) {
+                let _ = tx.send((g_image.clone().narrow(0, range.start, range.len()), g_text.clone().narrow(0, range.start, range.len())));
             }
-            if failed.is_none() {
-                let image = Tensor::cat(images_out, 0).require_grad();
-                let text = Tensor::cat(texts_out, 0).require_grad();
-                let loss = losses::contrastive(image.clone(), text.clone(), model.scale());
-                contrastive = scalar(loss.clone());
-                let grads = loss.backward();
-                // The gradient with respect to the embeddings, back on the training device as a
-                // constant for each part's surrogate.
-                let as_constant = |t: &Tensor<2>| -> Tensor<2> {
-                    let g = t.grad(&grads).expect("the embeddings took part in the loss");
-                    Tensor::from_data(g.into_data(), device)
-                };
-                let (g_image, g_text) = (as_constant(&image), as_constant(&text));
-                for (tx, range) in to_parts.iter().zip(&parts) {
-                    let _ = tx.send(Some((g_image.clone().narrow(0, range.start, range.len()), g_text.clone().narrow(0, range.start, range.len()))));
-                }
-                sum.add_part(model, &grads, freeze);
-            } else {
-                to_parts.iter().for_each(|tx| drop(tx.send(None)));
-            }
+            sum.add_part(model, &grads, freeze);
+        }
+        drop(to_parts);
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("a training thread panicked")).collect();
+        // The failing part's own error, not that of a part it released.
+        if let Some(e) = results.iter().filter_map(|r| r.as_ref().err()).min_by_key(|e| e.as_str() == RELEASED) {
+            return Err(e.clone());
         }
         let mut total = StepLosses { contrastive, ..StepLosses::default() };
-        for h in handles {
-            let (part, grads, own) = h.join().expect("a training thread panicked")?;
+        for (part, grads, own) in results.into_iter().flatten() {
             total.reconstruction += part.reconstruction;
             total.superpixel += part.superpixel;
             total.center_usage += part.center_usage;

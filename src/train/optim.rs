@@ -143,14 +143,9 @@ impl GradientSum {
         self.grads.keys().map(String::as_str)
     }
 
-    /// Adds the gradients of one micro-batch's backward pass.
-    pub fn add(&mut self, model: &SegClip, grads: &Gradients, freeze_embeddings: bool) {
-        self.add_part(model, grads, freeze_embeddings);
-        self.micro_batches += 1;
-    }
-
-    /// Adds the gradients of one part of a micro-batch's loss (a micro-batch whose loss terms
-    /// were differentiated in separate backward passes adds each, then `count_micro_batch`).
+    /// Adds the gradients of one backward pass over part of a micro-batch's loss (a micro-batch
+    /// is differentiated in several: src/train/mod.rs `micro_batch_gradients`); then
+    /// `count_micro_batch`.
     pub fn add_part(&mut self, model: &SegClip, grads: &Gradients, freeze_embeddings: bool) {
         model.visit(&mut Collect { path: PathTracker(Vec::new()), grads, sum: self, freeze_embeddings });
     }

@@ -25,8 +25,9 @@ pub struct BenchArgs {
     /// sets it beside PyTorch's.
     #[arg(long)]
     train_record: Option<PathBuf>,
-    /// Timed training steps with --train-record (after one untimed step).
-    #[arg(long, default_value_t = 5)]
+    /// Timed training steps with --train-record (after one untimed step; the first few are
+    /// slower while the allocator grows).
+    #[arg(long, default_value_t = 10)]
     train_steps: usize,
 }
 

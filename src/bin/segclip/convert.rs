@@ -81,24 +81,31 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
             summarise(&report.initialised)
         );
     }
-    if !imported.unused.is_empty() {
-        let mut by_reason: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-        for (key, reason) in &imported.unused {
-            by_reason.entry(reason).or_default().push(key.clone());
-        }
-        for (reason, keys) in by_reason {
-            println!("unused, {reason}: {} keys ({})", keys.len(), summarise(&keys));
-        }
-    }
+    report_unused(&imported.unused);
 
     let tensors = model_io::model_tensors(&model);
     let bytes = format::write(&imported.config, &format::sha256_hex(&tokenizer), args.dtype, &tensors)?;
+    write_output(&args, &bytes, "")
+}
+
+/// Keys of the checkpoint the model has no place for, grouped by why.
+fn report_unused(unused: &[(String, &'static str)]) {
+    let mut by_reason: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (key, reason) in unused {
+        by_reason.entry(reason).or_default().push(key.clone());
+    }
+    for (reason, keys) in by_reason {
+        println!("unused, {reason}: {} keys ({})", keys.len(), summarise(&keys));
+    }
+}
+
+/// Writes the weights file; an interrupted convert never leaves half a file.
+fn write_output(args: &ConvertArgs, bytes: &[u8], what: &str) -> anyhow::Result<()> {
     if bytes.is_empty() {
         bail!("nothing to write");
     }
-    // An interrupted convert never leaves half a file.
-    segclip::files::write_atomic(&args.output, &bytes).map_err(anyhow::Error::msg)?;
-    println!("wrote {} ({}, {:.2} MB, sha256 {})", args.output.display(), args.dtype, bytes.len() as f64 / 1e6, format::sha256_hex(&bytes));
+    segclip::files::write_atomic(&args.output, bytes).map_err(anyhow::Error::msg)?;
+    println!("wrote {} ({}{what}, {:.2} MB, sha256 {})", args.output.display(), args.dtype, bytes.len() as f64 / 1e6, format::sha256_hex(bytes));
     Ok(())
 }
 
@@ -121,20 +128,10 @@ fn convert_dense(
     // Every parameter must come from the checkpoint: nothing of a dense CLIP is trained here.
     model_io::apply_tensors(&mut model, &imported.tensors, false).with_context(|| args.input.display().to_string())?;
     println!("loaded {} tensors", imported.tensors.len());
-    for (key, reason) in &imported.unused {
-        println!("unused, {reason}: {key}");
-    }
-    let tensors = model_io::model_tensors(&model);
-    let bytes = format::write_dense(&imported.config, &protocol, &format::sha256_hex(tokenizer), args.dtype, &tensors)?;
-    segclip::files::write_atomic(&args.output, &bytes).map_err(anyhow::Error::msg)?;
-    println!(
-        "wrote {} ({}, {method}, {:.2} MB, sha256 {})",
-        args.output.display(),
-        args.dtype,
-        bytes.len() as f64 / 1e6,
-        format::sha256_hex(&bytes)
-    );
-    Ok(())
+    report_unused(&imported.unused);
+    // All of the model's tensors and nothing else (checked above), so these are what it holds.
+    let bytes = format::write_dense(&imported.config, &protocol, &format::sha256_hex(tokenizer), args.dtype, &imported.tensors)?;
+    write_output(args, &bytes, &format!(", {method}"))
 }
 
 fn summarise(keys: &[String]) -> String {

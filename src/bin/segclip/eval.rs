@@ -23,14 +23,9 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 200)]
     count: u64,
     #[command(flatten)]
-    windows: crate::WindowArgs,
+    protocol: crate::ProtocolArgs,
     #[command(flatten)]
     world: WorldArgs,
-    /// Background threshold. Default: the one the weights' manifest entry records (the shipped
-    /// model's own), else a dense file's own (its method's VOC setting), else 0.8 (VOC 0.80, PASCAL
-    /// Context 0.25, COCO-Object 0.65 in the SegCLIP release).
-    #[arg(long)]
-    bg_thresh: Option<f32>,
     /// Where to write the confusion matrix and per-class numbers (JSON).
     #[arg(long, default_value = "confusion.json")]
     out: PathBuf,
@@ -40,12 +35,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend)?;
-    let bg_thresh = match args.bg_thresh {
-        Some(t) => t,
-        None => crate::manifest_bg_thresh(args.weights.as_deref())?.unwrap_or(segmenter.options.bg_thresh),
-    };
-    args.windows.apply(&mut segmenter.options);
-    segmenter.options.bg_thresh = bg_thresh;
+    let bg_thresh = args.protocol.apply(&mut segmenter, args.weights.as_deref())?;
     println!("background threshold: {bg_thresh}");
 
     let (matrix, classes, scored) = if let Some(name) = args.dataset.strip_prefix("synth:") {

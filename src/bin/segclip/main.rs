@@ -31,33 +31,47 @@ fn keep_freed_memory() {
 /// scripts/make-fixtures from open_clip's vocabulary).
 pub const TOKENIZER_JSON: &[u8] = include_bytes!("../../../static/tokenizer.json");
 
-/// The inference protocol's image sizes; unset, the model's defaults (its input size as the
-/// short side and the window; a dense CLIP file overlaps its windows by half).
+/// The inference protocol's settings `segment` and `eval` share; unset, the weights' defaults.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct WindowArgs {
-    /// Rescale the image's short side to this many pixels (NACLIP evaluates VOC at 336,
-    /// ClearCLIP at 448).
+pub struct ProtocolArgs {
+    /// Background threshold. Default: the one the weights' manifest entry records (the bundled
+    /// model's own), else a dense file's own (its method's VOC setting), else 0.8 (VOC 0.80, PASCAL
+    /// Context 0.25, COCO-Object 0.65 in the SegCLIP release).
+    #[arg(long)]
+    bg_thresh: Option<f32>,
+    /// Rescale the image's short side to this many pixels (default: the model's input size;
+    /// NACLIP evaluates VOC at 336, ClearCLIP at 448).
     #[arg(long)]
     short_side: Option<usize>,
-    /// Sliding-window side in pixels of the rescaled image (ClearCLIP: 448).
+    /// Sliding-window side in pixels of the rescaled image (default: the model's input size;
+    /// ClearCLIP: 448).
     #[arg(long)]
     window: Option<usize>,
-    /// Sliding-window stride in pixels (ClearCLIP: 224).
+    /// Sliding-window stride in pixels (default: the window; a dense file's: half of it;
+    /// ClearCLIP: 224).
     #[arg(long)]
     stride: Option<usize>,
 }
 
-impl WindowArgs {
-    pub fn apply(&self, options: &mut segclip::pipeline::SegmentOptions) {
+impl ProtocolArgs {
+    /// Sets `segmenter`'s options for the weights at `weights` (the bundled model when `None`);
+    /// returns the background threshold in use.
+    pub fn apply(&self, segmenter: &mut segclip::pipeline::Segmenter, weights: Option<&std::path::Path>) -> anyhow::Result<f32> {
+        let o = &mut segmenter.options;
+        o.bg_thresh = match self.bg_thresh {
+            Some(t) => t,
+            None => manifest_bg_thresh(weights)?.unwrap_or(o.bg_thresh),
+        };
         if let Some(v) = self.short_side {
-            options.short_side = v;
+            o.short_side = v;
         }
         if let Some(v) = self.window {
-            options.window = v;
+            o.window = v;
         }
         if let Some(v) = self.stride {
-            options.stride = v;
+            o.stride = v;
         }
+        Ok(o.bg_thresh)
     }
 }
 

@@ -19,11 +19,6 @@ pub struct SegmentArgs {
     /// Output folder for `<name>.overlay.png`, `<name>.mask.png` and `<name>.json`.
     #[arg(long, default_value = "segments")]
     out: PathBuf,
-    /// Background threshold. Default: the one the weights' manifest entry records (the bundled
-    /// model's own), else a dense file's own (its method's VOC setting), else 0.8 (VOC 0.80, PASCAL
-    /// Context 0.25, COCO-Object 0.65 in the SegCLIP release).
-    #[arg(long)]
-    bg_thresh: Option<f32>,
     /// Prompt template; repeat to average several. `{}` is replaced by the label. Default: "a photo
     /// of a {}." (a dense file: its method's 80 ImageNet templates).
     #[arg(long = "template")]
@@ -38,7 +33,7 @@ pub struct SegmentArgs {
     #[arg(long, default_value_t = decode::DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
     #[command(flatten)]
-    windows: crate::WindowArgs,
+    protocol: crate::ProtocolArgs,
     /// Compute backend: cpu or wgpu.
     #[arg(long, default_value = "cpu")]
     backend: segclip::backend::BackendKind,
@@ -50,11 +45,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
         bail!("--alpha must be between 0 and 1, got {}", args.alpha);
     }
     let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend)?;
-    args.windows.apply(&mut segmenter.options);
-    segmenter.options.bg_thresh = match args.bg_thresh {
-        Some(t) => t,
-        None => crate::manifest_bg_thresh(args.weights.as_deref())?.unwrap_or(segmenter.options.bg_thresh),
-    };
+    args.protocol.apply(&mut segmenter, args.weights.as_deref())?;
     if !args.templates.is_empty() {
         segmenter.options.templates = args.templates.clone();
     }

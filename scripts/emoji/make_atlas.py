@@ -1,17 +1,26 @@
-"""Builds static/emoji/{atlas.png,atlas.json,LICENSES.md} from extracted emoji-datasource packages.
+"""Builds an emoji atlas {atlas.png,atlas.json,LICENSES.md} from unpacked npm emoji packages.
 
-Usage (scripts/make-emoji-atlas runs it): make_atlas.py OUT_DIR STYLE=PACKAGE_DIR ...
+Usage (scripts/make-emoji-atlas runs it):
+  make_atlas.py OUT_DIR STYLE=PACKAGE_DIR ...   build the atlas of exactly the styles of one set
+                                                (google,twitter: static/emoji; fluent: held out)
+  make_atlas.py --members STYLE < LISTING       print the tarball members STYLE's atlas needs,
+                                                given the tarball's `tar -t` listing
 where PACKAGE_DIR is an unpacked npm tarball's `package/` folder.
 
-Each glyph is copied pixel for pixel: the packages' 64 px PNGs are already the cell size, so
-nothing is resampled and the alpha is kept exactly. A source that is not 64x64 would be resized
-with Lanczos, and the script says so on stderr and in atlas.json (`source_size`).
+The bundled atlas's glyphs are copied pixel for pixel: the emoji-datasource packages' 64 px PNGs
+are already the cell size, so nothing is resampled and the alpha is kept exactly. A source that
+is not 64x64 (the fluent WebPs are 256x256) is scaled to fit the cell keeping its aspect, with
+Lanczos on premultiplied alpha (Pillow's resize does that for RGBA, so transparent texels lend no
+colour to the edge), centred; atlas.json records it (`source_size`).
 
 A third style was planned, OpenMoji (CC BY-SA 4.0), but its npm package (every version,
 12.3.0 to 17.0.0) ships only SVGs, which would need an SVG rasteriser. The other npm candidates
-were no better: @lobehub/fluent-emoji-3d is a third-party repack of Microsoft's Fluent Emoji as
-lossy WebP (no PNG, no licence file), emoji-datasource-emojione is under JoyPixels' own licence,
-and emoji-datasource-facebook's images have no clear licence. So the atlas has two styles.
+were no better for the bundled atlas: @lobehub/fluent-emoji-3d is a third-party repack of
+Microsoft's Fluent Emoji 3D (MIT) as lossy 256 px WebP with no licence file of its own (its
+package.json says MIT), emoji-datasource-emojione is under JoyPixels' own licence, and
+emoji-datasource-facebook's images have no clear licence. So the bundled atlas has two styles,
+and Fluent Emoji 3D is the held-out style: an atlas of its own, made on demand into an ignored
+folder (never committed) to measure how the model carries over to art it never saw.
 """
 
 import hashlib
@@ -20,17 +29,20 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, features
 
 CELL = 64
 COLUMNS = 8
 
-# Per style: the package it must come from (checked against the unpacked package.json), and the
-# facts LICENSES.md and atlas.json need. The package code and emoji.json are MIT (Cal Henderson);
-# only the images are shipped, and those are under the art's licence.
+# Per style: the package it must come from (checked against the unpacked package.json), how the
+# package lays out its images, and the facts LICENSES.md and atlas.json need. `datasource`: the
+# emoji-datasource layout, emoji.json naming img/<style>/64/<file>.png (the package code and
+# emoji.json are MIT, Cal Henderson; only the images are shipped, and those are under the art's
+# licence). `assets`: one assets/<code points, lower case, -joined>.webp per emoji.
 STYLES = {
     "google": {
         "package": "emoji-datasource-google",
+        "layout": "datasource",
         "art": "Noto Emoji",
         "license": "Apache-2.0",
         "license_url": "https://www.apache.org/licenses/LICENSE-2.0",
@@ -40,6 +52,7 @@ STYLES = {
     },
     "twitter": {
         "package": "emoji-datasource-twitter",
+        "layout": "datasource",
         "art": "Twemoji",
         "license": "CC-BY-4.0",
         "license_url": "https://creativecommons.org/licenses/by/4.0/",
@@ -47,8 +60,23 @@ STYLES = {
         "attribution": "Copyright 2020 Twitter, Inc and other contributors. Graphics licensed under "
         "CC-BY 4.0: https://creativecommons.org/licenses/by/4.0/",
     },
+    # LobeHub's npm repack of Microsoft's art; the tarball holds no LICENSE file, its package.json
+    # and README say MIT (Copyright (c) 2023 LobeHub), the art's own repository is MIT.
+    "fluent": {
+        "package": "@lobehub/fluent-emoji-3d",
+        "layout": "assets",
+        "art": "Fluent Emoji 3D",
+        "license": "MIT",
+        "license_url": "https://github.com/microsoft/fluentui-emoji/blob/main/LICENSE",
+        "project_url": "https://github.com/microsoft/fluentui-emoji",
+        "attribution": "Fluent Emoji by Microsoft, Copyright (c) Microsoft Corporation, MIT License: "
+        "https://github.com/microsoft/fluentui-emoji/blob/main/LICENSE; repackaged as WebP by "
+        "LobeHub (@lobehub/fluent-emoji-3d), Copyright (c) 2023 LobeHub, MIT License",
+    },
 }
-STYLE_ORDER = ["google", "twitter"]
+# The style sets an atlas may hold, in cell order: the bundled atlas (the training styles, whose
+# bytes are committed) and the held-out one (kept apart so no training run can draw from it).
+ATLASES = [["google", "twitter"], ["fluent"]]
 
 # segclip's class names (Pascal VOC's, without background), in this order, and the code points
 # of the emoji that picture each, in this order.
@@ -75,12 +103,21 @@ CLASSES = [
 ]
 
 # (style, code point) -> why it may be missing from that style. A missing code point not listed
-# here is an error. None is needed with the pinned packages.
+# here is an error. None is needed with the pinned packages (fluent has all 38 code points too).
 EXCEPTIONS = {}
 
 
 def fail(msg):
     sys.exit(f"make_atlas.py: {msg}")
+
+
+def skip(spec, style, cls, cp, reason):
+    """None, for a code point the style lacks, when EXCEPTIONS allows it; an error otherwise."""
+    why = EXCEPTIONS.get((style, cp))
+    if why is None:
+        fail(f"{spec}: class {cls!r}: code point {cp} has no image ({reason})")
+    print(f"make_atlas.py: {spec}: class {cls!r}: skipping {cp}: {why}", file=sys.stderr)
+    return None
 
 
 def find_image(pkg_dir, style, spec, emoji, cls, cp):
@@ -96,17 +133,39 @@ def find_image(pkg_dir, style, spec, emoji, cls, cp):
     # has_img_<style> is false where the style has no art of its own; such an image, if present,
     # would be another vendor's fallback under another licence.
     if not hits or not hits[0].get(f"has_img_{style}"):
-        why = EXCEPTIONS.get((style, cp))
-        if why is None:
-            reason = "not in emoji.json" if not hits else f"has_img_{style} is false"
-            fail(f"{spec}: class {cls!r}: code point {cp} has no image ({reason})")
-        print(f"make_atlas.py: {spec}: class {cls!r}: skipping {cp}: {why}", file=sys.stderr)
-        return None
+        return skip(spec, style, cls, cp, "not in emoji.json" if not hits else f"has_img_{style} is false")
     name = hits[0]["image"]
     path = pkg_dir / "img" / style / "64" / name
     if not path.is_file():
         fail(f"{spec}: class {cls!r}: code point {cp}: emoji.json names {name}, not in the package")
     return path
+
+
+def asset_name(names, spec, style, cls, cp):
+    """The one assets/ file name (of `names`) for cp, or None (see skip). The names carry FE0F
+    where the emoji is fully qualified (2708 is 2708-fe0f.webp), so it is ignored in matching;
+    the other code points must all agree (1f408 is not 1f408-200d-2b1b, the black cat)."""
+    hits = [
+        n
+        for n in names
+        if n.endswith(".webp") and "-".join(p for p in n[: -len(".webp")].split("-") if p != "fe0f").upper() == cp
+    ]
+    if len(hits) > 1:
+        fail(f"{spec}: class {cls!r}: code point {cp} matches {len(hits)} files: {hits}")
+    return hits[0] if hits else skip(spec, style, cls, cp, "no such file under assets/")
+
+
+def members(style, listing):
+    """The tarball members an `assets` style's atlas reads, from its `tar -t` listing: the
+    package.json and one image per code point, so the rest of the package is never unpacked."""
+    if STYLES.get(style, {}).get("layout") != "assets":
+        fail(f"--members is for the styles with an assets/ layout, not {style!r}")
+    spec = STYLES[style]["package"]
+    names = [m[len("package/assets/") :] for m in listing if m.startswith("package/assets/")]
+    out = ["package/package.json"]
+    for cls, cps in CLASSES:
+        out += [f"package/assets/{n}" for cp in cps if (n := asset_name(names, spec, style, cls, cp))]
+    return out
 
 
 def load_glyph(path, spec):
@@ -116,18 +175,23 @@ def load_glyph(path, spec):
         # the alpha is unchanged; an RGBA source is copied as is.
         rgba = im if im.mode == "RGBA" else im.convert("RGBA")
     if rgba.size != (CELL, CELL):
-        print(
-            f"make_atlas.py: {spec}: {path.name} is {rgba.size[0]}x{rgba.size[1]}, "
-            f"resized to {CELL}x{CELL} with Lanczos",
-            file=sys.stderr,
-        )
-        return rgba.resize((CELL, CELL), Image.Resampling.LANCZOS), list(rgba.size)
+        # Fit the longer side to the cell and keep the aspect (a stretched glyph would be another
+        # drawing). Pillow resizes RGBA through premultiplied RGBa and converts back, so the cell
+        # holds straight alpha like the copied ones (atlas.rs premultiplies on load).
+        w, h = rgba.size
+        size = (max(1, round(w * CELL / max(w, h))), max(1, round(h * CELL / max(w, h))))
+        cell = Image.new("RGBA", (CELL, CELL), (0, 0, 0, 0))
+        cell.paste(rgba.resize(size, Image.Resampling.LANCZOS), ((CELL - size[0]) // 2, (CELL - size[1]) // 2))
+        return cell, [w, h]
     return rgba, None
 
 
 def main(argv):
+    if len(argv) == 2 and argv[0] == "--members":
+        print("\n".join(members(argv[1], sys.stdin.read().splitlines())))
+        return
     if len(argv) < 2:
-        fail("usage: make_atlas.py OUT_DIR STYLE=PACKAGE_DIR ...")
+        fail("usage: make_atlas.py OUT_DIR STYLE=PACKAGE_DIR ... | make_atlas.py --members STYLE < LISTING")
     out = Path(argv[0])
     dirs = {}
     for arg in argv[1:]:
@@ -135,30 +199,42 @@ def main(argv):
         if style not in STYLES:
             fail(f"unknown style {style!r} (known: {', '.join(STYLES)})")
         dirs[style] = Path(d)
-    if sorted(dirs) != sorted(STYLE_ORDER):
-        fail(f"need exactly the styles {STYLE_ORDER}, got {sorted(dirs)}")
+    order = next((a for a in ATLASES if sorted(a) == sorted(dirs)), None)
+    if order is None:
+        fail(f"need exactly the styles of one atlas ({' or '.join(','.join(a) for a in ATLASES)}), got {sorted(dirs)}")
+    if any(STYLES[s]["layout"] == "assets" for s in order) and not features.check("webp"):
+        fail("this Pillow cannot read WebP (features.check('webp') is False)")
 
     styles, glyphs, images = [], [], []
-    for style in STYLE_ORDER:
+    for style in order:
         meta, pkg_dir = STYLES[style], dirs[style]
         pkg = json.loads((pkg_dir / "package.json").read_text(encoding="utf-8"))
         if pkg["name"] != meta["package"]:
             fail(f"style {style}: expected package {meta['package']}, found {pkg['name']}")
         spec = f"{pkg['name']}@{pkg['version']}"
-        emoji = json.loads((pkg_dir / "emoji.json").read_text(encoding="utf-8"))
+        if meta["layout"] == "datasource":
+            emoji = json.loads((pkg_dir / "emoji.json").read_text(encoding="utf-8"))
+            img_path = f"img/{style}/64/"
+        else:
+            assets = sorted(p.name for p in (pkg_dir / "assets").iterdir())
+            img_path = "assets/"
         styles.append(
             {
                 "name": style,
                 "package": spec,
                 "art": meta["art"],
                 "license": meta["license"],
-                "path": f"img/{style}/64/",
+                "path": img_path,
             }
         )
         for cls, cps in CLASSES:
             found = 0
             for cp in cps:
-                path = find_image(pkg_dir, style, spec, emoji, cls, cp)
+                if meta["layout"] == "datasource":
+                    path = find_image(pkg_dir, style, spec, emoji, cls, cp)
+                else:
+                    name = asset_name(assets, spec, style, cls, cp)
+                    path = name and pkg_dir / "assets" / name
                 if path is None:
                     continue
                 img, source_size = load_glyph(path, spec)
@@ -211,21 +287,38 @@ def main(argv):
     assert json.loads(text)["glyphs"] == glyphs
     (out / "atlas.json").write_text(text, encoding="utf-8")
 
-    (out / "LICENSES.md").write_text(licenses_md(styles, glyphs), encoding="utf-8")
+    (out / "LICENSES.md").write_text(licenses_md(styles, glyphs, order), encoding="utf-8")
     counts = ", ".join(f"{s['name']} {sum(g['style'] == s['name'] for g in glyphs)}" for s in styles)
+    resized = sum("source_size" in g for g in glyphs)
+    if resized:
+        sizes = sorted({"x".join(map(str, g["source_size"])) for g in glyphs if "source_size" in g})
+        print(
+            f"make_atlas.py: {resized} glyphs resized from {', '.join(sizes)} to fit {CELL}x{CELL} (Lanczos)",
+            file=sys.stderr,
+        )
     print(
         f"make_atlas.py: wrote {out / 'atlas.png'} ({atlas.size[0]}x{atlas.size[1]}, "
         f"{len(png)} bytes, {len(glyphs)} glyphs: {counts})"
     )
 
 
-def licenses_md(styles, glyphs):
+def licenses_md(styles, glyphs, order):
+    held_out = order != ATLASES[0]
+    if any("source_size" in g for g in glyphs):
+        how = (
+            "scaled down to fit the cell with Lanczos, keeping the aspect (no glyph is redrawn or "
+            "recoloured; they are only resampled and arranged into one sprite sheet)"
+        )
+    else:
+        how = (
+            "copied pixel for pixel (no glyph is redrawn, recoloured or resampled; they are only "
+            "arranged into one sprite sheet)"
+        )
     parts = [
         "# Emoji atlas: licences\n",
-        "`atlas.png` holds emoji glyphs from the npm packages below, one 64x64 cell each, copied "
-        "pixel for pixel (no glyph is redrawn, recoloured or resampled; they are only arranged "
-        "into one sprite sheet). `atlas.json` says which style, class, code point and source "
-        "file is in each cell. Each glyph stays under the licence of its art:\n",
+        f"`atlas.png` holds emoji glyphs from the npm packages below, one 64x64 cell each, {how}. "
+        "`atlas.json` says which style, class, code point and source file is in each cell. Each "
+        "glyph stays under the licence of its art:\n",
     ]
     for s in styles:
         meta = STYLES[s["name"]]
@@ -237,11 +330,19 @@ def licenses_md(styles, glyphs):
             f"- Licence: {meta['license']} (SPDX), {meta['license_url']}\n"
             f"- Attribution: {meta['attribution']}\n"
         )
+    if any(STYLES[s]["layout"] == "datasource" for s in order):
+        parts.append(
+            "The packages' own code and metadata (emoji-datasource, MIT, Copyright (c) 2013 Cal "
+            "Henderson) are used only to find the image files and are not shipped.\n"
+        )
+    if held_out:
+        parts[-1] += (
+            "\nThis is the held-out style's atlas (for `--atlas`): made on demand into an ignored "
+            "folder, never committed, and never drawn from by training.\n"
+        )
     parts.append(
-        "The packages' own code and metadata (emoji-datasource, MIT, Copyright (c) 2013 Cal "
-        "Henderson) are used only to find the image files and are not shipped.\n\n"
         "## Regenerating\n\n"
-        "```\nscripts/make-emoji-atlas\n```\n\n"
+        f"```\nscripts/make-emoji-atlas{' --held-out DIR' if held_out else ''}\n```\n\n"
         "It fetches the pinned package versions with `npm pack`, checks their sha512, and "
         "rewrites `atlas.png`, `atlas.json` and this file byte for byte the same.\n"
     )

@@ -19,7 +19,8 @@ pub struct WorldArgs {
     #[arg(long)]
     pub masks: Option<String>,
     /// Emoji world: atlas art styles to draw from, comma-separated (default: the training styles,
-    /// google and twitter; the bundled atlas's held-out style is openmoji).
+    /// google and twitter, the bundled atlas's only ones; a held-out style's atlas is made by
+    /// `scripts/make-emoji-atlas --held-out DIR` and passed with --atlas DIR/atlas.json).
     #[arg(long, value_delimiter = ',')]
     pub style: Vec<String>,
     /// Emoji world: another atlas (its JSON index, the PNG beside it with the same stem), e.g. a

@@ -161,3 +161,55 @@ fn a_failing_part_of_the_batch_reports_its_own_error() {
     };
     assert!(err.contains("token sequence 1 has length"), "{err}");
 }
+
+/// The group-noun term (not in the reference, so no PyTorch fixture) couples the samples like
+/// the contrastive loss: the parts send their group embeddings to the step's thread and get their
+/// gradients back. Its gradients through the two parts must equal those of one graph over the
+/// whole batch.
+#[test]
+fn the_group_noun_term_through_two_parts_equals_one_graph() {
+    use segclip::model::{Assignment, TokenBatch};
+    use segclip::train::data::NounPrompts;
+    use segclip::train::losses;
+    let f = fixture();
+    let config = f.model_config().unwrap();
+    let mut train = f.train_config().unwrap();
+    train.loss.reconstruction = false;
+    train.loss.superpixel = false;
+    train.loss.group_nouns_weight = 0.5;
+    let device = Device::flex();
+    let autodiff = device.clone().autodiff();
+    let model = f.model(&config, &autodiff).unwrap();
+    let mut batch = f.batch().unwrap();
+    let n = batch.batch;
+    assert!(n >= 4, "the fixture's batch has {n} samples");
+    // Three "nouns" (any token rows do); sample i names noun i % 3, sample 0 also noun 1.
+    let tokens: Vec<Vec<i64>> = batch.tokens[..3].to_vec();
+    let named: Vec<Vec<bool>> = (0..n).map(|i| (0..3).map(|k| k == i % 3 || (i == 0 && k == 1)).collect()).collect();
+    batch.nouns = Some(NounPrompts { prompts: vec![String::new(); 3], tokens: tokens.clone(), named: named.clone() });
+    let noise = [f.noise(&device).unwrap()];
+    let (sum, terms) = step_gradients(&model, &config, &[batch.clone()], &train, Some(&noise), &autodiff).unwrap();
+
+    // One graph: the whole batch's forward pass, both terms, one backward pass.
+    let images = Tensor::<4>::from_data(TensorData::new(batch.images.clone(), [n, 3, batch.size, batch.size]), &autodiff);
+    let vision = model.visual.forward(images, Assignment::GumbelGiven { tau: train.loss.gumbel_tau, uniform: noise[0].full.clone() });
+    let text = model.text(&TokenBatch::new(&batch.tokens).unwrap(), &autodiff);
+    let prompts = model.text(&TokenBatch::new(&tokens).unwrap(), &autodiff);
+    let contrastive = losses::contrastive(vision.image_embed, text, model.scale());
+    let group_nouns = losses::group_nouns(vision.group_embed, prompts, &named, model.scale());
+    let scalar = |t: &Tensor<1>| t.clone().into_data().try_to_vec::<f32>().unwrap()[0] as f64;
+    assert!((terms.group_nouns - scalar(&group_nouns)).abs() < 1e-5, "{} vs {}", terms.group_nouns, scalar(&group_nouns));
+    assert!((terms.contrastive - scalar(&contrastive)).abs() < 1e-5);
+    let grads = (contrastive + group_nouns * 0.5).backward();
+    let mut whole = GradientSum::default();
+    whole.add_part(&model, &grads, train.optim.freeze_embeddings);
+    whole.count_micro_batch();
+    let names: Vec<&str> = whole.names().collect();
+    assert_eq!(sum.names().collect::<Vec<_>>(), names);
+    for name in names {
+        let got = sum.get(name).unwrap().clone().into_data().try_to_vec::<f32>().unwrap();
+        let want = whole.get(name).unwrap().clone().into_data().try_to_vec::<f32>().unwrap();
+        let err = rel_error(&got, &want, 1e-6);
+        assert!(err <= TOLERANCE, "gradient of {name} differs by {err:.2e} relative");
+    }
+}

@@ -190,6 +190,17 @@ pub struct LossSection {
     /// at weight 1 and lr 1e-3 it did not prevent it (weights/README.md).
     #[serde(default)]
     pub center_usage_weight: f64,
+    /// Not in the reference (0 = off): weight of a group-noun contrastive term. The paper's
+    /// losses only train the max-pooled image embedding; at inference each group embedding is
+    /// named on its own, and from scratch the groups never learnt to be named (weights/README.md:
+    /// 20-26% of object pixels). This term reads the classes a caption names (its nouns, through
+    /// the world's words for them) and prompts each as "a photo of a {noun}."; an image scores a
+    /// noun by its best-matching group, and the image's nouns must outscore the batch's other
+    /// nouns (and the noun must pick out the images that name it) - GroupViT's multi-label
+    /// prompts (arXiv 2202.11094, sec. 3.2) scored per group rather than on the pooled image.
+    /// Needs the contrastive loss and a world with a caption vocabulary (`data.source = "emoji"`).
+    #[serde(default)]
+    pub group_nouns_weight: f64,
     /// Masked share of the tokens in the reconstruction pass (reference: 0.75).
     #[serde(default = "default_mask_ratio")]
     pub mask_ratio: f64,
@@ -322,6 +333,15 @@ impl TrainConfig {
         }
         if !(l.center_usage_weight >= 0.0 && l.center_usage_weight.is_finite()) {
             return Err(format!("loss.center_usage_weight {} must be a finite number >= 0", l.center_usage_weight));
+        }
+        if !(l.group_nouns_weight >= 0.0 && l.group_nouns_weight.is_finite()) {
+            return Err(format!("loss.group_nouns_weight {} must be a finite number >= 0", l.group_nouns_weight));
+        }
+        if l.group_nouns_weight > 0.0 && !(l.contrastive && self.data.source == "emoji") {
+            return Err(format!(
+                "loss.group_nouns_weight {} needs loss.contrastive = true and data.source = \"emoji\" (found contrastive {}, source \"{}\")",
+                l.group_nouns_weight, l.contrastive, self.data.source
+            ));
         }
         if !(0.0..1.0).contains(&l.mask_ratio) {
             return Err(format!("loss.mask_ratio {} must be in [0, 1)", l.mask_ratio));

@@ -37,6 +37,57 @@ pub struct Batch {
     pub superpixels: Option<Vec<Vec<u32>>>,
     /// Visible patch indices of the masked reconstruction pass [B][K].
     pub keep: Vec<Vec<usize>>,
+    /// The captions' nouns as prompts (when the group-noun term is on).
+    pub nouns: Option<NounPrompts>,
+}
+
+/// The classes a micro-batch's captions name, each prompted once ("a photo of a {noun}.", the
+/// word of its first mention), and which caption names which: the group-noun term's targets
+/// (`loss.group_nouns_weight`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NounPrompts {
+    pub prompts: Vec<String>,
+    /// Token ids of the prompts [K], padded to the longest.
+    pub tokens: Vec<Vec<i64>>,
+    /// `named[i][k]`: caption i names the class of prompt k [B][K].
+    pub named: Vec<Vec<bool>>,
+}
+
+impl NounPrompts {
+    /// The prompts of `captions` through the emoji world's words for its classes; `None` when no
+    /// caption names anything (the term has nothing to say about such a batch).
+    pub fn from_captions(captions: &[String], tokenizer: &ClipTokenizer, context_length: usize) -> Result<Option<Self>, String> {
+        let per_caption: Vec<Vec<(u8, &str)>> = captions.iter().map(|c| emoji::classes_in_caption(c)).collect();
+        let mut classes: Vec<u8> = Vec::new();
+        let mut prompts = Vec::new();
+        for (class, word) in per_caption.iter().flatten() {
+            if !classes.contains(class) {
+                classes.push(*class);
+                prompts.push(crate::pipeline::labels::DEFAULT_TEMPLATE.replace("{}", word));
+            }
+        }
+        if classes.is_empty() {
+            return Ok(None);
+        }
+        let named = per_caption.iter().map(|found| classes.iter().map(|k| found.iter().any(|(c, _)| c == k)).collect()).collect();
+        let tokens = tokenize_trimmed(&prompts, tokenizer, context_length)?;
+        Ok(Some(Self { prompts, tokens, named }))
+    }
+}
+
+/// Token ids of `texts`, with the padding they all share trimmed (every row keeps its EOT, where
+/// the text tower reads it).
+fn tokenize_trimmed(texts: &[String], tokenizer: &ClipTokenizer, context_length: usize) -> Result<Vec<Vec<i64>>, String> {
+    let mut tokens = Vec::with_capacity(texts.len());
+    for text in texts {
+        let (ids, _) = tokenizer.encode(text, context_length).map_err(|e| format!("caption '{text}': {e}"))?;
+        tokens.push(ids);
+    }
+    let longest = tokens.iter().map(|t| t.iter().rposition(|&id| id != 0).map_or(1, |i| i + 1)).max().unwrap_or(1);
+    for t in &mut tokens {
+        t.truncate(longest);
+    }
+    Ok(tokens)
 }
 
 /// Where images and captions come from.
@@ -284,17 +335,13 @@ impl Recipe {
             order.truncate(k);
             keep.push(order);
         }
-        let mut tokens = Vec::with_capacity(b);
-        for caption in &captions {
-            let (ids, _) = tokenizer.encode(caption, c.data.context_length).map_err(|e| format!("caption '{caption}': {e}"))?;
-            tokens.push(ids);
-        }
-        // Trim the shared padding: every row keeps its EOT, the text tower reads it there.
-        let longest = tokens.iter().map(|t| t.iter().rposition(|&id| id != 0).map_or(1, |i| i + 1)).max().unwrap_or(1);
-        for t in &mut tokens {
-            t.truncate(longest);
-        }
-        Ok(Batch { images, batch: b, size: s, tokens, captions, superpixels, keep })
+        let tokens = tokenize_trimmed(&captions, tokenizer, c.data.context_length)?;
+        let nouns = if c.loss.group_nouns_weight > 0.0 {
+            NounPrompts::from_captions(&captions, tokenizer, c.data.context_length)?
+        } else {
+            None
+        };
+        Ok(Batch { images, batch: b, size: s, tokens, captions, superpixels, keep, nouns })
     }
 
     /// Sample `global` of the stream (RGB image and its caption).

@@ -67,6 +67,40 @@ pub fn center_usage(soft: Tensor<3>) -> Tensor<1> {
     entropy.neg() + (l as f64).ln()
 }
 
+/// Each row's positives against that row's negatives, one at a time: the mean over the positive
+/// entries (i, a) of `ln(1 + sum over negatives b of row i of exp(s[i,b] - s[i,a]))`. A row's
+/// other positives are not its negatives: an image that shows a cat and a dog is not asked to
+/// prefer one of them. `positive` is [R][C] for `s` [R, C]; rows without a negative add 0.
+pub fn multi_positive_nce(s: Tensor<2>, positive: &[Vec<bool>]) -> Tensor<1> {
+    let [r, c] = s.dims();
+    let device = s.device();
+    let flat: Vec<f32> = positive.iter().flat_map(|row| row.iter().map(|&p| if p { 1.0 } else { 0.0 })).collect();
+    assert_eq!(flat.len(), r * c, "one positive flag per score");
+    let pos = Tensor::<2>::from_data(TensorData::new(flat, [r, c]), &device);
+    // diff[i, a, b] = s[i, b] - s[i, a]: entry a as the positive against entry b.
+    let diff = s.clone().unsqueeze_dim::<3>(1).repeat_dim(1, c) - s.unsqueeze_dim::<3>(2).repeat_dim(2, c);
+    let neg = (pos.clone().neg() + 1.0).unsqueeze_dim::<3>(1).repeat_dim(1, c);
+    // Entries that are not negatives sit far below everything (exp gives 0, no gradient).
+    let masked = diff * neg.clone() + (neg - 1.0) * 1e4;
+    let top = masked.clone().max_dim(2).clamp_min(0.0).detach(); // [R, C, 1]
+    let lse = ((masked - top.clone()).exp().sum_dim(2) + top.clone().neg().exp()).log() + top;
+    (lse.reshape([r, c]) * pos.clone()).sum() / pos.sum().clamp_min(1.0)
+}
+
+/// The group-noun term (`loss.group_nouns_weight`): image i scores noun k by its best group,
+/// `scale * max_l cos(group[i, l], noun[k])`; every noun a caption names must beat the nouns it
+/// does not name (over the nouns), and every image that names a noun must beat the images that
+/// do not (over the images); the mean of the two. `groups` [B, L, E], `nouns` [K, E],
+/// `named[i][k]` caption i names noun k.
+pub fn group_nouns(groups: Tensor<3>, nouns: Tensor<2>, named: &[Vec<bool>], scale: Tensor<1>) -> Tensor<1> {
+    let [b, l, e] = groups.dims();
+    let k = nouns.dims()[0];
+    let g = l2_normalise(groups.reshape([b * l, e]));
+    let scores = g.matmul(l2_normalise(nouns).transpose()).reshape([b, l, k]).max_dim(1).reshape([b, k]) * scale.unsqueeze::<2>();
+    let by_noun: Vec<Vec<bool>> = (0..k).map(|j| named.iter().map(|row| row[j]).collect()).collect();
+    (multi_positive_nce(scores.clone(), named) + multi_positive_nce(scores.transpose(), &by_noun)) / 2.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +124,35 @@ mod tests {
         let text = Tensor::<2>::from_floats([[0.0, 0.5], [1.0, 0.0]], &device);
         let wrong = scalar(contrastive(image, text, Tensor::from_floats([1.0], &device)));
         assert!((wrong - (-(1.0 / (e + 1.0)).ln())).abs() < 1e-5, "{wrong}");
+    }
+
+    #[test]
+    fn multi_positive_nce_matches_a_hand_computation() {
+        let device = Device::default();
+        let s = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 1.0, -1.0, 0.5, 0.0, 3.0], [2, 3]), &device);
+        let positive = vec![vec![true, true, false], vec![false, false, true]];
+        // Row 0: positives 2 and 1 against the negative -1; row 1: 3 against 0.5 and 0.
+        let want = ((1.0 + (-3.0f32).exp()).ln() + (1.0 + (-2.0f32).exp()).ln() + (1.0 + (-2.5f32).exp() + (-3.0f32).exp()).ln()) / 3.0;
+        assert!((scalar(multi_positive_nce(s.clone(), &positive)) - want).abs() < 1e-6);
+        // Far-apart scores stay finite.
+        let far = s * 1000.0;
+        assert!(scalar(multi_positive_nce(far, &positive)).is_finite());
+    }
+
+    #[test]
+    fn group_nouns_scores_an_image_by_its_best_group() {
+        let device = Device::default();
+        // Image 0's second group is noun 0; image 1's first group is noun 1.
+        let groups = Tensor::<3>::from_data(TensorData::new(vec![0.0f32, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0], [2, 2, 2]), &device);
+        let nouns = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2]), &device);
+        let scale = Tensor::<1>::from_data(TensorData::new(vec![10.0f32], [1]), &device);
+        let named = vec![vec![true, false], vec![false, true]];
+        // Both images have both directions among their groups: every score is 10, so ln 2.
+        assert!((scalar(group_nouns(groups, nouns.clone(), &named, scale.clone())) - 2f32.ln()).abs() < 1e-5);
+        let apart = Tensor::<3>::from_data(TensorData::new(vec![1.0f32, 0.0, 1.0, 0.1, 0.0, 1.0, 0.1, 1.0], [2, 2, 2]), &device);
+        let swapped = vec![vec![false, true], vec![true, false]];
+        assert!(scalar(group_nouns(apart.clone(), nouns.clone(), &named, scale.clone())) < 1e-3);
+        assert!(scalar(group_nouns(apart, nouns, &swapped, scale)) > 5.0);
     }
 
     #[test]

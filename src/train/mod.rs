@@ -202,9 +202,10 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
         // Gumbel noise and any other device randomness: a function of (seed, step).
         device.seed(mix64(config.run.seed ^ mix64(step + 1)));
         let micro_batches = loader.next_step()?;
-        let (sum, StepLosses { contrastive: lc, reconstruction: lr, superpixel: ls, center_usage: usage }) =
+        let (sum, StepLosses { contrastive: lc, reconstruction: lr, superpixel: ls, center_usage: usage, group_nouns: gn }) =
             step_gradients(&model, &model_config, &micro_batches, &config, None, &device)?;
-        let loss = lc + lr * l.reconstruction_weight + ls * l.superpixel_weight + usage * l.center_usage_weight;
+        let loss =
+            lc + lr * l.reconstruction_weight + ls * l.superpixel_weight + usage * l.center_usage_weight + gn * l.group_nouns_weight;
         if !loss.is_finite() {
             save(&model, &optimizer, step)?;
             return Err(format!("step {step}: the loss is {loss} (contrastive {lc}, reconstruction {lr}, superpixel {ls}); checkpoint of step {step} kept, lower the learning rate"));
@@ -315,6 +316,8 @@ pub struct StepLosses {
     pub reconstruction: f64,
     pub superpixel: f64,
     pub center_usage: f64,
+    /// The group-noun term (0 when off, or when no caption of the batch names a class).
+    pub group_nouns: f64,
 }
 
 /// The Gumbel noise of one micro-batch, given rather than drawn: uniform samples for the full
@@ -339,7 +342,7 @@ pub fn step_gradients(
 ) -> Result<(GradientSum, StepLosses), String> {
     let l = &config.loss;
     let mut sum = GradientSum::default();
-    let (mut lc, mut lr, mut ls, mut usage) = (0.0, 0.0, 0.0, 0.0);
+    let (mut lc, mut lr, mut ls, mut usage, mut gn) = (0.0, 0.0, 0.0, 0.0, 0.0);
     if !(l.contrastive || l.superpixel || l.center_usage_weight > 0.0 || l.reconstruction) {
         return Err("no loss is on".into());
     }
@@ -350,9 +353,10 @@ pub fn step_gradients(
         lr += terms.reconstruction;
         ls += terms.superpixel;
         usage += terms.center_usage;
+        gn += terms.group_nouns;
     }
     let k = micro_batches.len() as f64;
-    Ok((sum, StepLosses { contrastive: lc / k, reconstruction: lr / k, superpixel: ls / k, center_usage: usage / k }))
+    Ok((sum, StepLosses { contrastive: lc / k, reconstruction: lr / k, superpixel: ls / k, center_usage: usage / k, group_nouns: gn / k }))
 }
 
 /// A copy of `model` whose parameters are new autodiff leaves over the same values (nothing is
@@ -375,6 +379,15 @@ fn own_leaves(model: &SegClip) -> SegClip {
     model.clone().map(&mut OwnLeaves)
 }
 
+/// What a part sends the step's thread (its embeddings, detached) and gets back (the loss
+/// gradients with respect to them), by the same names: image [n, E], text [n, E], and the group
+/// embeddings [n, L, E] when the group-noun term is on.
+struct Embeddings {
+    image: Tensor<2>,
+    text: Tensor<2>,
+    groups: Option<Tensor<3>>,
+}
+
 /// What a part reports when another part's failure released it.
 const RELEASED: &str = "another part of the batch failed";
 
@@ -391,6 +404,8 @@ const RELEASED: &str = "another part of the batch failed";
 /// graph. The gradients add up to the whole batch's (tests/train_parity.rs holds them to
 /// PyTorch's). All random draws happen on this thread, in a fixed order, so a run stays a
 /// function of its seed. The center-usage term is not a per-sample mean: with it on, one part.
+/// The group-noun term couples the samples like the contrastive loss and goes the same way: the
+/// parts send their group embeddings too, and the noun prompts are encoded here.
 fn micro_batch_gradients(
     model: &SegClip,
     b: &data::Batch,
@@ -418,6 +433,7 @@ fn micro_batch_gradients(
         (true, Some(g)) => Some(g.masked.clone()),
         (true, None) => Some(uniform([n, centers, b.keep.first().map_or(0, Vec::len)])),
     };
+    let nouns = b.nouns.as_ref().filter(|_| l.group_nouns_weight > 0.0 && l.contrastive);
     let parts: Vec<std::ops::Range<usize>> =
         if n >= 2 && l.center_usage_weight == 0.0 { vec![0..n / 2, n / 2..n] } else { vec![0..n] };
 
@@ -426,10 +442,11 @@ fn micro_batch_gradients(
         let mut from_parts = Vec::new();
         let mut handles = Vec::new();
         for range in parts.clone() {
-            // Image and text embeddings (detached) to this thread, their loss gradients back. A
-            // part that fails drops its sender; its error comes back through `join`.
-            let (embed_tx, embed_rx) = mpsc::channel::<(Tensor<2>, Tensor<2>)>();
-            let (grad_tx, grad_rx) = mpsc::channel::<(Tensor<2>, Tensor<2>)>();
+            // Image, text and (for the group-noun term) group embeddings, detached, to this
+            // thread, their loss gradients back. A part that fails drops its sender; its error
+            // comes back through `join`.
+            let (embed_tx, embed_rx) = mpsc::channel::<Embeddings>();
+            let (grad_tx, grad_rx) = mpsc::channel::<Embeddings>();
             to_parts.push(grad_tx);
             from_parts.push(embed_rx);
             let (images, full_noise, masked_noise) = (images.clone(), full_noise.clone(), masked_noise.clone());
@@ -458,9 +475,14 @@ fn micro_batch_gradients(
                     terms.push(loss * l.center_usage_weight);
                 }
                 if let Some(text) = &text {
-                    let _ = embed_tx.send((vision.image_embed.clone().detach(), text.clone().detach()));
-                    let (g_image, g_text) = grad_rx.recv().map_err(|_| RELEASED)?;
-                    terms.push((vision.image_embed.clone() * g_image).sum() + (text.clone() * g_text).sum());
+                    let groups = nouns.map(|_| vision.group_embed.clone().detach());
+                    let _ = embed_tx.send(Embeddings { image: vision.image_embed.clone().detach(), text: text.clone().detach(), groups });
+                    let g = grad_rx.recv().map_err(|_| RELEASED)?;
+                    let mut surrogate = (vision.image_embed.clone() * g.image).sum() + (text.clone() * g.text).sum();
+                    if let Some(g_groups) = g.groups {
+                        surrogate = surrogate + (vision.group_embed.clone() * g_groups).sum();
+                    }
+                    terms.push(surrogate);
                 }
                 if let Some(total) = terms.into_iter().reduce(|a, b| a + b) {
                     grads.push(total.backward());
@@ -479,16 +501,28 @@ fn micro_batch_gradients(
 
         // The contrastive loss over the whole micro-batch, on the parts' embeddings. When a part
         // fails, the others are released (their gradient channels close) and `join` reports it.
-        let mut contrastive = 0.0;
-        let received: Option<Vec<(Tensor<2>, Tensor<2>)>> =
-            if l.contrastive { from_parts.iter().map(|rx| rx.recv().ok()).collect() } else { None };
+        let (mut contrastive, mut group_nouns) = (0.0, 0.0);
+        let received: Option<Vec<Embeddings>> = if l.contrastive { from_parts.iter().map(|rx| rx.recv().ok()).collect() } else { None };
         if let Some(received) = received {
-            let (images_out, texts_out): (Vec<Tensor<2>>, Vec<Tensor<2>>) = received.into_iter().unzip();
-            let image = Tensor::cat(images_out, 0).require_grad();
-            let text = Tensor::cat(texts_out, 0).require_grad();
+            let cat2 = |f: fn(&Embeddings) -> &Tensor<2>| Tensor::cat(received.iter().map(|e| f(e).clone()).collect(), 0).require_grad();
+            let image = cat2(|e| &e.image);
+            let text = cat2(|e| &e.text);
             let loss = losses::contrastive(image.clone(), text.clone(), model.scale());
             contrastive = scalar(loss.clone());
-            let grads = loss.backward();
+            let mut total = loss;
+            let groups = match nouns {
+                Some(nouns) => {
+                    let groups: Option<Vec<Tensor<3>>> = received.iter().map(|e| e.groups.clone()).collect();
+                    let groups = Tensor::cat(groups.ok_or("a part sent no group embeddings")?, 0).require_grad();
+                    let prompts = model.text(&TokenBatch::new(&nouns.tokens)?, device);
+                    let term = losses::group_nouns(groups.clone(), prompts, &nouns.named, model.scale());
+                    group_nouns = scalar(term.clone());
+                    total = total + term * l.group_nouns_weight;
+                    Some(groups)
+                }
+                None => None,
+            };
+            let grads = total.backward();
             // The gradient with respect to the embeddings, back on the training device as a
             // constant for each part's surrogate.
             let as_constant = |t: &Tensor<2>| -> Tensor<2> {
@@ -496,8 +530,17 @@ fn micro_batch_gradients(
                 Tensor::from_data(g.into_data(), device)
             };
             let (g_image, g_text) = (as_constant(&image), as_constant(&text));
+            let g_groups = groups.map(|g| {
+                let grad = g.grad(&grads).expect("the group embeddings took part in the loss");
+                Tensor::<3>::from_data(grad.into_data(), device)
+            });
             for (tx, range) in to_parts.iter().zip(&parts) {
-                let _ = tx.send((g_image.clone().narrow(0, range.start, range.len()), g_text.clone().narrow(0, range.start, range.len())));
+                let (start, len) = (range.start, range.len());
+                let _ = tx.send(Embeddings {
+                    image: g_image.clone().narrow(0, start, len),
+                    text: g_text.clone().narrow(0, start, len),
+                    groups: g_groups.as_ref().map(|g| g.clone().narrow(0, start, len)),
+                });
             }
             sum.add_part(model, &grads, freeze);
         }
@@ -507,7 +550,7 @@ fn micro_batch_gradients(
         if let Some(e) = results.iter().filter_map(|r| r.as_ref().err()).min_by_key(|e| e.as_str() == RELEASED) {
             return Err(e.clone());
         }
-        let mut total = StepLosses { contrastive, ..StepLosses::default() };
+        let mut total = StepLosses { contrastive, group_nouns, ..StepLosses::default() };
         for (part, grads, own) in results.into_iter().flatten() {
             total.reconstruction += part.reconstruction;
             total.superpixel += part.superpixel;

@@ -164,6 +164,7 @@ impl Recording {
             captions: Vec::new(),
             superpixels: Some(self.rows("input.superpixels", |v| v as u32)?),
             keep: self.rows("input.keep", |v| v as usize)?,
+            nouns: None,
         })
     }
 

@@ -29,7 +29,7 @@ mod vocab;
 use serde::{Deserialize, Serialize};
 
 pub use atlas::Atlas;
-pub use vocab::{class_words, EmojiObject, CLASSES, TRAIN_STYLES};
+pub use vocab::{class_words, classes_in_caption, EmojiObject, CLASSES, TRAIN_STYLES};
 
 use super::background::{Background, BackgroundKind};
 use super::rng::{mix64, sin_cos, Fnv1a, SplitMix64};

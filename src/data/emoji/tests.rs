@@ -141,6 +141,28 @@ fn captions_are_true() {
 }
 
 #[test]
+fn caption_nouns_are_the_scene_classes() {
+    assert_eq!(
+        classes_in_caption("Two kitties, a potted plant and a TV on a plain backdrop."),
+        vec![(8, "kitty"), (15, "potted plant"), (19, "tv")]
+    );
+    assert_eq!(classes_in_caption("a plant and another plant"), vec![(15, "plant")]);
+    assert!(classes_in_caption("a striped background").is_empty());
+    let cfg = EmojiConfig::default();
+    for index in 0..80 {
+        let s = generate(Split::Train, index, &cfg);
+        let mut present: Vec<u8> = s.objects.iter().map(|o| o.class).collect();
+        present.sort();
+        present.dedup();
+        for c in &s.captions {
+            let mut named: Vec<u8> = classes_in_caption(c).into_iter().map(|(class, _)| class).collect();
+            named.sort();
+            assert_eq!(named, present, "scene {index}: '{c}'");
+        }
+    }
+}
+
+#[test]
 fn other_styles_and_bad_configs() {
     let atlas = Atlas::bundled();
     let held_out: Vec<String> = atlas.style_names().iter().filter(|s| !TRAIN_STYLES.contains(s)).map(|s| s.to_string()).collect();

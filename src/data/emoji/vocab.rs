@@ -28,8 +28,9 @@ pub const CLASSES: [&str; 20] = [
     "tv monitor",
 ];
 
-/// The atlas styles the bundled model trains on. The atlas's other styles (OpenMoji) are held
-/// out, so a scene drawn in them measures how the model carries over to unseen art.
+/// The atlas styles the bundled model trains on (the bundled atlas holds only these). Art it never
+/// saw comes from a separate atlas, `scripts/make-emoji-atlas --held-out DIR`, passed to
+/// `segclip eval` with `--atlas`.
 pub const TRAIN_STYLES: [&str; 2] = ["google", "twitter"];
 
 /// One visible object of a scene.
@@ -85,4 +86,34 @@ pub fn class_words(class: u8) -> &'static [(&'static str, &'static str)] {
         "tv monitor" => &[("tv monitor", "tv monitors"), ("tv", "tvs"), ("television", "televisions"), ("monitor", "monitors")],
         _ => &[("thing", "things")],
     }
+}
+
+/// The classes a caption names, each once, in order of first mention, with the singular of the
+/// word it used ("two kitties and a tv" -> [(cat, "kitty"), (tv monitor, "tv")]). Two-word names
+/// ("potted plant", "tv monitor") win over their last word. Used by the group-noun training term
+/// (`loss.group_nouns_weight`), which reads the nouns of a caption the way a person would.
+pub fn classes_in_caption(caption: &str) -> Vec<(u8, &'static str)> {
+    let lower = caption.to_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let lookup = |phrase: &str| -> Option<(u8, &'static str)> {
+        (1..CLASSES.len() as u8).find_map(|class| {
+            class_words(class).iter().find(|(one, many)| *one == phrase || *many == phrase).map(|(one, _)| (class, *one))
+        })
+    };
+    let mut found: Vec<(u8, &'static str)> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let two = (i + 1 < words.len()).then(|| lookup(&format!("{} {}", words[i], words[i + 1]))).flatten();
+        let (hit, used) = match two {
+            Some(hit) => (Some(hit), 2),
+            None => (lookup(words[i]), 1),
+        };
+        if let Some(hit) = hit {
+            if !found.iter().any(|(c, _)| *c == hit.0) {
+                found.push(hit);
+            }
+        }
+        i += used;
+    }
+    found
 }

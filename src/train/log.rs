@@ -20,16 +20,18 @@ pub struct LogRow {
     pub val_naming: Option<f64>,
     pub val_centers: Option<f64>,
     pub val_prompt_cos: Option<f64>,
+    /// The group-noun term (`loss.group_nouns_weight`; 0 when off or in logs that predate it).
+    pub group_nouns: f64,
 }
 
 pub const LOG_HEADER: &str =
-    "step,lr_new,loss,contrastive,reconstruction,superpixel,grad_norm,samples_per_s,val_miou,val_miou_true_bg,val_naming,val_centers,val_prompt_cos";
+    "step,lr_new,loss,contrastive,reconstruction,superpixel,grad_norm,samples_per_s,val_miou,val_miou_true_bg,val_naming,val_centers,val_prompt_cos,group_nouns";
 
 impl LogRow {
     pub(crate) fn to_csv(&self) -> String {
         let opt = |v: Option<f64>| v.map(|v| format!("{:.4}", v)).unwrap_or_default();
         format!(
-            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.4},{:.2},{},{},{},{},{}",
+            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.4},{:.2},{},{},{},{},{},{:.6}",
             self.step,
             self.lr_new,
             self.loss,
@@ -43,13 +45,15 @@ impl LogRow {
             opt(self.val_naming),
             opt(self.val_centers),
             opt(self.val_prompt_cos),
+            self.group_nouns,
         )
     }
 
-    /// A log line; logs written before the validation signals existed have 9 columns.
+    /// A log line; logs written before the validation signals existed have 9 columns, before the
+    /// group-noun term 13.
     pub fn parse(line: &str) -> Option<Self> {
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 9 && f.len() != 13 {
+        if ![9, 13, 14].contains(&f.len()) {
             return None;
         }
         let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
@@ -67,6 +71,7 @@ impl LogRow {
             val_naming: n(10),
             val_centers: n(11),
             val_prompt_cos: n(12),
+            group_nouns: n(13).unwrap_or(0.0),
         })
     }
 

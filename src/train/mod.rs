@@ -221,6 +221,7 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
             contrastive: lc,
             reconstruction: lr,
             superpixel: ls,
+            group_nouns: gn,
             grad_norm: info.grad_norm,
             samples_per_s: samples_per_step / t0.elapsed().as_secs_f64(),
             ..LogRow::default()

@@ -154,6 +154,8 @@ fn every_loss_falls_on_the_emoji_world() {
     train::train(&config, false, TOKENIZER, &TrainOptions::default()).unwrap();
     let rows = train::read_log(&dir).unwrap();
     assert_eq!(rows.len(), 40);
+    // The term ran (and is logged) every step, so `every_loss_falls` checks it too.
+    assert!(rows.iter().all(|r| r.group_nouns > 0.0), "the group-noun term is missing from the log");
     every_loss_falls("emoji", &rows);
     // Validation scored the emoji world's dev scenes and logged every signal.
     let last = rows.last().unwrap();

@@ -186,7 +186,7 @@ fn the_group_noun_term_through_two_parts_equals_one_graph() {
     // Three "nouns" (any token rows do); sample i names noun i % 3, sample 0 also noun 1.
     let tokens: Vec<Vec<i64>> = batch.tokens[..3].to_vec();
     let named: Vec<Vec<bool>> = (0..n).map(|i| (0..3).map(|k| k == i % 3 || (i == 0 && k == 1)).collect()).collect();
-    batch.nouns = Some(NounPrompts { prompts: vec![String::new(); 3], tokens: tokens.clone(), named: named.clone() });
+    batch.nouns = Some(NounPrompts { tokens: tokens.clone(), named: named.clone() });
     let noise = [f.noise(&device).unwrap()];
     let (sum, terms) = step_gradients(&model, &config, &[batch.clone()], &train, Some(&noise), &autodiff).unwrap();
 

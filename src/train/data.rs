@@ -46,7 +46,6 @@ pub struct Batch {
 /// (`loss.group_nouns_weight`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NounPrompts {
-    pub prompts: Vec<String>,
     /// Token ids of the prompts [K], padded to the longest.
     pub tokens: Vec<Vec<i64>>,
     /// `named[i][k]`: caption i names the class of prompt k [B][K].
@@ -71,7 +70,7 @@ impl NounPrompts {
         }
         let named = per_caption.iter().map(|found| classes.iter().map(|k| found.iter().any(|(c, _)| c == k)).collect()).collect();
         let tokens = tokenize_trimmed(&prompts, tokenizer, context_length)?;
-        Ok(Some(Self { prompts, tokens, named }))
+        Ok(Some(Self { tokens, named }))
     }
 }
 

@@ -389,6 +389,13 @@ struct Embeddings {
     groups: Option<Tensor<3>>,
 }
 
+/// The gradient of a loss with respect to `t`, back on the training device as a constant: what a
+/// part's surrogate multiplies its own embeddings by.
+fn gradient_constant<const D: usize>(t: &Tensor<D>, grads: &burn::tensor::Gradients, device: &Device) -> Tensor<D> {
+    let g = t.grad(grads).expect("the embeddings took part in the loss");
+    Tensor::from_data(g.into_data(), device)
+}
+
 /// What a part reports when another part's failure released it.
 const RELEASED: &str = "another part of the batch failed";
 
@@ -524,17 +531,8 @@ fn micro_batch_gradients(
                 None => None,
             };
             let grads = total.backward();
-            // The gradient with respect to the embeddings, back on the training device as a
-            // constant for each part's surrogate.
-            let as_constant = |t: &Tensor<2>| -> Tensor<2> {
-                let g = t.grad(&grads).expect("the embeddings took part in the loss");
-                Tensor::from_data(g.into_data(), device)
-            };
-            let (g_image, g_text) = (as_constant(&image), as_constant(&text));
-            let g_groups = groups.map(|g| {
-                let grad = g.grad(&grads).expect("the group embeddings took part in the loss");
-                Tensor::<3>::from_data(grad.into_data(), device)
-            });
+            let (g_image, g_text) = (gradient_constant(&image, &grads, device), gradient_constant(&text, &grads, device));
+            let g_groups = groups.map(|g| gradient_constant(&g, &grads, device));
             for (tx, range) in to_parts.iter().zip(&parts) {
                 let (start, len) = (range.start, range.len());
                 let _ = tx.send(Embeddings {

@@ -389,9 +389,11 @@ pub fn score_world(
         scores.pipeline.add(&result.label_map, &sc.truth).map_err(|e| format!("scene {i}: {e}"))?;
         // The same features without a background rule: every pixel takes its best label.
         let thresh = segmenter.options.bg_thresh;
+        let prompts = std::mem::take(&mut segmenter.options.background_prompts);
         segmenter.options.bg_thresh = 0.0;
         let named = block_on(segmenter.combine(&features, &labels, &embeddings));
         segmenter.options.bg_thresh = thresh;
+        segmenter.options.background_prompts = prompts;
         let named = named?;
         let given: Vec<u8> = named.label_map.iter().zip(&sc.truth).map(|(&p, &t)| if t == 0 { 0 } else { p }).collect();
         scores.true_background.add(&given, &sc.truth).map_err(|e| format!("scene {i}: {e}"))?;

@@ -62,8 +62,10 @@ fn argmax(v: &[f32]) -> usize {
 }
 
 /// Steps 2-3 and the background rule: the group-by-class score matrix [L, N + 1] (column 0 is
-/// background).
-pub fn group_scores(f: &WindowFeatures, labels: &[Vec<f32>], o: &CombineOptions) -> Vec<Vec<f32>> {
+/// background). `background` holds the embeddings of background prompts (empty for the
+/// release's rule alone): they compete with the labels in both softmaxes, are never dropped by
+/// the image-level ranking, and what they win goes to the background column.
+pub fn group_scores(f: &WindowFeatures, labels: &[Vec<f32>], background: &[Vec<f32>], o: &CombineOptions) -> Vec<Vec<f32>> {
     let n = labels.len();
     let e = f.image.len();
     let l = f.groups.len() / e;
@@ -73,32 +75,35 @@ pub fn group_scores(f: &WindowFeatures, labels: &[Vec<f32>], o: &CombineOptions)
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| image_logits[b].partial_cmp(&image_logits[a]).unwrap().then(a.cmp(&b)));
     let keep: Vec<bool> = {
-        let mut k = vec![false; n];
+        let mut k = vec![false; n + background.len()];
         for &i in order.iter().take(o.top_k.min(n)) {
             k[i] = true;
         }
+        k[n..].iter_mut().for_each(|k| *k = true);
         k
     };
     let mut m = Vec::with_capacity(l);
     for g in 0..l {
         let group = &f.groups[g * e..(g + 1) * e];
-        let logits: Vec<f32> = labels.iter().map(|t| o.logit_scale * dot(group, t)).collect();
+        let logits: Vec<f32> = labels.iter().chain(background).map(|t| o.logit_scale * dot(group, t)).collect();
         let mut pre = logits.clone();
         softmax_in_place(&mut pre);
         let mut kept: Vec<f32> = logits.iter().zip(&keep).map(|(&v, &k)| if k { v } else { f32::NEG_INFINITY }).collect();
         softmax_in_place(&mut kept);
         m.push(kept.iter().zip(&pre).map(|(a, b)| a * b).collect::<Vec<f32>>());
     }
-    // Background: threshold = min(bg_thresh, global max); a group whose best score is below it
-    // gets 1 in the background column, foreground scores unchanged.
-    let global_max = m.iter().flatten().cloned().fold(0.0f32, f32::max);
+    // Background: threshold = min(bg_thresh, global max of the labels' scores); a group whose
+    // best label score is below it gets 1 in the background column, else what the background
+    // prompts won (0 without them); label scores unchanged.
+    let global_max = m.iter().flat_map(|row| &row[..n]).cloned().fold(0.0f32, f32::max);
     let threshold = o.bg_thresh.min(global_max);
     m.into_iter()
         .map(|row| {
-            let best = row.iter().cloned().fold(0.0f32, f32::max);
+            let best = row[..n].iter().cloned().fold(0.0f32, f32::max);
+            let prompts: f32 = row[n..].iter().sum();
             let mut out = Vec::with_capacity(n + 1);
-            out.push(if best < threshold { 1.0 } else { 0.0 });
-            out.extend(row);
+            out.push(if best < threshold { 1.0 } else { prompts });
+            out.extend_from_slice(&row[..n]);
             out
         })
         .collect()
@@ -135,12 +140,13 @@ pub fn score_map(
     height: usize,
     windows: &[(WindowFeatures, Vec<usize>)],
     labels: &[Vec<f32>],
+    background: &[Vec<f32>],
     o: &CombineOptions,
 ) -> ScoreMap {
     let c = labels.len() + 1;
     let mut average = WindowAverage::new(width, height, c);
     for (f, groups) in windows {
-        let m = group_scores(f, labels, o);
+        let m = group_scores(f, labels, background, o);
         average.add(f.window, |i| &m[groups[i]]);
     }
     ScoreMap { width, height, channels: c, scores: average.finish() }
@@ -300,7 +306,7 @@ mod tests {
         let f = features();
         let groups = pixel_groups(&f);
         assert_eq!(&groups[..4], &[0, 0, 1, 1]);
-        let map = score_map(4, 4, &[(f, groups)], &labels, &o);
+        let map = score_map(4, 4, &[(f, groups)], &labels, &[], &o);
         let (labels_out, _) = label_map(&map, 4, 4);
         assert_eq!(&labels_out[..4], &[1, 1, 2, 2]); // label i is channel i + 1
     }
@@ -312,7 +318,7 @@ mod tests {
         let mut f = features();
         f.image = unit(&[1.0, 0.0, 0.0]);
         let o = CombineOptions { bg_thresh: 0.0, top_k: 1, logit_scale: 100.0 };
-        let m = group_scores(&f, &labels, &o);
+        let m = group_scores(&f, &labels, &[], &o);
         assert_eq!(m[1][2], 0.0, "label 1 was cut by top-k");
         assert!(m[1][1] > 0.0);
     }
@@ -324,9 +330,26 @@ mod tests {
         let o = CombineOptions { bg_thresh: 0.99, top_k: 5, logit_scale: 1.0 };
         // At logit scale 1 every score is ~0.25: the global max is below 0.99, so only groups
         // below the global max become background, and the best group stays foreground.
-        let m = group_scores(&f, &labels, &o);
+        let m = group_scores(&f, &labels, &[], &o);
         let backgrounds = m.iter().filter(|r| r[0] == 1.0).count();
         assert_eq!(backgrounds, 1);
+    }
+
+    #[test]
+    fn a_group_its_background_prompt_wins_is_background() {
+        // Group 0 looks like label 0; group 1 like the background prompt (label 1 is far from both).
+        let labels = vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.0, 0.0, 1.0])];
+        let background = vec![unit(&[0.0, 1.0, 0.0])];
+        // top_k 1 keeps label 0 only; the background prompt is never dropped by the ranking.
+        let o = CombineOptions { bg_thresh: 0.0, top_k: 1, logit_scale: 100.0 };
+        let m = group_scores(&features(), &labels, &background, &o);
+        assert_eq!(m[0].len(), 3);
+        assert_eq!(argmax(&m[0]), 1, "{:?}", m[0]);
+        assert_eq!(argmax(&m[1]), 0, "{:?}", m[1]);
+        assert!(m[1][0] > 0.9, "{:?}", m[1]);
+        // Without the prompt the same group takes the one kept label (no threshold).
+        let m = group_scores(&features(), &labels, &[], &o);
+        assert_eq!(argmax(&m[1]), 1, "{:?}", m[1]);
     }
 
     #[test]
@@ -337,8 +360,8 @@ mod tests {
         let mut b = features();
         b.window.x = 2;
         let (ga, gb) = (pixel_groups(&a), pixel_groups(&b));
-        let map = score_map(6, 4, &[(a.clone(), ga.clone()), (b, gb)], &labels, &o);
-        let single = score_map(4, 4, &[(a, ga)], &labels, &o);
+        let map = score_map(6, 4, &[(a.clone(), ga.clone()), (b, gb)], &labels, &[], &o);
+        let single = score_map(4, 4, &[(a, ga)], &labels, &[], &o);
         // Column 0 is covered once: same as the single window.
         assert_eq!(&map.scores[..3], &single.scores[..3]);
         // Column 2 is covered by both: the mean of window a's column 2 and window b's column 0.

@@ -29,6 +29,11 @@ pub struct SegmentOptions {
     /// Prompt templates; several are averaged (embeddings normalised, averaged, renormalised).
     pub templates: Vec<String>,
     pub bg_thresh: f32,
+    /// Background prompts (SegCLIP models only): texts that compete with the labels for each
+    /// group, a group they win being background (src/pipeline/combine.rs `group_scores`). Empty
+    /// for the release's threshold rule alone; a model trained to name its backgrounds lists
+    /// them in its manifest entry.
+    pub background_prompts: Vec<String>,
     pub top_k: usize,
     /// Short side of the rescaled image; 0 = the model's input size (224 for the release, as the
     /// published protocol; the bundled model's 96).
@@ -46,6 +51,7 @@ impl Default for SegmentOptions {
         Self {
             templates: vec![labels::DEFAULT_TEMPLATE.to_string()],
             bg_thresh: 0.8,
+            background_prompts: Vec::new(),
             top_k: 5,
             short_side: 0,
             long_cap: 2048,
@@ -190,7 +196,11 @@ impl Segmenter {
     pub fn from_file(file: &WeightsFile, tokenizer: ClipTokenizer, device: Device) -> Result<Self, String> {
         let err = |e: WeightsError| e.to_string();
         match &file.dense {
-            None => Self::new(model_io::load_model(file, &device).map_err(err)?, file.config.clone(), tokenizer, device),
+            None => {
+                let mut s = Self::new(model_io::load_model(file, &device).map_err(err)?, file.config.clone(), tokenizer, device)?;
+                s.options.background_prompts = file.background_prompts.clone();
+                Ok(s)
+            }
             Some(protocol) => {
                 let model = model_io::load_dense_model(file, &device).map_err(err)?;
                 Self::new_dense(model, protocol.clone(), file.config.clone(), tokenizer, device)
@@ -351,8 +361,14 @@ impl Segmenter {
             return Ok(summarise(features.width, features.height, label_map, scores, labels));
         }
         let o = CombineOptions { bg_thresh: self.options.bg_thresh, top_k: self.options.top_k, logit_scale: self.logit_scale().await? };
+        let background = if self.options.background_prompts.is_empty() {
+            Vec::new()
+        } else {
+            let prompts = self.options.background_prompts.clone();
+            self.encode_labels(&prompts).await?
+        };
         let (rw, rh) = features.resized;
-        let map = combine::score_map(rw, rh, &features.windows, embeddings, &o);
+        let map = combine::score_map(rw, rh, &features.windows, embeddings, &background, &o);
         let (label_map, scores) = combine::label_map(&map, features.width, features.height);
         Ok(summarise(features.width, features.height, label_map, scores, labels))
     }

@@ -92,6 +92,11 @@ pub struct DataSection {
     pub crop_scale: [f32; 2],
     #[serde(default = "default_crop_ratio")]
     pub crop_ratio: [f32; 2],
+    /// Not in the reference (off: zeros): colour jitter strengths [brightness, contrast,
+    /// saturation, hue] drawn per sample after the crop (src/train/augment.rs), so the model
+    /// keys on shapes rather than on its training art styles' palettes.
+    #[serde(default)]
+    pub color_jitter: [f32; 4],
     /// Token context in training (reference: 32).
     #[serde(default = "default_context")]
     pub context_length: usize,
@@ -201,6 +206,15 @@ pub struct LossSection {
     /// Needs the contrastive loss and a world with a caption vocabulary (`data.source = "emoji"`).
     #[serde(default)]
     pub group_nouns_weight: f64,
+    /// Not in the reference (off by default): the backgrounds captions describe ("on a striped
+    /// backdrop") join the group-noun targets, so some group of each image learns to match its
+    /// background's words. The release decides background by a threshold on the labels' scores
+    /// alone, which cannot tell a background group leaning to "cat" from the cat's group; a
+    /// model trained with this lists the background prompts in its manifest entry and the
+    /// pipeline lets them compete with the labels (src/pipeline/combine.rs `group_scores`).
+    /// Needs `group_nouns_weight` > 0.
+    #[serde(default)]
+    pub group_nouns_background: bool,
     /// Masked share of the tokens in the reconstruction pass (reference: 0.75).
     #[serde(default = "default_mask_ratio")]
     pub mask_ratio: f64,
@@ -343,6 +357,9 @@ impl TrainConfig {
                 l.group_nouns_weight, l.contrastive, self.data.source
             ));
         }
+        if l.group_nouns_background && l.group_nouns_weight <= 0.0 {
+            return Err("loss.group_nouns_background = true needs loss.group_nouns_weight > 0 (it adds targets to that term)".to_string());
+        }
         if !(0.0..1.0).contains(&l.mask_ratio) {
             return Err(format!("loss.mask_ratio {} must be in [0, 1)", l.mask_ratio));
         }
@@ -364,6 +381,17 @@ impl TrainConfig {
         }
         if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
             return Err(format!("data.crop_scale {:?}: need 0 < lo <= hi <= 1", d.crop_scale));
+        }
+        if let Some(bad) = d.color_jitter.iter().zip(["brightness", "contrast", "saturation", "hue"]).find(|(v, name)| {
+            !(v.is_finite() && **v >= 0.0 && **v <= if *name == "hue" { 0.5 } else { 1.0 })
+        }) {
+            return Err(format!(
+                "data.color_jitter {:?}: {} strength {} must be in [0, {}] (order: brightness, contrast, saturation, hue)",
+                d.color_jitter,
+                bad.1,
+                bad.0,
+                if bad.1 == "hue" { "0.5" } else { "1" }
+            ));
         }
         if d.shape_variants > 0 {
             if d.source != "synthetic" {
@@ -478,6 +506,10 @@ out = "runs/x"
         assert!(e.contains("huge"), "{e}");
         let e = TrainConfig::parse(MINIMAL, &["model.overrides.vision_widht=3".into()]).unwrap_err();
         assert!(e.contains("vision_widht"), "{e}");
+        let e = TrainConfig::parse(MINIMAL, &["data.color_jitter=[0.2, 0.2, 0.2, 0.7]".into()]).unwrap_err();
+        assert!(e.contains("data.color_jitter") && e.contains("hue strength 0.7"), "{e}");
+        let e = TrainConfig::parse(MINIMAL, &["loss.group_nouns_background=true".into()]).unwrap_err();
+        assert!(e.contains("group_nouns_weight > 0"), "{e}");
     }
 
     #[test]

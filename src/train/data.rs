@@ -13,6 +13,7 @@ use std::sync::Arc;
 use image::imageops::FilterType;
 use image::RgbImage;
 
+use super::augment::ColorJitter;
 use super::config::TrainConfig;
 use super::superpixels::{felzenszwalb, patch_labels};
 use crate::data::emoji::{self, EmojiConfig};
@@ -43,32 +44,50 @@ pub struct Batch {
 
 /// The classes a micro-batch's captions name, each prompted once ("a photo of a {noun}.", the
 /// word of its first mention), and which caption names which: the group-noun term's targets
-/// (`loss.group_nouns_weight`).
+/// (`loss.group_nouns_weight`). With `loss.group_nouns_background`, the backgrounds the captions
+/// describe join them ("a photo of a striped backdrop."), one target per texture kind.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NounPrompts {
     /// Token ids of the prompts [K], padded to the longest.
     pub tokens: Vec<Vec<i64>>,
-    /// `named[i][k]`: caption i names the class of prompt k [B][K].
+    /// `named[i][k]`: caption i names the class (or background) of prompt k [B][K].
     pub named: Vec<Vec<bool>>,
 }
 
 impl NounPrompts {
-    /// The prompts of `captions` through the emoji world's words for its classes; `None` when no
-    /// caption names anything (the term has nothing to say about such a batch).
-    pub fn from_captions(captions: &[String], tokenizer: &ClipTokenizer, context_length: usize) -> Result<Option<Self>, String> {
-        let per_caption: Vec<Vec<(u8, &str)>> = captions.iter().map(|c| emoji::classes_in_caption(c)).collect();
-        let mut classes: Vec<u8> = Vec::new();
+    /// The prompts of `captions` through the emoji world's words for its classes (and, with
+    /// `backgrounds`, for its background textures); `None` when no caption names anything (the
+    /// term has nothing to say about such a batch).
+    pub fn from_captions(
+        captions: &[String],
+        backgrounds: bool,
+        tokenizer: &ClipTokenizer,
+        context_length: usize,
+    ) -> Result<Option<Self>, String> {
+        // Each caption's targets as (key, words): a class by its index, a background by its kind.
+        let per_caption: Vec<Vec<(String, String)>> = captions
+            .iter()
+            .map(|c| {
+                let mut found: Vec<(String, String)> =
+                    emoji::classes_in_caption(c).into_iter().map(|(class, word)| (format!("class {class}"), word.to_string())).collect();
+                if backgrounds {
+                    found.extend(emoji::background_in_caption(c).map(|(kind, words)| (format!("background {kind}"), words)));
+                }
+                found
+            })
+            .collect();
+        let mut keys: Vec<&str> = Vec::new();
         let mut prompts = Vec::new();
-        for (class, word) in per_caption.iter().flatten() {
-            if !classes.contains(class) {
-                classes.push(*class);
-                prompts.push(crate::pipeline::labels::DEFAULT_TEMPLATE.replace("{}", word));
+        for (key, words) in per_caption.iter().flatten() {
+            if !keys.contains(&key.as_str()) {
+                keys.push(key);
+                prompts.push(crate::pipeline::labels::DEFAULT_TEMPLATE.replace("{}", words));
             }
         }
-        if classes.is_empty() {
+        if keys.is_empty() {
             return Ok(None);
         }
-        let named = per_caption.iter().map(|found| classes.iter().map(|k| found.iter().any(|(c, _)| c == k)).collect()).collect();
+        let named = per_caption.iter().map(|found| keys.iter().map(|k| found.iter().any(|(c, _)| c == k)).collect()).collect();
         let tokens = tokenize_trimmed(&prompts, tokenizer, context_length)?;
         Ok(Some(Self { tokens, named }))
     }
@@ -316,7 +335,11 @@ impl Recipe {
             let (x, y, w, h) =
                 random_resized_crop_box(img.width() as usize, img.height() as usize, c.data.crop_scale, c.data.crop_ratio, &mut rng);
             let crop = image::imageops::crop_imm(&img, x as u32, y as u32, w as u32, h as u32).to_image();
-            let crop = if (w, h) == (s, s) { crop } else { image::imageops::resize(&crop, s as u32, s as u32, FilterType::CatmullRom) };
+            let mut crop = if (w, h) == (s, s) { crop } else { image::imageops::resize(&crop, s as u32, s as u32, FilterType::CatmullRom) };
+            let jitter = ColorJitter::from_array(c.data.color_jitter);
+            if !jitter.is_off() {
+                jitter.apply(&mut crop, &mut rng);
+            }
             if let Some(sp) = superpixels.as_mut() {
                 let labels = felzenszwalb(crop.as_raw(), s, s, &c.loss.felzenszwalb)?;
                 sp.push(patch_labels(&labels, s, s, self.model.patch_size)?);
@@ -336,7 +359,7 @@ impl Recipe {
         }
         let tokens = tokenize_trimmed(&captions, tokenizer, c.data.context_length)?;
         let nouns = if c.loss.group_nouns_weight > 0.0 {
-            NounPrompts::from_captions(&captions, tokenizer, c.data.context_length)?
+            NounPrompts::from_captions(&captions, c.loss.group_nouns_background, tokenizer, c.data.context_length)?
         } else {
             None
         };
@@ -434,6 +457,28 @@ fn reshaped(index: u64, v: u64, config: &SceneConfig) -> crate::data::Scene {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn noun_prompts_name_each_class_once_and_backgrounds_only_when_asked() {
+        let tokenizer = ClipTokenizer::from_bytes(include_bytes!("../../static/tokenizer.json")).unwrap();
+        let captions = ["Two kitties on a stripy backdrop.", "a cat and a dog, and the rest is a plain background.", "a bus"].map(String::from);
+        let nouns = NounPrompts::from_captions(&captions, false, &tokenizer, 77).unwrap().unwrap();
+        // cat (first word "kitty"), dog, bus.
+        assert_eq!(nouns.tokens.len(), 3);
+        assert_eq!(nouns.named, vec![vec![true, false, false], vec![true, true, false], vec![false, false, true]]);
+        let first = |texts: &[&str]| tokenize_trimmed(&texts.iter().map(|t| t.to_string()).collect::<Vec<_>>(), &tokenizer, 77).unwrap();
+        assert_eq!(nouns.tokens, first(&["a photo of a kitty.", "a photo of a dog.", "a photo of a bus."]));
+        let with = NounPrompts::from_captions(&captions, true, &tokenizer, 77).unwrap().unwrap();
+        // cat, striped, dog, plain, bus: each caption's background is its own target.
+        assert_eq!(with.tokens.len(), 5);
+        assert_eq!(
+            with.named,
+            vec![vec![true, true, false, false, false], vec![true, false, true, true, false], vec![false, false, false, false, true]]
+        );
+        let texts = ["a photo of a kitty.", "a photo of a stripy backdrop.", "a photo of a dog.", "a photo of a plain background.", "a photo of a bus."];
+        assert_eq!(with.tokens, first(&texts));
+        assert_eq!(NounPrompts::from_captions(&["a striped background".to_string()], false, &tokenizer, 77).unwrap(), None);
+    }
 
     #[test]
     fn single_object_curriculum_draws_one_object_scenes_until_its_step() {

@@ -7,6 +7,7 @@
 //! loader state, and the page's and CI's builds stay free of burn-train (this module is
 //! native-only).
 
+pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -575,6 +576,10 @@ pub fn validate(
     let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
     let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device.clone())?;
     segmenter.options.bg_thresh = config.run.val_bg_thresh;
+    // The rule the exported file will carry (src/bin/segclip/export.rs).
+    if config.loss.group_nouns_background {
+        segmenter.options.background_prompts = crate::data::emoji::background_prompts();
+    }
     let world = config.val_world();
     let dev = crate::data::world::DEV_START;
     let s = crate::eval::score_world(&mut segmenter, &world, Split::Train, dev..dev + config.run.val_scenes, |_| {})?;

@@ -39,6 +39,10 @@ pub struct WeightsFile {
     /// `None`: a SegCLIP model (segments with its groups). `Some`: a plain CLIP run densely
     /// (src/model/dense.rs), with its method and protocol (header field `dense`).
     pub dense: Option<DenseProtocol>,
+    /// Background prompts the model was trained to match (header field `background_prompts`,
+    /// absent when empty): the pipeline lets them compete with the labels
+    /// (src/pipeline/combine.rs `group_scores`). Empty for the release's checkpoints.
+    pub background_prompts: Vec<String>,
     pub tokenizer_sha256: String,
     pub dtype: StorageDtype,
     pub tensors: BTreeMap<String, HostTensor>,
@@ -104,7 +108,18 @@ pub fn write(
     dtype: StorageDtype,
     tensors: &BTreeMap<String, HostTensor>,
 ) -> Result<Vec<u8>, WeightsError> {
-    write_file(config, None, tokenizer_sha256, dtype, tensors)
+    write_file(config, None, &[], tokenizer_sha256, dtype, tensors)
+}
+
+/// As `write`, for a model trained to match `background_prompts` (recorded in the header).
+pub fn write_with_background(
+    config: &SegClipConfig,
+    background_prompts: &[String],
+    tokenizer_sha256: &str,
+    dtype: StorageDtype,
+    tensors: &BTreeMap<String, HostTensor>,
+) -> Result<Vec<u8>, WeightsError> {
+    write_file(config, None, background_prompts, tokenizer_sha256, dtype, tensors)
 }
 
 /// As `write`, for a plain CLIP run densely with `protocol` (`DenseClip`'s tensors).
@@ -115,12 +130,13 @@ pub fn write_dense(
     dtype: StorageDtype,
     tensors: &BTreeMap<String, HostTensor>,
 ) -> Result<Vec<u8>, WeightsError> {
-    write_file(config, Some(protocol), tokenizer_sha256, dtype, tensors)
+    write_file(config, Some(protocol), &[], tokenizer_sha256, dtype, tensors)
 }
 
 fn write_file(
     config: &SegClipConfig,
     dense: Option<&DenseProtocol>,
+    background_prompts: &[String],
     tokenizer_sha256: &str,
     dtype: StorageDtype,
     tensors: &BTreeMap<String, HostTensor>,
@@ -168,6 +184,9 @@ fn write_file(
     .collect();
     if let Some(protocol) = dense {
         metadata.insert("dense".into(), serde_json::to_string(protocol).expect("protocol serialises"));
+    }
+    if !background_prompts.is_empty() {
+        metadata.insert("background_prompts".into(), serde_json::to_string(background_prompts).expect("strings serialise"));
     }
     let views = entries
         .iter()
@@ -242,6 +261,19 @@ pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
             Some(protocol)
         }
     };
+    let background_prompts = match meta.get("background_prompts") {
+        None => Vec::new(),
+        Some(text) => {
+            let prompts: Vec<String> = serde_json::from_str(text).map_err(|e| WeightsError::Field {
+                field: "background_prompts",
+                message: format!("expected a JSON list of strings: {e}"),
+            })?;
+            if let Some(bad) = prompts.iter().find(|p| p.trim().is_empty()) {
+                return Err(WeightsError::Field { field: "background_prompts", message: format!("empty prompt {bad:?}") });
+            }
+            prompts
+        }
+    };
 
     let st = SafeTensors::deserialize(bytes).map_err(|e| classify(e, bytes.len()))?;
     let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
@@ -282,7 +314,7 @@ pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
         };
         tensors.insert(name.clone(), HostTensor { shape, data });
     }
-    Ok(WeightsFile { config, dense, tokenizer_sha256, dtype, tensors })
+    Ok(WeightsFile { config, dense, background_prompts, tokenizer_sha256, dtype, tensors })
 }
 
 fn classify(e: safetensors::SafeTensorError, len: usize) -> WeightsError {
@@ -362,5 +394,31 @@ mod dense_tests {
         let bytes = write_dense(&SegClipConfig::tiny(), &protocol, "abc", StorageDtype::F32, &tensors()).unwrap();
         let err = read(&bytes).unwrap_err().to_string();
         assert!(err.contains("'dense'") && err.contains("bg_thresh must be in [0, 1], found 1.5"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod background_tests {
+    use super::*;
+
+    fn tensors() -> BTreeMap<String, HostTensor> {
+        BTreeMap::from([("b.bias".to_string(), HostTensor::new(vec![3], vec![1.0, 2.0, 3.0]))])
+    }
+
+    #[test]
+    fn background_prompts_travel_with_the_file() {
+        let prompts = vec!["striped background".to_string(), "plain background".to_string()];
+        let bytes = write_with_background(&SegClipConfig::tiny(), &prompts, "abc", StorageDtype::Int8, &tensors()).unwrap();
+        assert_eq!(read(&bytes).unwrap().background_prompts, prompts);
+        let plain = write(&SegClipConfig::tiny(), "abc", StorageDtype::Int8, &tensors()).unwrap();
+        assert!(read(&plain).unwrap().background_prompts.is_empty());
+        assert!(!String::from_utf8_lossy(&plain[..200]).contains("background_prompts"));
+    }
+
+    #[test]
+    fn an_empty_background_prompt_is_named_by_its_field() {
+        let bytes = write_with_background(&SegClipConfig::tiny(), &[" ".to_string()], "abc", StorageDtype::F32, &tensors()).unwrap();
+        let err = read(&bytes).unwrap_err().to_string();
+        assert!(err.contains("'background_prompts'") && err.contains("empty prompt"), "{err}");
     }
 }

@@ -37,6 +37,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend)?;
     let bg_thresh = args.protocol.apply(&mut segmenter, args.weights.as_deref())?;
     println!("background threshold: {bg_thresh}");
+    if !segmenter.options.background_prompts.is_empty() {
+        println!("background prompts: {}", segmenter.options.background_prompts.join(", "));
+    }
 
     let (matrix, classes, scored) = if let Some(name) = args.dataset.strip_prefix("synth:") {
         let (world, split, start) = args.world.world(name)?;

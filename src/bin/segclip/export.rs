@@ -29,7 +29,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let path = if args.checkpoint.is_dir() { checkpoint::path_in(&args.checkpoint) } else { args.checkpoint.clone() };
     let ck = checkpoint::read(&path).map_err(anyhow::Error::msg)?;
     let tensors = inference_tensors(&ck);
-    let bytes = format::write(&ck.model_config, &ck.tokenizer_sha256, args.dtype, &tensors)?;
+    // A model trained to match its backgrounds' words carries them as its background prompts.
+    let background = if ck.config.loss.group_nouns_background { segclip::data::emoji::background_prompts() } else { Vec::new() };
+    let bytes = format::write_with_background(&ck.model_config, &background, &ck.tokenizer_sha256, args.dtype, &tensors)?;
     // Prove the file loads before anyone ships it.
     let file = format::read(&bytes).context("re-reading the exported file")?;
     segclip::weights::model_io::load_model(&file, &segclip::backend::training_device().without_autodiff())

@@ -39,6 +39,11 @@ pub struct ProtocolArgs {
     /// Context 0.25, COCO-Object 0.65 in the SegCLIP release).
     #[arg(long)]
     bg_thresh: Option<f32>,
+    /// Background prompts, comma-separated: texts that compete with the labels for each group,
+    /// a group they win being background. Default: the ones the weights' manifest entry
+    /// records, else none (the release's threshold rule alone). "none" turns them off.
+    #[arg(long)]
+    background_prompts: Option<String>,
     /// Rescale the image's short side to this many pixels (default: the model's input size;
     /// NACLIP evaluates VOC at 336, ClearCLIP at 448).
     #[arg(long)]
@@ -62,6 +67,13 @@ impl ProtocolArgs {
             Some(t) => t,
             None => manifest_bg_thresh(weights)?.unwrap_or(o.bg_thresh),
         };
+        if let Some(p) = &self.background_prompts {
+            o.background_prompts = if p.trim() == "none" {
+                Vec::new()
+            } else {
+                p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+            };
+        }
         if let Some(v) = self.short_side {
             o.short_side = v;
         }

@@ -22,6 +22,34 @@ fn background_words(kind: BackgroundKind, rng: &mut SplitMix64) -> String {
     format!("{adjective} {noun}")
 }
 
+/// The background a caption describes ("on a striped backdrop" -> ("striped", "striped
+/// backdrop")): a key shared by the adjectives of one texture kind (its first adjective), and the
+/// phrase as written. `None` when the caption says nothing of the background.
+pub fn background_in_caption(caption: &str) -> Option<(&'static str, String)> {
+    let lower = caption.to_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    words.windows(2).find_map(|pair| {
+        let noun = ["background", "backdrop"].into_iter().find(|n| *n == pair[1])?;
+        let kind = BackgroundKind::ALL.into_iter().find(|k| k.adjectives().contains(&pair[0]))?;
+        Some((kind.adjectives()[0], format!("{} {noun}", pair[0])))
+    })
+}
+
+/// The background prompts a model trained on these captions knows (every adjective with
+/// "background"): the pipeline's `background_prompts` for it (src/pipeline/mod.rs).
+pub fn background_prompts() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for kind in BackgroundKind::ALL {
+        for adjective in kind.adjectives() {
+            let p = format!("{adjective} background");
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// Where an object sits, from its visible centroid (0..1 of the image side).
 fn location(o: &EmojiObject) -> Option<&'static str> {
     let (x, y) = o.centroid;

@@ -29,6 +29,7 @@ mod vocab;
 use serde::{Deserialize, Serialize};
 
 pub use atlas::Atlas;
+pub use captions::{background_in_caption, background_prompts};
 pub use vocab::{class_words, classes_in_caption, EmojiObject, CLASSES, TRAIN_STYLES};
 
 use super::background::{Background, BackgroundKind};

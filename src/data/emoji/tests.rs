@@ -148,6 +148,10 @@ fn caption_nouns_are_the_scene_classes() {
     );
     assert_eq!(classes_in_caption("a plant and another plant"), vec![(15, "plant")]);
     assert!(classes_in_caption("a striped background").is_empty());
+    assert_eq!(background_in_caption("Two kitties on a Stripy backdrop."), Some(("striped", "stripy backdrop".to_string())));
+    assert_eq!(background_in_caption("a cat, and the rest is a smooth background."), Some(("gradient", "smooth background".to_string())));
+    assert_eq!(background_in_caption("a photo of a cat."), None);
+    assert!(background_prompts().contains(&"checkered background".to_string()));
     let cfg = EmojiConfig::default();
     for index in 0..80 {
         let s = generate(Split::Train, index, &cfg);
@@ -155,6 +159,10 @@ fn caption_nouns_are_the_scene_classes() {
         present.sort();
         present.dedup();
         for c in &s.captions {
+            // A described background is the scene's.
+            if let Some((key, _)) = background_in_caption(c) {
+                assert_eq!(key, s.background.adjectives()[0], "scene {index}: '{c}'");
+            }
             let mut named: Vec<u8> = classes_in_caption(c).into_iter().map(|(class, _)| class).collect();
             named.sort();
             assert_eq!(named, present, "scene {index}: '{c}'");

@@ -44,6 +44,9 @@ pub struct ProtocolArgs {
     /// records, else none (the release's threshold rule alone). "none" turns them off.
     #[arg(long)]
     background_prompts: Option<String>,
+    /// Labels kept from the image-level ranking before groups are named (the release: 5).
+    #[arg(long)]
+    top_k: Option<usize>,
     /// Rescale the image's short side to this many pixels (default: the model's input size;
     /// NACLIP evaluates VOC at 336, ClearCLIP at 448).
     #[arg(long)]
@@ -73,6 +76,10 @@ impl ProtocolArgs {
             } else {
                 p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
             };
+        }
+        if let Some(k) = self.top_k {
+            anyhow::ensure!(k >= 1, "--top-k must be at least 1 (found {k})");
+            o.top_k = k;
         }
         if let Some(v) = self.short_side {
             o.short_side = v;

@@ -149,8 +149,19 @@ fn every_loss_falls_on_the_emoji_world() {
     // centers faster than the superpixel term gathers them in 40 steps of 32-px emoji scenes, so
     // the KL (0 when every patch sits in one center) rose there (0.0089 -> 0.0126); with a
     // sharper assignment (0.5) all three fall (0.0069 -> 0.0019 for the KL).
-    // The bundled recipe's group-noun term is on (configs/emoji.toml).
-    let config = smoke(&dir, &["data.source=\"emoji\"", "data.scene_size=32", "loss.gumbel_tau=0.5", "loss.group_nouns_weight=1.0"]);
+    // The bundled recipe's group-noun term, with background targets, and its colour jitter are on
+    // (configs/emoji.toml).
+    let config = smoke(
+        &dir,
+        &[
+            "data.source=\"emoji\"",
+            "data.scene_size=32",
+            "loss.gumbel_tau=0.5",
+            "loss.group_nouns_weight=1.0",
+            "loss.group_nouns_background=true",
+            "data.color_jitter=[0.3, 0.3, 0.3, 0.05]",
+        ],
+    );
     train::train(&config, false, TOKENIZER, &TrainOptions::default()).unwrap();
     let rows = train::read_log(&dir).unwrap();
     assert_eq!(rows.len(), 40);
@@ -169,6 +180,15 @@ fn every_loss_falls_on_the_emoji_world() {
         assert!(v.is_some_and(f64::is_finite), "{name}: {v:?}");
     }
     assert!(last.val_centers.unwrap() >= 1.0);
+    // The exported file carries the background prompts the run was trained to match.
+    let out = dir.join("model.safetensors");
+    let export = Command::new(env!("CARGO_BIN_EXE_segclip"))
+        .args(["export", &dir.display().to_string(), &out.display().to_string(), "--dtype", "int8", "--no-manifest"])
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let file = segclip::weights::format::read(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(file.background_prompts, segclip::data::emoji::background_prompts());
     std::fs::remove_dir_all(&dir).ok();
 }
 

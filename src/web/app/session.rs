@@ -70,7 +70,9 @@ pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
     }
     let kind = match segmenter.dense_protocol() {
         Some(p) => format!("plain CLIP, dense {} ({} templates)", p.method, segmenter.options.templates.len()),
-        None => format!("{} centers", file.config.num_centers),
+        None if file.background_prompts.is_empty() => format!("{} centers", file.config.num_centers),
+        // Background is also decided by the prompts the model was trained to match.
+        None => format!("{} centers, {} background prompts", file.config.num_centers, file.background_prompts.len()),
     };
     {
         let mut a = app.borrow_mut();

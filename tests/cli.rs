@@ -283,6 +283,14 @@ fn emoji_world_in_voc_layout_and_in_eval() {
     assert!(!bad.status.success() && text(&bad).contains("no compositional split"), "{}", text(&bad));
     let bad = segclip(&["synth", "--world", "emoji", "--split", "val", "--style", "comic", "--out", dir.join("x").to_str().unwrap()]);
     assert!(!bad.status.success() && text(&bad).contains("comic"), "{}", text(&bad));
+    // Background prompts given by hand are used and printed; a duplicate is refused by name.
+    let run = segclip(&[
+        "eval", "synth:emoji-val", "--weights", &weights, "--count", "1", "--size", "48", "--top-k", "19",
+        "--background-prompts", "plain background, striped background", "--out", json.to_str().unwrap(),
+    ]);
+    assert!(run.status.success() && text(&run).contains("background prompts: plain background, striped background"), "{}", text(&run));
+    let bad = segclip(&["eval", "synth:emoji-val", "--weights", &weights, "--count", "1", "--background-prompts", "sky,Sky"]);
+    assert!(!bad.status.success() && text(&bad).contains("--background-prompts") && text(&bad).contains("Sky"), "{}", text(&bad));
 }
 
 #[test]

@@ -150,9 +150,10 @@ fn every_loss_falls_on_the_emoji_world() {
     // the KL (0 when every patch sits in one center) rose there (0.0089 -> 0.0126); with a
     // sharper assignment (0.5) all three fall (0.0069 -> 0.0019 for the KL).
     // The bundled recipe's group-noun term, with background targets, is on (configs/emoji.toml).
-    // Its colour jitter is not: it varies the pixels the reconstruction pass must predict, and
-    // in these 40 steps that loss then rose (0.602 -> 0.652); src/train/augment.rs tests the
-    // jitter itself.
+    // Its colour jitter is not: with it this 40-step run's reconstruction loss rose (0.602 ->
+    // 0.652). The jitter varies the pixels that pass must predict, and it also draws from the
+    // batch's generator, so the crops and masks after it differ too: the two are not told apart
+    // here. src/train/augment.rs tests the jitter itself.
     let config = smoke(
         &dir,
         &[

@@ -100,7 +100,9 @@ pub fn group_scores(f: &WindowFeatures, labels: &[Vec<f32>], background: &[Vec<f
     m.into_iter()
         .map(|row| {
             let best = row[..n].iter().cloned().fold(0.0f32, f32::max);
-            let prompts: f32 = row[n..].iter().sum();
+            // A fold from +0.0: an empty f32 `sum()` is -0.0, and without prompts the column
+            // must stay the release's exact 0.0.
+            let prompts = row[n..].iter().fold(0.0f32, |a, b| a + b);
             let mut out = Vec::with_capacity(n + 1);
             out.push(if best < threshold { 1.0 } else { prompts });
             out.extend_from_slice(&row[..n]);
@@ -347,9 +349,11 @@ mod tests {
         assert_eq!(argmax(&m[0]), 1, "{:?}", m[0]);
         assert_eq!(argmax(&m[1]), 0, "{:?}", m[1]);
         assert!(m[1][0] > 0.9, "{:?}", m[1]);
-        // Without the prompt the same group takes the one kept label (no threshold).
+        // Without the prompt the same group takes the one kept label (no threshold), and the
+        // background column is the release's +0.0.
         let m = group_scores(&features(), &labels, &[], &o);
         assert_eq!(argmax(&m[1]), 1, "{:?}", m[1]);
+        assert!(m.iter().all(|row| row[0].to_bits() == 0f32.to_bits()), "{m:?}");
     }
 
     #[test]

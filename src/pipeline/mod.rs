@@ -31,8 +31,8 @@ pub struct SegmentOptions {
     pub bg_thresh: f32,
     /// Background prompts (SegCLIP models only): texts that compete with the labels for each
     /// group, a group they win being background (src/pipeline/combine.rs `group_scores`). Empty
-    /// for the release's threshold rule alone; a model trained to name its backgrounds lists
-    /// them in its manifest entry.
+    /// for the release's threshold rule alone; a model trained to name its backgrounds carries
+    /// them in its weights file's header (src/weights/format.rs).
     pub background_prompts: Vec<String>,
     pub top_k: usize,
     /// Short side of the rescaled image; 0 = the model's input size (224 for the release, as the

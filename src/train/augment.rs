@@ -90,7 +90,7 @@ mod tests {
     }
 
     #[test]
-    fn jitter_changes_colours_within_range_and_is_fixed_by_the_rng() {
+    fn jitter_is_fixed_by_the_rng_and_turns_hue_and_scales_brightness() {
         let j = ColorJitter::from_array([0.4, 0.4, 0.4, 0.1]);
         let (mut a, mut b) = (image(), image());
         j.apply(&mut a, &mut SplitMix64::new(9));
@@ -111,5 +111,11 @@ mod tests {
         }
         let px = turned.expect("some seed turns the hue by nearly half a turn");
         assert!(px[0] < px[1] && px[0] < px[2], "red turned half way round: {px:?}");
+        // Brightness alone scales every channel by the drawn factor.
+        let mut grey = vec![100u8, 100, 100];
+        let mut rng = SplitMix64::new(5);
+        let factor = rng.clone().uniform(0.6, 1.4);
+        ColorJitter { brightness: 0.4, contrast: 0.0, saturation: 0.0, hue: 0.0 }.apply(&mut grey, &mut rng);
+        assert_eq!(grey, vec![(100.0 * factor).round() as u8; 3], "factor {factor}");
     }
 }

@@ -45,7 +45,8 @@ pub struct Batch {
 /// The classes a micro-batch's captions name, each prompted once ("a photo of a {noun}.", the
 /// word of its first mention), and which caption names which: the group-noun term's targets
 /// (`loss.group_nouns_weight`). With `loss.group_nouns_background`, the backgrounds the captions
-/// describe join them ("a photo of a striped backdrop."), one target per texture kind.
+/// describe join them ("a photo of a striped backdrop."), one target per adjective family
+/// (linear and radial gradients share "gradient").
 #[derive(Clone, Debug, PartialEq)]
 pub struct NounPrompts {
     /// Token ids of the prompts [K], padded to the longest.

@@ -268,9 +268,8 @@ pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
                 field: "background_prompts",
                 message: format!("expected a JSON list of strings: {e}"),
             })?;
-            if let Some(bad) = prompts.iter().find(|p| p.trim().is_empty()) {
-                return Err(WeightsError::Field { field: "background_prompts", message: format!("empty prompt {bad:?}") });
-            }
+            crate::pipeline::labels::validate_background_prompts(&prompts)
+                .map_err(|message| WeightsError::Field { field: "background_prompts", message })?;
             prompts
         }
     };

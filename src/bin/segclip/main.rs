@@ -40,8 +40,8 @@ pub struct ProtocolArgs {
     #[arg(long)]
     bg_thresh: Option<f32>,
     /// Background prompts, comma-separated: texts that compete with the labels for each group,
-    /// a group they win being background. Default: the ones the weights' manifest entry
-    /// records, else none (the release's threshold rule alone). "none" turns them off.
+    /// a group they win being background. Default: the ones the weights file's header
+    /// carries, else none (the release's threshold rule alone). "none" turns them off.
     #[arg(long)]
     background_prompts: Option<String>,
     /// Labels kept from the image-level ranking before groups are named (the release: 5).
@@ -65,16 +65,22 @@ impl ProtocolArgs {
     /// Sets `segmenter`'s options for the weights at `weights` (the bundled model when `None`);
     /// returns the background threshold in use.
     pub fn apply(&self, segmenter: &mut segclip::pipeline::Segmenter, weights: Option<&std::path::Path>) -> anyhow::Result<f32> {
+        if segmenter.dense_protocol().is_some() && (self.background_prompts.is_some() || self.top_k.is_some()) {
+            anyhow::bail!("--background-prompts and --top-k apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely");
+        }
         let o = &mut segmenter.options;
         o.bg_thresh = match self.bg_thresh {
             Some(t) => t,
             None => manifest_bg_thresh(weights)?.unwrap_or(o.bg_thresh),
         };
         if let Some(p) = &self.background_prompts {
-            o.background_prompts = if p.trim() == "none" {
+            o.background_prompts = if p.trim().eq_ignore_ascii_case("none") {
                 Vec::new()
             } else {
-                p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+                let prompts = segclip::pipeline::labels::split_labels(p);
+                segclip::pipeline::labels::validate_background_prompts(&prompts)
+                    .map_err(|e| anyhow::anyhow!("--background-prompts {p:?}: {e} (\"none\" turns them off)"))?;
+                prompts
             };
         }
         if let Some(k) = self.top_k {

@@ -186,7 +186,10 @@ fn the_group_noun_term_through_two_parts_equals_one_graph() {
     // Three "nouns" (any token rows do); sample i names noun i % 3, sample 0 also noun 1.
     let tokens: Vec<Vec<i64>> = batch.tokens[..3].to_vec();
     let named: Vec<Vec<bool>> = (0..n).map(|i| (0..3).map(|k| k == i % 3 || (i == 0 && k == 1)).collect()).collect();
-    batch.nouns = Some(NounPrompts { tokens: tokens.clone(), named: named.clone() });
+    // Sample 1 is silent about noun 2 (neither named nor a negative), as a silent caption about
+    // its background is with `loss.silent_background = "unknown"`.
+    let unknown: Vec<Vec<bool>> = (0..n).map(|i| (0..3).map(|k| i == 1 && k == 2).collect()).collect();
+    batch.nouns = Some(NounPrompts { tokens: tokens.clone(), named: named.clone(), unknown: unknown.clone() });
     let noise = [f.noise(&device).unwrap()];
     let (sum, terms) = step_gradients(&model, &config, &[batch.clone()], &train, Some(&noise), &autodiff).unwrap();
 
@@ -196,7 +199,7 @@ fn the_group_noun_term_through_two_parts_equals_one_graph() {
     let text = model.text(&TokenBatch::new(&batch.tokens).unwrap(), &autodiff);
     let prompts = model.text(&TokenBatch::new(&tokens).unwrap(), &autodiff);
     let contrastive = losses::contrastive(vision.image_embed, text, model.scale());
-    let group_nouns = losses::group_nouns(vision.group_embed, prompts, &named, model.scale());
+    let group_nouns = losses::group_nouns(vision.group_embed, prompts, &named, &unknown, model.scale());
     let scalar = |t: &Tensor<1>| t.clone().into_data().try_to_vec::<f32>().unwrap()[0] as f64;
     assert!((terms.group_nouns - scalar(&group_nouns)).abs() < 1e-5, "{} vs {}", terms.group_nouns, scalar(&group_nouns));
     assert!((terms.contrastive - scalar(&contrastive)).abs() < 1e-5);

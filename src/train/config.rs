@@ -127,6 +127,15 @@ fn default_context() -> usize {
     32
 }
 
+/// `loss.silent_background`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SilentBackground {
+    #[default]
+    Negative,
+    Unknown,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimSection {
@@ -219,6 +228,12 @@ pub struct LossSection {
     /// Needs `group_nouns_weight` > 0.
     #[serde(default)]
     pub group_nouns_background: bool,
+    /// With `group_nouns_background`: what a caption that says nothing of its background counts
+    /// the background targets as. "negative" (the default, the shipped recipe): not named, like
+    /// a class the caption does not name. "unknown": neither named nor a negative, since the
+    /// image has some background the caption did not describe.
+    #[serde(default)]
+    pub silent_background: SilentBackground,
     /// Masked share of the tokens in the reconstruction pass (reference: 0.75).
     #[serde(default = "default_mask_ratio")]
     pub mask_ratio: f64,
@@ -360,6 +375,9 @@ impl TrainConfig {
                 "loss.group_nouns_weight {} needs loss.contrastive = true and data.source = \"emoji\" (found contrastive {}, source \"{}\")",
                 l.group_nouns_weight, l.contrastive, self.data.source
             ));
+        }
+        if l.silent_background != SilentBackground::Negative && !l.group_nouns_background {
+            return Err("loss.silent_background = \"unknown\" needs loss.group_nouns_background = true".to_string());
         }
         if l.group_nouns_background && l.group_nouns_weight <= 0.0 {
             return Err("loss.group_nouns_background = true needs loss.group_nouns_weight > 0 (it adds targets to that term)".to_string());
@@ -517,6 +535,8 @@ out = "runs/x"
         assert!(e.contains("data.color_jitter") && e.contains("hue strength 0.7"), "{e}");
         let e = TrainConfig::parse(MINIMAL, &["loss.group_nouns_background=true".into()]).unwrap_err();
         assert!(e.contains("group_nouns_weight > 0"), "{e}");
+        let e = TrainConfig::parse(MINIMAL, &["loss.silent_background=\"maybe\"".into()]).unwrap_err();
+        assert!(e.contains("maybe"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use image::imageops::FilterType;
 use image::RgbImage;
 
 use super::augment::ColorJitter;
-use super::config::TrainConfig;
+use super::config::{SilentBackground, TrainConfig};
 use super::superpixels::{felzenszwalb, patch_labels};
 use crate::data::emoji::{self, EmojiConfig};
 use crate::data::rng::mix64;
@@ -53,15 +53,21 @@ pub struct NounPrompts {
     pub tokens: Vec<Vec<i64>>,
     /// `named[i][k]`: caption i names the class (or background) of prompt k [B][K].
     pub named: Vec<Vec<bool>>,
+    /// `unknown[i][k]`: caption i says nothing either way about prompt k (a background target
+    /// of a caption silent about its background, with `loss.silent_background = "unknown"`):
+    /// neither a positive nor a negative of the term [B][K].
+    pub unknown: Vec<Vec<bool>>,
 }
 
 impl NounPrompts {
     /// The prompts of `captions` through the emoji world's words for its classes (and, with
     /// `backgrounds`, for its background textures); `None` when no caption names anything (the
-    /// term has nothing to say about such a batch).
+    /// term has nothing to say about such a batch). With `silent_unknown`, a caption that
+    /// describes no background leaves every background target unknown instead of not named.
     pub fn from_captions(
         captions: &[String],
         backgrounds: bool,
+        silent_unknown: bool,
         tokenizer: &ClipTokenizer,
         context_length: usize,
     ) -> Result<Option<Self>, String> {
@@ -89,8 +95,15 @@ impl NounPrompts {
             return Ok(None);
         }
         let named = per_caption.iter().map(|found| keys.iter().map(|k| found.iter().any(|(c, _)| c == k)).collect()).collect();
+        let unknown = per_caption
+            .iter()
+            .map(|found| {
+                let silent = silent_unknown && !found.iter().any(|(c, _)| c.starts_with("background "));
+                keys.iter().map(|k| silent && k.starts_with("background ")).collect()
+            })
+            .collect();
         let tokens = tokenize_trimmed(&prompts, tokenizer, context_length)?;
-        Ok(Some(Self { tokens, named }))
+        Ok(Some(Self { tokens, named, unknown }))
     }
 }
 
@@ -360,7 +373,13 @@ impl Recipe {
         }
         let tokens = tokenize_trimmed(&captions, tokenizer, c.data.context_length)?;
         let nouns = if c.loss.group_nouns_weight > 0.0 {
-            NounPrompts::from_captions(&captions, c.loss.group_nouns_background, tokenizer, c.data.context_length)?
+            NounPrompts::from_captions(
+                &captions,
+                c.loss.group_nouns_background,
+                c.loss.silent_background == SilentBackground::Unknown,
+                tokenizer,
+                c.data.context_length,
+            )?
         } else {
             None
         };
@@ -463,13 +482,13 @@ mod tests {
     fn noun_prompts_name_each_class_once_and_backgrounds_only_when_asked() {
         let tokenizer = ClipTokenizer::from_bytes(include_bytes!("../../static/tokenizer.json")).unwrap();
         let captions = ["Two kitties on a stripy backdrop.", "a cat and a dog, and the rest is a plain background.", "a bus"].map(String::from);
-        let nouns = NounPrompts::from_captions(&captions, false, &tokenizer, 77).unwrap().unwrap();
+        let nouns = NounPrompts::from_captions(&captions, false, false, &tokenizer, 77).unwrap().unwrap();
         // cat (first word "kitty"), dog, bus.
         assert_eq!(nouns.tokens.len(), 3);
         assert_eq!(nouns.named, vec![vec![true, false, false], vec![true, true, false], vec![false, false, true]]);
         let first = |texts: &[&str]| tokenize_trimmed(&texts.iter().map(|t| t.to_string()).collect::<Vec<_>>(), &tokenizer, 77).unwrap();
         assert_eq!(nouns.tokens, first(&["a photo of a kitty.", "a photo of a dog.", "a photo of a bus."]));
-        let with = NounPrompts::from_captions(&captions, true, &tokenizer, 77).unwrap().unwrap();
+        let with = NounPrompts::from_captions(&captions, true, false, &tokenizer, 77).unwrap().unwrap();
         // cat, striped, dog, plain, bus: each caption's background is its own target.
         assert_eq!(with.tokens.len(), 5);
         assert_eq!(
@@ -478,7 +497,15 @@ mod tests {
         );
         let texts = ["a photo of a kitty.", "a photo of a stripy backdrop.", "a photo of a dog.", "a photo of a plain background.", "a photo of a bus."];
         assert_eq!(with.tokens, first(&texts));
-        assert_eq!(NounPrompts::from_captions(&["a striped background".to_string()], false, &tokenizer, 77).unwrap(), None);
+        assert!(with.unknown.iter().flatten().all(|u| !u));
+        // Silent captions ("a bus") leave the background targets unknown, not negative.
+        let silent = NounPrompts::from_captions(&captions, true, true, &tokenizer, 77).unwrap().unwrap();
+        assert_eq!(silent.named, with.named);
+        assert_eq!(
+            silent.unknown,
+            vec![vec![false; 5], vec![false; 5], vec![false, true, false, true, false]]
+        );
+        assert_eq!(NounPrompts::from_captions(&["a striped background".to_string()], false, false, &tokenizer, 77).unwrap(), None);
     }
 
     #[test]

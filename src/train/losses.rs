@@ -70,16 +70,19 @@ pub fn center_usage(soft: Tensor<3>) -> Tensor<1> {
 /// Each row's positives against that row's negatives, one at a time: the mean over the positive
 /// entries (i, a) of `ln(1 + sum over negatives b of row i of exp(s[i,b] - s[i,a]))`. A row's
 /// other positives are not its negatives: an image that shows a cat and a dog is not asked to
-/// prefer one of them. `positive` is [R][C] for `s` [R, C]; rows without a negative add 0.
-pub fn multi_positive_nce(s: Tensor<2>, positive: &[Vec<bool>]) -> Tensor<1> {
+/// prefer one of them. `positive` and `negative` are [R][C] for `s` [R, C] (an entry neither
+/// is unknown and takes no part); rows without a negative add 0.
+pub fn multi_positive_nce(s: Tensor<2>, positive: &[Vec<bool>], negative: &[Vec<bool>]) -> Tensor<1> {
     let [r, c] = s.dims();
     let device = s.device();
-    let flat: Vec<f32> = positive.iter().flat_map(|row| row.iter().map(|&p| if p { 1.0 } else { 0.0 })).collect();
+    let flags = |m: &[Vec<bool>]| -> Vec<f32> { m.iter().flat_map(|row| row.iter().map(|&p| if p { 1.0 } else { 0.0 })).collect() };
+    let (flat, negatives) = (flags(positive), flags(negative));
     assert_eq!(flat.len(), r * c, "one positive flag per score");
+    assert_eq!(negatives.len(), r * c, "one negative flag per score");
     let pos = Tensor::<2>::from_data(TensorData::new(flat, [r, c]), &device);
     // diff[i, a, b] = s[i, b] - s[i, a]: entry a as the positive against entry b.
     let diff = s.clone().unsqueeze_dim::<3>(1).repeat_dim(1, c) - s.unsqueeze_dim::<3>(2).repeat_dim(2, c);
-    let neg = (pos.clone().neg() + 1.0).unsqueeze_dim::<3>(1).repeat_dim(1, c);
+    let neg = Tensor::<2>::from_data(TensorData::new(negatives, [r, c]), &device).unsqueeze_dim::<3>(1).repeat_dim(1, c);
     // Entries that are not negatives sit far below everything (exp gives 0, no gradient).
     let masked = diff * neg.clone() + (neg - 1.0) * 1e4;
     let top = masked.clone().max_dim(2).clamp_min(0.0).detach(); // [R, C, 1]
@@ -91,14 +94,19 @@ pub fn multi_positive_nce(s: Tensor<2>, positive: &[Vec<bool>]) -> Tensor<1> {
 /// `scale * max_l cos(group[i, l], noun[k])`; every noun a caption names must beat the nouns it
 /// does not name (over the nouns), and every image that names a noun must beat the images that
 /// do not (over the images); the mean of the two. `groups` [B, L, E], `nouns` [K, E],
-/// `named[i][k]` caption i names noun k.
-pub fn group_nouns(groups: Tensor<3>, nouns: Tensor<2>, named: &[Vec<bool>], scale: Tensor<1>) -> Tensor<1> {
+/// `named[i][k]` caption i names noun k, `unknown[i][k]` caption i says nothing either way
+/// (neither a positive nor a negative; all false: every unnamed noun is a negative).
+pub fn group_nouns(groups: Tensor<3>, nouns: Tensor<2>, named: &[Vec<bool>], unknown: &[Vec<bool>], scale: Tensor<1>) -> Tensor<1> {
     let [b, l, e] = groups.dims();
     let k = nouns.dims()[0];
     let g = l2_normalise(groups.reshape([b * l, e]));
     let scores = g.matmul(l2_normalise(nouns).transpose()).reshape([b, l, k]).max_dim(1).reshape([b, k]) * scale.unsqueeze::<2>();
-    let by_noun: Vec<Vec<bool>> = (0..k).map(|j| named.iter().map(|row| row[j]).collect()).collect();
-    (multi_positive_nce(scores.clone(), named) + multi_positive_nce(scores.transpose(), &by_noun)) / 2.0
+    let negative: Vec<Vec<bool>> =
+        named.iter().zip(unknown).map(|(n, u)| n.iter().zip(u).map(|(&n, &u)| !n && !u).collect()).collect();
+    let column = |m: &[Vec<bool>], j: usize| m.iter().map(|row| row[j]).collect::<Vec<bool>>();
+    let by_noun: Vec<Vec<bool>> = (0..k).map(|j| column(named, j)).collect();
+    let negative_by_noun: Vec<Vec<bool>> = (0..k).map(|j| column(&negative, j)).collect();
+    (multi_positive_nce(scores.clone(), named, &negative) + multi_positive_nce(scores.transpose(), &by_noun, &negative_by_noun)) / 2.0
 }
 
 #[cfg(test)]
@@ -133,10 +141,15 @@ mod tests {
         let positive = vec![vec![true, true, false], vec![false, false, true]];
         // Row 0: positives 2 and 1 against the negative -1; row 1: 3 against 0.5 and 0.
         let want = ((1.0 + (-3.0f32).exp()).ln() + (1.0 + (-2.0f32).exp()).ln() + (1.0 + (-2.5f32).exp() + (-3.0f32).exp()).ln()) / 3.0;
-        assert!((scalar(multi_positive_nce(s.clone(), &positive)) - want).abs() < 1e-6);
+        let negative: Vec<Vec<bool>> = positive.iter().map(|r| r.iter().map(|p| !p).collect()).collect();
+        assert!((scalar(multi_positive_nce(s.clone(), &positive, &negative)) - want).abs() < 1e-6);
+        // An unknown entry takes no part: row 1 without its 0.5 is 3 against 0 alone.
+        let unsure = vec![vec![false, false, true], vec![false, true, false]];
+        let want = ((1.0 + (-3.0f32).exp()).ln() + (1.0 + (-2.0f32).exp()).ln() + (1.0 + (-3.0f32).exp()).ln()) / 3.0;
+        assert!((scalar(multi_positive_nce(s.clone(), &positive, &unsure)) - want).abs() < 1e-6);
         // Far-apart scores stay finite.
         let far = s * 1000.0;
-        assert!(scalar(multi_positive_nce(far, &positive)).is_finite());
+        assert!(scalar(multi_positive_nce(far, &positive, &negative)).is_finite());
     }
 
     #[test]
@@ -147,12 +160,16 @@ mod tests {
         let nouns = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2]), &device);
         let scale = Tensor::<1>::from_data(TensorData::new(vec![10.0f32], [1]), &device);
         let named = vec![vec![true, false], vec![false, true]];
+        let known = vec![vec![false; 2]; 2];
         // Both images have both directions among their groups: every score is 10, so ln 2.
-        assert!((scalar(group_nouns(groups, nouns.clone(), &named, scale.clone())) - 2f32.ln()).abs() < 1e-5);
+        assert!((scalar(group_nouns(groups, nouns.clone(), &named, &known, scale.clone())) - 2f32.ln()).abs() < 1e-5);
         let apart = Tensor::<3>::from_data(TensorData::new(vec![1.0f32, 0.0, 1.0, 0.1, 0.0, 1.0, 0.1, 1.0], [2, 2, 2]), &device);
         let swapped = vec![vec![false, true], vec![true, false]];
-        assert!(scalar(group_nouns(apart.clone(), nouns.clone(), &named, scale.clone())) < 1e-3);
-        assert!(scalar(group_nouns(apart, nouns, &swapped, scale)) > 5.0);
+        assert!(scalar(group_nouns(apart.clone(), nouns.clone(), &named, &known, scale.clone())) < 1e-3);
+        assert!(scalar(group_nouns(apart.clone(), nouns.clone(), &swapped, &known, scale.clone())) > 5.0);
+        // With every unnamed noun unknown there is no negative left: the term is 0.
+        let unknown = swapped.clone();
+        assert_eq!(scalar(group_nouns(apart, nouns, &named, &unknown, scale)), 0.0);
     }
 
     #[test]

@@ -524,7 +524,7 @@ fn micro_batch_gradients(
                     let groups: Option<Vec<Tensor<3>>> = received.iter().map(|e| e.groups.clone()).collect();
                     let groups = Tensor::cat(groups.ok_or("a part sent no group embeddings")?, 0).require_grad();
                     let prompts = model.text(&TokenBatch::new(&nouns.tokens)?, device);
-                    let term = losses::group_nouns(groups.clone(), prompts, &nouns.named, model.scale());
+                    let term = losses::group_nouns(groups.clone(), prompts, &nouns.named, &nouns.unknown, model.scale());
                     group_nouns = scalar(term.clone());
                     total = total + term * l.group_nouns_weight;
                     Some(groups)

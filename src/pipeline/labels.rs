@@ -133,9 +133,6 @@ pub fn add_labels(labels: &mut Vec<String>, new: Vec<String>) -> (usize, Vec<Str
 /// Checks background prompts (`SegmentOptions::background_prompts`) as labels are checked,
 /// naming them as background prompts in the message.
 pub fn validate_background_prompts(prompts: &[String]) -> Result<(), String> {
-    if prompts.iter().any(|p| p.trim().is_empty()) {
-        return Err("background prompts: an empty prompt was given".into());
-    }
     validate(prompts).map_err(|e| format!("background prompts: {e}"))
 }
 

@@ -405,15 +405,11 @@ impl TrainConfig {
         if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
             return Err(format!("data.crop_scale {:?}: need 0 < lo <= hi <= 1", d.crop_scale));
         }
-        if let Some(bad) = d.color_jitter.iter().zip(["brightness", "contrast", "saturation", "hue"]).find(|(v, name)| {
-            !(v.is_finite() && **v >= 0.0 && **v <= if *name == "hue" { 0.5 } else { 1.0 })
-        }) {
+        let limits = [("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0), ("hue", 0.5)];
+        if let Some((v, (name, max))) = d.color_jitter.iter().zip(limits).find(|(v, (_, max))| !(v.is_finite() && **v >= 0.0 && **v <= *max)) {
             return Err(format!(
-                "data.color_jitter {:?}: {} strength {} must be in [0, {}] (order: brightness, contrast, saturation, hue)",
-                d.color_jitter,
-                bad.1,
-                bad.0,
-                if bad.1 == "hue" { "0.5" } else { "1" }
+                "data.color_jitter {:?}: {name} strength {v} must be in [0, {max}] (order: brightness, contrast, saturation, hue)",
+                d.color_jitter
             ));
         }
         if d.color_jitter != [0.0; 4] && d.source == "synthetic" {

@@ -71,22 +71,28 @@ impl NounPrompts {
         tokenizer: &ClipTokenizer,
         context_length: usize,
     ) -> Result<Option<Self>, String> {
-        // Each caption's targets as (key, words): a class by its index, a background by its kind.
-        let per_caption: Vec<Vec<(String, String)>> = captions
+        // A target: a class by its index, or a background by the first adjective of its kind.
+        #[derive(PartialEq)]
+        enum Target {
+            Class(u8),
+            Background(&'static str),
+        }
+        // Each caption's targets with the words it used for them.
+        let per_caption: Vec<Vec<(Target, String)>> = captions
             .iter()
             .map(|c| {
-                let mut found: Vec<(String, String)> =
-                    emoji::classes_in_caption(c).into_iter().map(|(class, word)| (format!("class {class}"), word.to_string())).collect();
+                let mut found: Vec<(Target, String)> =
+                    emoji::classes_in_caption(c).into_iter().map(|(class, word)| (Target::Class(class), word.to_string())).collect();
                 if backgrounds {
-                    found.extend(emoji::background_in_caption(c).map(|(kind, words)| (format!("background {kind}"), words)));
+                    found.extend(emoji::background_in_caption(c).map(|(kind, words)| (Target::Background(kind), words)));
                 }
                 found
             })
             .collect();
-        let mut keys: Vec<&str> = Vec::new();
+        let mut keys: Vec<&Target> = Vec::new();
         let mut prompts = Vec::new();
         for (key, words) in per_caption.iter().flatten() {
-            if !keys.contains(&key.as_str()) {
+            if !keys.contains(&key) {
                 keys.push(key);
                 prompts.push(crate::pipeline::labels::DEFAULT_TEMPLATE.replace("{}", words));
             }
@@ -94,12 +100,13 @@ impl NounPrompts {
         if keys.is_empty() {
             return Ok(None);
         }
-        let named = per_caption.iter().map(|found| keys.iter().map(|k| found.iter().any(|(c, _)| c == k)).collect()).collect();
+        let named = per_caption.iter().map(|found| keys.iter().map(|k| found.iter().any(|(c, _)| c == *k)).collect()).collect();
+        let is_background = |t: &Target| matches!(t, Target::Background(_));
         let unknown = per_caption
             .iter()
             .map(|found| {
-                let silent = silent_unknown && !found.iter().any(|(c, _)| c.starts_with("background "));
-                keys.iter().map(|k| silent && k.starts_with("background ")).collect()
+                let silent = silent_unknown && !found.iter().any(|(c, _)| is_background(c));
+                keys.iter().map(|k| silent && is_background(k)).collect()
             })
             .collect();
         let tokens = tokenize_trimmed(&prompts, tokenizer, context_length)?;
@@ -343,6 +350,7 @@ impl Recipe {
         let mut captions = Vec::with_capacity(b);
         let mut superpixels = c.loss.superpixel.then(Vec::new);
         let mut keep = Vec::with_capacity(b);
+        let jitter = ColorJitter::from_array(c.data.color_jitter);
         for i in 0..b {
             let global = (step * c.optim.accumulation as u64 + micro) * b as u64 + i as u64;
             let (img, caption) = self.sample(global, step < c.data.single_object_steps, &mut rng)?;
@@ -350,7 +358,6 @@ impl Recipe {
                 random_resized_crop_box(img.width() as usize, img.height() as usize, c.data.crop_scale, c.data.crop_ratio, &mut rng);
             let crop = image::imageops::crop_imm(&img, x as u32, y as u32, w as u32, h as u32).to_image();
             let mut crop = if (w, h) == (s, s) { crop } else { image::imageops::resize(&crop, s as u32, s as u32, FilterType::CatmullRom) };
-            let jitter = ColorJitter::from_array(c.data.color_jitter);
             if !jitter.is_off() {
                 jitter.apply(&mut crop, &mut rng);
             }

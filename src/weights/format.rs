@@ -410,6 +410,6 @@ mod header_tests {
     fn an_empty_background_prompt_is_named_by_its_field() {
         let bytes = write_with_background(&SegClipConfig::tiny(), &[" ".to_string()], "abc", StorageDtype::F32, &tensors()).unwrap();
         let err = read(&bytes).unwrap_err().to_string();
-        assert!(err.contains("'background_prompts'") && err.contains("empty prompt"), "{err}");
+        assert!(err.contains("'background_prompts'") && err.contains("is empty"), "{err}");
     }
 }

@@ -9,18 +9,22 @@ where PACKAGE_DIR is an unpacked npm tarball's `package/` folder.
 
 The bundled atlas's glyphs are copied pixel for pixel: the emoji-datasource packages' 64 px PNGs
 are already the cell size, so nothing is resampled and the alpha is kept exactly. A source that
-is not 64x64 (the fluent WebPs are 256x256) is scaled to fit the cell keeping its aspect, with
+is not 64x64 (the fluent WebPs are 256x256, the openmoji SVGs are rendered at 256x256) is scaled to fit the cell keeping its aspect, with
 Lanczos on premultiplied alpha (Pillow's resize does that for RGBA, so transparent texels lend no
 colour to the edge), centred; atlas.json records it (`source_size`).
 
-A third style was planned, OpenMoji (CC BY-SA 4.0), but its npm package (every version,
-12.3.0 to 17.0.0) ships only SVGs, which would need an SVG rasteriser. The other npm candidates
-were no better for the bundled atlas: @lobehub/fluent-emoji-3d is a third-party repack of
-Microsoft's Fluent Emoji 3D (MIT) as lossy 256 px WebP with no licence file of its own (its
+The bundled atlas has three styles. OpenMoji (CC BY-SA 4.0) ships only SVGs on npm (every
+version, 12.3.0 to 17.0.0); they are rendered with resvg (the pinned `resvg-py` wheel, system
+fonts off, so the pixels depend only on the pinned versions) at 256x256 and scaled to the cell like
+the fluent WebPs. Its flat, black-outlined drawings are far from Noto's and Twemoji's shaded ones,
+which is the point: a third training art, so the model learns the class rather than two drawings
+of it (the emoji-world issue's hidden check scores art the model never saw). The other npm
+candidates were no better for the bundled atlas: @lobehub/fluent-emoji-3d is a third-party repack
+of Microsoft's Fluent Emoji 3D (MIT) as lossy 256 px WebP with no licence file of its own (its
 package.json says MIT), emoji-datasource-emojione is under JoyPixels' own licence, and
-emoji-datasource-facebook's images have no clear licence. So the bundled atlas has two styles,
-and Fluent Emoji 3D is the held-out style: an atlas of its own, made on demand into an ignored
-folder (never committed) to measure how the model carries over to art it never saw.
+emoji-datasource-facebook's images have no clear licence. So Fluent Emoji 3D is the held-out
+style: an atlas of its own, made on demand into an ignored folder (never committed) to measure
+how the model carries over to art it never saw.
 """
 
 import hashlib
@@ -31,6 +35,11 @@ from pathlib import Path
 
 from PIL import Image, features
 
+try:
+    import resvg_py
+except ImportError:  # only the openmoji style needs it; main() says so when it is missing
+    resvg_py = None
+
 CELL = 64
 COLUMNS = 8
 
@@ -38,7 +47,8 @@ COLUMNS = 8
 # package lays out its images, and the facts LICENSES.md and atlas.json need. `datasource`: the
 # emoji-datasource layout, emoji.json naming img/<style>/64/<file>.png (the package code and
 # emoji.json are MIT, Cal Henderson; only the images are shipped, and those are under the art's
-# licence). `assets`: one assets/<code points, lower case, -joined>.webp per emoji.
+# licence). `assets`: one assets/<code points, lower case, -joined>.webp per emoji. `svg`: one
+# color/svg/<code points, upper case, -joined>.svg per emoji, rendered (see SVG_RENDER).
 STYLES = {
     "google": {
         "package": "emoji-datasource-google",
@@ -60,6 +70,19 @@ STYLES = {
         "attribution": "Copyright 2020 Twitter, Inc and other contributors. Graphics licensed under "
         "CC-BY 4.0: https://creativecommons.org/licenses/by/4.0/",
     },
+    "openmoji": {
+        "package": "openmoji",
+        "layout": "svg",
+        "art": "OpenMoji",
+        "license": "CC-BY-SA-4.0",
+        "license_url": "https://creativecommons.org/licenses/by-sa/4.0/",
+        "project_url": "https://openmoji.org/",
+        "attribution": "All emojis designed by OpenMoji (https://openmoji.org/), the open-source "
+        "emoji and icon project. License: CC BY-SA 4.0, "
+        "https://creativecommons.org/licenses/by-sa/4.0/",
+        "note": "ShareAlike: this style's cells of atlas.png are adapted material (rendered and "
+        "resampled), so they are shared under CC BY-SA 4.0 as well.",
+    },
     # LobeHub's npm repack of Microsoft's art; the tarball holds no LICENSE file, its package.json
     # and README say MIT (Copyright (c) 2023 LobeHub), the art's own repository is MIT.
     "fluent": {
@@ -76,7 +99,12 @@ STYLES = {
 }
 # The style sets an atlas may hold, in cell order: the bundled atlas (the training styles, whose
 # bytes are committed) and the held-out one (kept apart so no training run can draw from it).
-ATLASES = [["google", "twitter"], ["fluent"]]
+ATLASES = [["google", "twitter", "openmoji"], ["fluent"]]
+# Side in pixels an SVG is rendered at before it is scaled to the cell (as the fluent WebPs are
+# 256 px): rendering large and resampling with Lanczos gives the same kind of edge as theirs.
+SVG_RENDER = 256
+# Where each layout keeps its images in the tarball, and their extension.
+FOLDERS = {"assets": ("assets/", ".webp"), "svg": ("color/svg/", ".svg")}
 
 # segclip's class names (Pascal VOC's, without background), in this order, and the code points
 # of the emoji that picture each, in this order.
@@ -142,38 +170,57 @@ def find_image(pkg_dir, style, spec, emoji, cls, cp):
 
 
 def asset_name(names, spec, style, cls, cp):
-    """The one assets/ file name (of `names`) for cp, or None (see skip). The names carry FE0F
-    where the emoji is fully qualified (2708 is 2708-fe0f.webp), so it is ignored in matching;
-    the other code points must all agree (1f408 is not 1f408-200d-2b1b, the black cat)."""
+    """The one image file name (of `names`) for cp in an `assets` or `svg` style, or None (see
+    skip). The names may carry FE0F where the emoji is fully qualified (2708 is 2708-fe0f.webp),
+    so it is ignored in matching; the other code points must all agree (1f408 is not
+    1f408-200d-2b1b, the black cat)."""
+    ext = FOLDERS[STYLES[style]["layout"]][1]
     hits = [
         n
         for n in names
-        if n.endswith(".webp") and "-".join(p for p in n[: -len(".webp")].split("-") if p != "fe0f").upper() == cp
+        if n.endswith(ext) and "-".join(p for p in n[: -len(ext)].split("-") if p.upper() != "FE0F").upper() == cp
     ]
     if len(hits) > 1:
         fail(f"{spec}: class {cls!r}: code point {cp} matches {len(hits)} files: {hits}")
-    return hits[0] if hits else skip(spec, style, cls, cp, "no such file under assets/")
+    return hits[0] if hits else skip(spec, style, cls, cp, f"no such file under {FOLDERS[STYLES[style]['layout']][0]}")
 
 
 def members(style, listing):
-    """The tarball members an `assets` style's atlas reads, from its `tar -t` listing: the
-    package.json and one image per code point, so the rest of the package is never unpacked."""
-    if STYLES.get(style, {}).get("layout") != "assets":
-        fail(f"--members is for the styles with an assets/ layout, not {style!r}")
+    """The tarball members an `assets` or `svg` style's atlas reads, from its `tar -t` listing:
+    the package.json and one image per code point, so the rest of the package is never unpacked."""
+    layout = STYLES.get(style, {}).get("layout")
+    if layout not in FOLDERS:
+        fail(f"--members is for the styles with an assets/ or color/svg/ layout, not {style!r}")
     spec = STYLES[style]["package"]
-    names = [m[len("package/assets/") :] for m in listing if m.startswith("package/assets/")]
+    prefix = "package/" + FOLDERS[layout][0]
+    names = [m[len(prefix) :] for m in listing if m.startswith(prefix) and "/" not in m[len(prefix) :]]
     out = ["package/package.json"]
     for cls, cps in CLASSES:
-        out += [f"package/assets/{n}" for cp in cps if (n := asset_name(names, spec, style, cls, cp))]
+        out += [prefix + n for cp in cps if (n := asset_name(names, spec, style, cls, cp))]
     return out
 
 
-def load_glyph(path, spec):
-    with Image.open(path) as im:
+def render_svg(path, spec):
+    """An SVG rendered by resvg at SVG_RENDER x SVG_RENDER, as RGBA. System fonts are skipped:
+    emoji art draws no text, and fonts found on the machine would make the pixels depend on it."""
+    try:
+        png = resvg_py.svg_to_bytes(svg_path=str(path), width=SVG_RENDER, height=SVG_RENDER, skip_system_fonts=True)
+    except ValueError as e:
+        fail(f"{spec}: {path.name}: resvg could not render it: {e}")
+    with Image.open(io.BytesIO(bytes(png))) as im:
         im.load()
-        # convert("RGBA") maps palette or grey images (with tRNS) to the same RGBA values, so
-        # the alpha is unchanged; an RGBA source is copied as is.
-        rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+        return im.convert("RGBA")
+
+
+def load_glyph(path, spec):
+    if path.suffix == ".svg":
+        rgba = render_svg(path, spec)
+    else:
+        with Image.open(path) as im:
+            im.load()
+            # convert("RGBA") maps palette or grey images (with tRNS) to the same RGBA values,
+            # so the alpha is unchanged; an RGBA source is copied as is.
+            rgba = im if im.mode == "RGBA" else im.convert("RGBA")
     if rgba.size != (CELL, CELL):
         # Fit the longer side to the cell and keep the aspect (a stretched glyph would be another
         # drawing). Pillow resizes RGBA through premultiplied RGBa and converts back, so the cell
@@ -204,6 +251,8 @@ def main(argv):
         fail(f"need exactly the styles of one atlas ({' or '.join(','.join(a) for a in ATLASES)}), got {sorted(dirs)}")
     if any(STYLES[s]["layout"] == "assets" for s in order) and not features.check("webp"):
         fail("this Pillow cannot read WebP (features.check('webp') is False)")
+    if any(STYLES[s]["layout"] == "svg" for s in order) and resvg_py is None:
+        fail("the openmoji style needs the resvg_py module (scripts/emoji/requirements.txt)")
 
     styles, glyphs, images = [], [], []
     for style in order:
@@ -216,8 +265,8 @@ def main(argv):
             emoji = json.loads((pkg_dir / "emoji.json").read_text(encoding="utf-8"))
             img_path = f"img/{style}/64/"
         else:
-            assets = sorted(p.name for p in (pkg_dir / "assets").iterdir())
-            img_path = "assets/"
+            img_path = FOLDERS[meta["layout"]][0]
+            assets = sorted(p.name for p in (pkg_dir / img_path).iterdir())
         styles.append(
             {
                 "name": style,
@@ -234,7 +283,7 @@ def main(argv):
                     path = find_image(pkg_dir, style, spec, emoji, cls, cp)
                 else:
                     name = asset_name(assets, spec, style, cls, cp)
-                    path = name and pkg_dir / "assets" / name
+                    path = name and pkg_dir / img_path / name
                 if path is None:
                     continue
                 img, source_size = load_glyph(path, spec)
@@ -304,31 +353,30 @@ def main(argv):
 
 def licenses_md(styles, glyphs, order):
     held_out = order != ATLASES[0]
-    if any("source_size" in g for g in glyphs):
-        how = (
-            "scaled down to fit the cell with Lanczos, keeping the aspect (no glyph is redrawn or "
-            "recoloured; they are only resampled and arranged into one sprite sheet)"
-        )
-    else:
-        how = (
-            "copied pixel for pixel (no glyph is redrawn, recoloured or resampled; they are only "
-            "arranged into one sprite sheet)"
-        )
     parts = [
         "# Emoji atlas: licences\n",
-        f"`atlas.png` holds emoji glyphs from the npm packages below, one 64x64 cell each, {how}. "
-        "`atlas.json` says which style, class, code point and source file is in each cell. Each "
-        "glyph stays under the licence of its art:\n",
+        "`atlas.png` holds emoji glyphs from the npm packages below, one 64x64 cell each. No glyph "
+        "is redrawn or recoloured: each style's section says how its images reached the cell, and "
+        "they are only arranged into one sprite sheet. `atlas.json` says which style, class, code "
+        "point and source file is in each cell. Each glyph stays under the licence of its art:\n",
     ]
+    how = {
+        "datasource": "copied pixel for pixel (the package's 64 px PNGs)",
+        "assets": "scaled down to fit the cell with Lanczos, keeping the aspect",
+        "svg": f"rendered from the package's SVGs with resvg at {SVG_RENDER}x{SVG_RENDER}, then "
+        "scaled down to fit the cell with Lanczos",
+    }
     for s in styles:
         meta = STYLES[s["name"]]
         n = sum(g["style"] == s["name"] for g in glyphs)
         parts.append(
             f"## {s['name']}: {meta['art']}\n\n"
-            f"- Package: `{s['package']}` (images under `{s['path']}`), {n} glyphs\n"
+            f"- Package: `{s['package']}` (images under `{s['path']}`), {n} glyphs, "
+            f"{how[meta['layout']]}\n"
             f"- Art: {meta['art']}, {meta['project_url']}\n"
             f"- Licence: {meta['license']} (SPDX), {meta['license_url']}\n"
             f"- Attribution: {meta['attribution']}\n"
+            + (f"- {meta['note']}\n" if "note" in meta else "")
         )
     if any(STYLES[s]["layout"] == "datasource" for s in order):
         parts.append(

@@ -28,10 +28,11 @@ pub const CLASSES: [&str; 20] = [
     "tv monitor",
 ];
 
-/// The atlas styles the bundled model trains on (the bundled atlas holds only these). Art it never
-/// saw comes from a separate atlas, `scripts/make-emoji-atlas --held-out DIR`, passed to
+/// The atlas styles the bundled model trains on (the bundled atlas holds only these): Noto,
+/// Twemoji and OpenMoji, three arts of each class (static/emoji/LICENSES.md). Art it never saw
+/// comes from a separate atlas, `scripts/make-emoji-atlas --held-out DIR`, passed to
 /// `segclip eval` with `--atlas`.
-pub const TRAIN_STYLES: [&str; 2] = ["google", "twitter"];
+pub const TRAIN_STYLES: [&str; 3] = ["google", "twitter", "openmoji"];
 
 /// One visible object of a scene.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -303,6 +303,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The windows the test manifest gives its bundled model (the test model's input size is 224).
+const BUNDLED_WINDOWS: segclip::weights::manifest::WindowProtocol = segclip::weights::manifest::WindowProtocol { short_side: 320, stride: 96 };
+
 /// A copy of the built page whose manifest bundles `weights` (with `sha` as its checksum).
 fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
     let root = output_dir().join(name);
@@ -321,6 +324,7 @@ fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
         trained_steps: 0,
         tokenizer_sha256: file.tokenizer_sha256,
         bg_thresh: Some(0.6),
+        windows: Some(BUNDLED_WINDOWS),
     });
     std::fs::write(root.join("weights/manifest.json"), manifest.to_json()).unwrap();
     root
@@ -369,6 +373,9 @@ async fn bundled_model_is_checked_cached_and_warmed_up() {
     assert_eq!(status["weights_origin"], "network", "{status}");
     assert!(status["warm_up_ms"].as_f64().is_some(), "no warm-up: {status}");
     assert_eq!(browser.eval("document.getElementById('bg-slider').value").await, "0.6");
+    // ... and so do its windows.
+    let w = BUNDLED_WINDOWS;
+    assert_eq!(status["app"]["windows"], serde_json::json!({"short_side": w.short_side, "stride": w.stride}), "{status}");
     let fetched = |log: &[String]| log.iter().filter(|u| u.contains("bundled-test.safetensors")).count();
     assert_eq!(fetched(&requests.lock().unwrap()), 1);
 

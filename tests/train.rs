@@ -222,6 +222,31 @@ fn cli_trains_exports_and_evaluates() {
     assert_eq!(entry["sha256"], segclip::weights::format::sha256_hex(&bytes));
     assert_eq!(entry["dtype"], "int8");
     assert_eq!(entry["trained_steps"], 3);
+    assert!(entry.get("windows").is_none(), "{entry}");
+
+    // The windows chosen with the threshold travel in the manifest, and eval uses them.
+    let size = entry["config"]["image_size"].as_u64().unwrap();
+    let (short_side, stride) = ((size * 3 / 2).to_string(), (size / 2).to_string());
+    let out = Command::new(bin)
+        .args(["export", run.to_str().unwrap(), weights.to_str().unwrap(), "--bg-thresh", "0.4"])
+        .args(["--short-side", &short_side, "--stride", &stride])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["models"][0]["windows"], serde_json::json!({"short_side": size * 3 / 2, "stride": size / 2}));
+    let eval = Command::new(bin)
+        .args(["eval", "synth:emoji-val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
+        .args(["--out", dir.join("confusion.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let want = format!("windows: short side {short_side} px, windows of the model's input size every {stride} px");
+    assert!(eval.status.success() && text(&eval).contains(&want) && text(&eval).contains("background threshold: 0.4"), "{}", text(&eval));
+    let bad = Command::new(bin)
+        .args(["export", run.to_str().unwrap(), weights.to_str().unwrap(), "--short-side", &short_side, "--stride", "0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && text(&bad).contains("windows.stride is 0"), "{}", text(&bad));
 
     // Training can start from an exported (or converted) weights file; the reconstruction heads,
     // which inference files do not carry, start fresh.

@@ -1,7 +1,8 @@
 //! `weights/manifest.json`: which weights files a folder holds, with each file's SHA-256, size,
-//! config, training steps, tokenizer and default background threshold. `segclip export` writes
-//! it; the CLI and the page read it to find the bundled model (the first int8 entry, else the
-//! first) and its threshold. Pure serde, so the page uses the same code.
+//! config, training steps, tokenizer, default background threshold and sliding-window protocol.
+//! `segclip export` writes it; the CLI and the page read it to find the bundled model (the first
+//! int8 entry, else the first), its threshold and its windows. Pure serde, so the page uses the
+//! same code.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,33 @@ pub struct ManifestEntry {
     /// The model's own background threshold (its model card says how it was chosen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bg_thresh: Option<f64>,
+    /// The model's own sliding-window protocol, chosen with its threshold (its model card says
+    /// how): the image's short side is rescaled to `short_side` pixels and windows of the
+    /// model's input size are taken every `stride` pixels (src/pipeline/windows.rs). A model
+    /// trained on small scenes names more of an object seen larger, over more patches, than at
+    /// its input size. Absent: the image at the input size, windows side by side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowProtocol>,
+}
+
+/// `ManifestEntry::windows`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowProtocol {
+    pub short_side: usize,
+    pub stride: usize,
+}
+
+impl WindowProtocol {
+    /// Errors name the field and what it must be; `input_size` is the model's window side.
+    pub fn validate(&self, input_size: usize) -> Result<(), String> {
+        if self.short_side < input_size {
+            return Err(format!("windows.short_side is {}, below the model's input size {input_size}", self.short_side));
+        }
+        if self.stride == 0 || self.stride > input_size {
+            return Err(format!("windows.stride is {}, expected 1..={input_size} (the model's input size)", self.stride));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Manifest {
@@ -50,6 +78,11 @@ impl Manifest {
         }
         if m.version != FORMAT_VERSION {
             return Err(format!("{where_}: manifest version {} is not supported (expected {FORMAT_VERSION})", m.version));
+        }
+        for e in &m.models {
+            if let Some(w) = &e.windows {
+                w.validate(e.config.image_size).map_err(|msg| format!("{where_}: model '{}': {msg}", e.file))?;
+            }
         }
         Ok(m)
     }
@@ -90,6 +123,7 @@ mod tests {
             trained_steps: 3,
             tokenizer_sha256: "11".into(),
             bg_thresh: Some(0.25),
+            windows: None,
         }
     }
 
@@ -106,6 +140,26 @@ mod tests {
         let back = Manifest::parse(&m.to_json(), "manifest.json").unwrap();
         assert_eq!(back, m);
         assert_eq!(back.entry("a-int8.safetensors").unwrap().bg_thresh, Some(0.25));
+        assert!(!m.to_json().contains("windows"), "an entry without windows writes none");
+        let size = SegClipConfig::tiny().image_size;
+        m.upsert(ManifestEntry { windows: Some(WindowProtocol { short_side: size * 2, stride: size / 2 }), ..entry("w.safetensors", "int8") });
+        let back = Manifest::parse(&m.to_json(), "manifest.json").unwrap();
+        assert_eq!(back.entry("w.safetensors").unwrap().windows, Some(WindowProtocol { short_side: size * 2, stride: size / 2 }));
+    }
+
+    #[test]
+    fn bad_windows_are_named() {
+        let size = SegClipConfig::tiny().image_size;
+        for (w, want) in [
+            (WindowProtocol { short_side: size - 1, stride: 8 }, "windows.short_side"),
+            (WindowProtocol { short_side: size * 2, stride: 0 }, "windows.stride is 0"),
+            (WindowProtocol { short_side: size * 2, stride: size + 1 }, "windows.stride"),
+        ] {
+            let mut m = Manifest::default();
+            m.upsert(ManifestEntry { windows: Some(w), ..entry("w.safetensors", "int8") });
+            let e = Manifest::parse(&m.to_json(), "weights/manifest.json").unwrap_err();
+            assert!(e.contains("weights/manifest.json") && e.contains("'w.safetensors'") && e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend)?;
     let bg_thresh = args.protocol.apply(&mut segmenter, args.weights.as_deref())?;
     println!("background threshold: {bg_thresh}");
+    let o = &segmenter.options;
+    if o.short_side != 0 || o.window != 0 || o.stride != 0 {
+        let or_input = |v: usize| if v == 0 { "the model's input size".to_string() } else { format!("{v} px") };
+        let stride = if o.stride == 0 { "side by side".to_string() } else { format!("every {} px", o.stride) };
+        println!("windows: short side {}, windows of {} {stride}", or_input(o.short_side), or_input(o.window));
+    }
     if !segmenter.options.background_prompts.is_empty() {
         println!("background prompts: {}", segmenter.options.background_prompts.join(", "));
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use segclip::train::{checkpoint, inference_tensors};
 use segclip::weights::format;
-use segclip::weights::manifest::{Manifest, ManifestEntry};
+use segclip::weights::manifest::{Manifest, ManifestEntry, WindowProtocol};
 use segclip::weights::quant::StorageDtype;
 
 #[derive(clap::Args)]
@@ -20,6 +20,13 @@ pub struct ExportArgs {
     /// Background threshold recorded in the manifest as the model's default.
     #[arg(long)]
     bg_thresh: Option<f32>,
+    /// Sliding-window protocol recorded in the manifest as the model's default: the image's
+    /// short side in pixels (with --stride; see `segclip eval --short-side`).
+    #[arg(long, requires = "stride")]
+    short_side: Option<usize>,
+    /// Stride in pixels of that protocol's windows (of the model's input size).
+    #[arg(long, requires = "short_side")]
+    stride: Option<usize>,
     /// Do not touch manifest.json.
     #[arg(long)]
     no_manifest: bool,
@@ -28,6 +35,14 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let path = if args.checkpoint.is_dir() { checkpoint::path_in(&args.checkpoint) } else { args.checkpoint.clone() };
     let ck = checkpoint::read(&path).map_err(anyhow::Error::msg)?;
+    let windows = match (args.short_side, args.stride) {
+        (Some(short_side), Some(stride)) => {
+            let w = WindowProtocol { short_side, stride };
+            w.validate(ck.model_config.image_size).map_err(|e| anyhow::anyhow!("--short-side/--stride: {e}"))?;
+            Some(w)
+        }
+        _ => None,
+    };
     let tensors = inference_tensors(&ck);
     // A model trained to match its backgrounds' words carries them as its background prompts.
     let background = if ck.config.loss.group_nouns_background { segclip::data::emoji::background_prompts() } else { Vec::new() };
@@ -40,7 +55,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let sha = format::sha256_hex(&bytes);
     println!("wrote {} ({} bytes, {}, step {}, sha256 {sha})", args.out.display(), bytes.len(), args.dtype, ck.step);
     if !args.no_manifest {
-        let manifest = update_manifest(&args.out, &bytes, &sha, args.dtype, &ck, args.bg_thresh)?;
+        let manifest = update_manifest(&args.out, &bytes, &sha, args.dtype, &ck, args.bg_thresh, windows)?;
         println!("manifest: {}", manifest.display());
     }
     Ok(())
@@ -53,6 +68,7 @@ fn update_manifest(
     dtype: StorageDtype,
     ck: &checkpoint::Checkpoint,
     bg_thresh: Option<f32>,
+    windows: Option<WindowProtocol>,
 ) -> anyhow::Result<PathBuf> {
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let path = dir.join("manifest.json");
@@ -73,6 +89,7 @@ fn update_manifest(
         tokenizer_sha256: ck.tokenizer_sha256.clone(),
         // f32 -> f64 would write 0.20000000298...; the threshold is a two-decimal setting.
         bg_thresh: bg_thresh.map(|t| (t as f64 * 1e4).round() / 1e4),
+        windows,
     });
     segclip::files::write_atomic(&path, manifest.to_json().as_bytes()).map_err(anyhow::Error::msg)?;
     Ok(path)

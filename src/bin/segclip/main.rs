@@ -47,8 +47,9 @@ pub struct ProtocolArgs {
     /// Labels kept from the image-level ranking before groups are named (the release: 5).
     #[arg(long)]
     top_k: Option<usize>,
-    /// Rescale the image's short side to this many pixels (default: the model's input size;
-    /// NACLIP evaluates VOC at 336, ClearCLIP at 448).
+    /// Rescale the image's short side to this many pixels (default: the manifest entry's
+    /// `windows`, else the model's input size; NACLIP evaluates VOC at 336, ClearCLIP at 448).
+    /// Setting any of --short-side, --window, --stride sets aside the manifest's windows.
     #[arg(long)]
     short_side: Option<usize>,
     /// Sliding-window side in pixels of the rescaled image (default: the model's input size;
@@ -68,11 +69,19 @@ impl ProtocolArgs {
         if segmenter.dense_protocol().is_some() && (self.background_prompts.is_some() || self.top_k.is_some()) {
             anyhow::bail!("--background-prompts and --top-k apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely");
         }
+        let entry = manifest_entry(weights)?;
         let o = &mut segmenter.options;
         o.bg_thresh = match self.bg_thresh {
             Some(t) => t,
-            None => manifest_bg_thresh(weights)?.unwrap_or(o.bg_thresh),
+            None => entry.as_ref().and_then(|e| e.bg_thresh).map(|t| t as f32).unwrap_or(o.bg_thresh),
         };
+        // The model's own windows (its manifest entry), unless the command line sets any.
+        if let Some(w) = entry.and_then(|e| e.windows) {
+            if self.short_side.is_none() && self.window.is_none() && self.stride.is_none() {
+                o.short_side = w.short_side;
+                o.stride = w.stride;
+            }
+        }
         if let Some(p) = &self.background_prompts {
             o.background_prompts = if p.trim().eq_ignore_ascii_case("none") {
                 Vec::new()
@@ -159,10 +168,10 @@ fn bundled_model() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir.join(file))
 }
 
-/// The background threshold a weights file's manifest entry records (`manifest.json` beside the
-/// file, entry with the same file name), so `segclip eval` scores a shipped model by its own
-/// rule and threshold. `None` when the file has no manifest entry.
-pub fn manifest_bg_thresh(weights: Option<&std::path::Path>) -> anyhow::Result<Option<f32>> {
+/// The manifest entry of the weights at `weights` (`manifest.json` beside the file, entry with
+/// the same file name; the bundled model when `None`), so `segclip eval` scores a shipped model
+/// by its own rule, threshold and windows. `None` when the file has no manifest entry.
+pub fn manifest_entry(weights: Option<&std::path::Path>) -> anyhow::Result<Option<segclip::weights::manifest::ManifestEntry>> {
     let path = match weights {
         Some(p) => p.to_path_buf(),
         None => bundled_model()?,
@@ -171,7 +180,7 @@ pub fn manifest_bg_thresh(weights: Option<&std::path::Path>) -> anyhow::Result<O
     let Ok(text) = std::fs::read_to_string(&manifest_path) else { return Ok(None) };
     let manifest = segclip::weights::manifest::Manifest::parse(&text, &manifest_path.display().to_string()).map_err(anyhow::Error::msg)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    Ok(manifest.entry(name).and_then(|e| e.bg_thresh).map(|t| t as f32))
+    Ok(manifest.entry(name).cloned())
 }
 
 use clap::{Parser, Subcommand};

@@ -5,7 +5,7 @@ use burn::tensor::Device;
 
 use super::schedule::schedule;
 use super::state::*;
-use super::view::message;
+use super::view::{message, publish};
 use crate::pipeline::{Rgb, Segmenter};
 use crate::tokenizer::ClipTokenizer;
 use crate::web::dom;
@@ -37,6 +37,15 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
                 set_bg_thresh(t as f32);
             }
             load_weights(&bytes, &file)?;
+            // The model's own windows (src/weights/manifest.rs `windows`); weights loaded later
+            // by the user start from the defaults again, as the CLI's do without a manifest.
+            if let Some(w) = entry.windows {
+                if let Some(s) = app().borrow_mut().segmenter.as_mut() {
+                    s.options.short_side = w.short_side;
+                    s.options.stride = w.stride;
+                }
+                publish();
+            }
             warm_up().await;
         }
         None => dom::set_text("model", "No bundled model in this build yet: load a weights file with \"Use my own weights\"."),

@@ -172,6 +172,8 @@ pub(super) async fn warm_up() {
         a.busy = false;
         std::mem::take(&mut a.pending)
     };
+    // The status shows the segmenter again (its windows; the counters were reset above).
+    publish();
     if pending {
         schedule();
     }

@@ -19,7 +19,7 @@ pub struct WorldArgs {
     #[arg(long)]
     pub masks: Option<String>,
     /// Emoji world: atlas art styles to draw from, comma-separated (default: the training styles,
-    /// google, twitter and openmoji, the bundled atlas's only ones; a held-out style's atlas is made by
+    /// google and twitter; the bundled atlas also holds openmoji; a held-out style's atlas is made by
     /// `scripts/make-emoji-atlas --held-out DIR` and passed with --atlas DIR/atlas.json).
     #[arg(long, value_delimiter = ',')]
     pub style: Vec<String>,

@@ -62,6 +62,17 @@ impl Default for SegmentOptions {
     }
 }
 
+impl SegmentOptions {
+    /// A model's own windows (its manifest entry, src/weights/manifest.rs): the image's short
+    /// side and the stride of windows of the model's input size. The CLI and the page both
+    /// apply them through here.
+    pub fn use_windows(&mut self, w: crate::weights::manifest::WindowProtocol) {
+        self.short_side = w.short_side;
+        self.window = 0;
+        self.stride = w.stride;
+    }
+}
+
 /// What the model computed for one image; a label change reuses it.
 #[derive(Clone, Debug)]
 pub struct ImageFeatures {

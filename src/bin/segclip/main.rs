@@ -78,8 +78,7 @@ impl ProtocolArgs {
         // The model's own windows (its manifest entry), unless the command line sets any.
         if let Some(w) = entry.and_then(|e| e.windows) {
             if self.short_side.is_none() && self.window.is_none() && self.stride.is_none() {
-                o.short_side = w.short_side;
-                o.stride = w.stride;
+                o.use_windows(w);
             }
         }
         if let Some(p) = &self.background_prompts {

@@ -39,12 +39,9 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
             load_weights(&bytes, &file)?;
             // The model's own windows (src/weights/manifest.rs `windows`); weights loaded later
             // by the user start from the defaults again, as the CLI's do without a manifest.
-            if let Some(w) = entry.windows {
-                if let Some(s) = app().borrow_mut().segmenter.as_mut() {
-                    s.options.short_side = w.short_side;
-                    s.options.stride = w.stride;
-                }
-                publish();
+            // The warm-up runs with them and publishes the status afterwards.
+            if let (Some(w), Some(s)) = (entry.windows, app().borrow_mut().segmenter.as_mut()) {
+                s.options.use_windows(w);
             }
             warm_up().await;
         }

@@ -10,8 +10,9 @@ where PACKAGE_DIR is an unpacked npm tarball's `package/` folder.
 The bundled atlas's glyphs are copied pixel for pixel: the emoji-datasource packages' 64 px PNGs
 are already the cell size, so nothing is resampled and the alpha is kept exactly. A source that
 is not 64x64 (the fluent WebPs are 256x256, the openmoji SVGs are rendered at 256x256) is scaled
-to fit the cell keeping its aspect, with Lanczos on premultiplied alpha (Pillow's resize does that for RGBA, so transparent texels lend no
-colour to the edge), centred; atlas.json records it (`source_size`).
+to fit the cell keeping its aspect, with Lanczos on premultiplied alpha (Pillow's resize does that
+for RGBA, so transparent texels lend no colour to the edge), centred; atlas.json records it
+(`source_size`).
 
 The bundled atlas has three styles. OpenMoji (CC BY-SA 4.0) ships only SVGs on npm (every
 version, 12.3.0 to 17.0.0); they are rendered with resvg (the pinned `resvg-py` wheel, system

@@ -214,7 +214,7 @@ enum Command {
     Segment(segment::SegmentArgs),
     /// Score a weights file on a dataset (synthetic split or VOC layout): mIoU, per-class IoU.
     Eval(eval::EvalArgs),
-    /// Write a split of the synthetic shape scenes in VOC layout.
+    /// Write a split of synthetic scenes (the emoji world or the shape world) in VOC layout.
     Synth(synth::SynthArgs),
     /// Train SegCLIP (contrastive, reconstruction and superpixel losses).
     Train(train::TrainArgs),

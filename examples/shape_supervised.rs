@@ -118,6 +118,7 @@ fn main() {
         betas: [0.9, 0.98],
         eps: 1e-6,
         warmup_fraction: 0.05,
+        first_cycle: None,
         clip_norm: 1.0,
         freeze_embeddings: false,
     });

@@ -306,6 +306,10 @@ fn copy_dir(from: &Path, to: &Path) {
 /// The windows the test manifest gives its bundled model (the test model's input size is 224).
 const BUNDLED_WINDOWS: segclip::weights::manifest::WindowProtocol = segclip::weights::manifest::WindowProtocol { short_side: 320, stride: 96 };
 
+/// The superpixel snapping the test manifest gives its bundled model.
+const BUNDLED_SUPERPIXELS: segclip::pipeline::superpixels::FelzenszwalbParams =
+    segclip::pipeline::superpixels::FelzenszwalbParams { scale: 150.0, sigma: 0.5, min_size: 30 };
+
 /// A copy of the built page whose manifest bundles `weights` (with `sha` as its checksum).
 fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
     let root = output_dir().join(name);
@@ -325,6 +329,8 @@ fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
         tokenizer_sha256: file.tokenizer_sha256,
         bg_thresh: Some(0.6),
         windows: Some(BUNDLED_WINDOWS),
+        superpixels: Some(BUNDLED_SUPERPIXELS),
+        flip: true,
     });
     std::fs::write(root.join("weights/manifest.json"), manifest.to_json()).unwrap();
     root
@@ -376,6 +382,10 @@ async fn bundled_model_is_checked_cached_and_warmed_up() {
     // ... and so do its windows.
     let w = BUNDLED_WINDOWS;
     assert_eq!(status["app"]["windows"], serde_json::json!({"short_side": w.short_side, "stride": w.stride}), "{status}");
+    // ... and its superpixel snapping.
+    let p = BUNDLED_SUPERPIXELS;
+    assert_eq!(status["app"]["superpixels"], serde_json::json!({"scale": p.scale, "sigma": p.sigma, "min_size": p.min_size}), "{status}");
+    assert_eq!(status["app"]["flip"], true, "{status}");
     let fetched = |log: &[String]| log.iter().filter(|u| u.contains("bundled-test.safetensors")).count();
     assert_eq!(fetched(&requests.lock().unwrap()), 1);
 

@@ -248,6 +248,36 @@ fn cli_trains_exports_and_evaluates() {
         .unwrap();
     assert!(!bad.status.success() && text(&bad).contains("windows.stride is 0"), "{}", text(&bad));
 
+    // Superpixel snapping travels in the manifest the same way, and eval applies it.
+    let out = Command::new(bin)
+        .args(["export", run.to_str().unwrap(), weights.to_str().unwrap(), "--bg-thresh", "0.4", "--superpixels", "80,0.5,20"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["models"][0]["superpixels"], serde_json::json!({"scale": 80.0, "sigma": 0.5, "min_size": 20}));
+    let eval = |extra: &[&str]| {
+        Command::new(bin)
+            .args(["eval", "synth:emoji-val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let snapped = eval(&[]);
+    assert!(snapped.status.success() && text(&snapped).contains("superpixels: scale 80, sigma 0.5, min size 20"), "{}", text(&snapped));
+    let off = eval(&["--superpixels", "none"]);
+    assert!(off.status.success() && !text(&off).contains("superpixels:"), "{}", text(&off));
+    let bad = eval(&["--superpixels", "80,0.5"]);
+    assert!(!bad.status.success() && text(&bad).contains("--superpixels") && text(&bad).contains("expected 3"), "{}", text(&bad));
+
+    // A finished run goes on past its schedule with --extend-to, and only to a larger total.
+    let short = Command::new(bin).args(["train", "--resume", run.to_str().unwrap(), "--extend-to", "3"]).output().unwrap();
+    assert!(!short.status.success() && text(&short).contains("already has a schedule of 3 steps"), "{}", text(&short));
+    let extended = Command::new(bin).args(["train", "--resume", run.to_str().unwrap(), "--extend-to", "5"]).output().unwrap();
+    assert!(extended.status.success(), "{}", text(&extended));
+    let ck = segclip::train::checkpoint::read(&segclip::train::checkpoint::path_in(&run)).unwrap();
+    assert_eq!((ck.step, ck.config.optim.steps), (5, 5));
+
     // Training can start from an exported (or converted) weights file; the reconstruction heads,
     // which inference files do not carry, start fresh.
     let again = Command::new(bin)

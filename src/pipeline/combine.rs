@@ -192,6 +192,38 @@ impl WindowAverage {
 }
 
 /// `map`'s values at `width x height` (bilinear when the size differs).
+/// Averages `map` with `mirrored`, the score map of the left-right mirrored image, mirrored back.
+pub fn average_mirrored(map: &mut ScoreMap, mirrored: &ScoreMap) {
+    let (w, c) = (map.width, map.channels);
+    assert_eq!((mirrored.width, mirrored.height, mirrored.channels), (w, map.height, c), "score maps of one size");
+    for (row, mrow) in map.scores.chunks_exact_mut(w * c).zip(mirrored.scores.chunks_exact(w * c)) {
+        for x in 0..w {
+            let m = &mrow[(w - 1 - x) * c..(w - x) * c];
+            row[x * c..(x + 1) * c].iter_mut().zip(m).for_each(|(v, &b)| *v = (*v + b) / 2.0);
+        }
+    }
+}
+
+/// Replaces every pixel's scores by the mean over its segment (`segments`: one id per pixel of
+/// the map, ids 0..n as src/pipeline/superpixels.rs numbers them), so a segment takes one label.
+pub fn snap_to_segments(map: &mut ScoreMap, segments: &[u32]) {
+    let c = map.channels;
+    assert_eq!(segments.len() * c, map.scores.len(), "one segment id per pixel of the score map");
+    let n = segments.iter().max().map_or(0, |&m| m as usize + 1);
+    let mut sums = vec![0f64; n * c];
+    let mut counts = vec![0usize; n];
+    for (s, px) in segments.iter().zip(map.scores.chunks_exact(c)) {
+        let s = *s as usize;
+        counts[s] += 1;
+        sums[s * c..(s + 1) * c].iter_mut().zip(px).for_each(|(a, &v)| *a += v as f64);
+    }
+    for (s, px) in segments.iter().zip(map.scores.chunks_exact_mut(c)) {
+        let s = *s as usize;
+        let k = counts[s] as f64;
+        px.iter_mut().zip(&sums[s * c..(s + 1) * c]).for_each(|(v, &a)| *v = (a / k) as f32);
+    }
+}
+
 fn resized(map: &ScoreMap, width: usize, height: usize) -> Vec<f32> {
     if (width, height) == (map.width, map.height) {
         map.scores.clone()
@@ -372,5 +404,28 @@ mod tests {
         let c = 3;
         let want: Vec<f32> = (0..c).map(|k| (single.scores[2 * c + k] + single.scores[k]) / 2.0).collect();
         assert_eq!(&map.scores[2 * c..3 * c], &want[..]);
+    }
+
+    #[test]
+    fn snapping_gives_each_segment_the_mean_of_its_scores() {
+        // Four pixels, two channels; segment 0 is pixels 0 and 3, segment 1 pixels 1 and 2.
+        let mut map = ScoreMap { width: 2, height: 2, channels: 2, scores: vec![0.2, 0.8, 1.0, 0.0, 0.6, 0.4, 0.6, 0.4] };
+        snap_to_segments(&mut map, &[0, 1, 1, 0]);
+        let want = [0.4, 0.6, 0.8, 0.2, 0.8, 0.2, 0.4, 0.6];
+        for (got, want) in map.scores.iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{:?}", map.scores);
+        }
+        // Pixel 0 alone would be label 1, pixel 3 alone label 0: snapped, both take label 1.
+        let (labels, _) = label_map(&map, 2, 2);
+        assert_eq!(labels, vec![1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_mirrored_map_is_mirrored_back_before_averaging() {
+        // One row of three pixels, one channel: the mirrored image's map read right to left.
+        let mut map = ScoreMap { width: 3, height: 1, channels: 1, scores: vec![1.0, 2.0, 3.0] };
+        let mirrored = ScoreMap { width: 3, height: 1, channels: 1, scores: vec![30.0, 20.0, 10.0] };
+        average_mirrored(&mut map, &mirrored);
+        assert_eq!(map.scores, vec![5.5, 11.0, 16.5]);
     }
 }

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod labels;
 pub mod overlay;
 pub mod preprocess;
+pub mod superpixels;
 pub mod windows;
 
 use std::collections::HashMap;
@@ -44,6 +45,17 @@ pub struct SegmentOptions {
     pub stride: usize,
     /// Windows encoded per model call (bounds memory).
     pub batch: usize,
+    /// Not in the release: SegCLIP models only. When set, every Felzenszwalb superpixel of the
+    /// rescaled image takes the mean of its pixels' scores before the argmax, so label edges
+    /// follow the image's colour edges instead of the patch grid's 8 or 16 px steps (the
+    /// paper's superpixel loss trains the groups toward the same partition: src/train/losses.rs).
+    /// A model's manifest entry records its own (src/weights/manifest.rs).
+    pub superpixels: Option<superpixels::FelzenszwalbParams>,
+    /// Not in the release: SegCLIP models only. When set, the mirrored image goes through the
+    /// model too and its scores, mirrored back, are averaged with the image's (test-time
+    /// augmentation by flipping; the training crops are flipped as often, src/train/augment.rs).
+    /// Twice the image tower's work.
+    pub flip: bool,
 }
 
 impl Default for SegmentOptions {
@@ -58,6 +70,8 @@ impl Default for SegmentOptions {
             window: 0,
             stride: 0,
             batch: 4,
+            superpixels: None,
+            flip: false,
         }
     }
 }
@@ -80,6 +94,10 @@ pub struct ImageFeatures {
     pub height: usize,
     pub resized: (usize, usize),
     pub windows: Vec<(WindowFeatures, Vec<usize>)>,
+    /// The windows of the mirrored image (`SegmentOptions::flip`; empty without it).
+    pub mirrored: Vec<(WindowFeatures, Vec<usize>)>,
+    /// Superpixel of each pixel of the rescaled image (`SegmentOptions::superpixels`), row-major.
+    pub segments: Option<Vec<u32>>,
 }
 
 /// A label's share of the image.
@@ -248,10 +266,24 @@ impl Segmenter {
     /// Runs the image tower over every window of `image` and keeps what the combination needs.
     pub async fn encode_image(&mut self, image: &Rgb) -> Result<ImageFeatures, String> {
         let o = &self.options;
-        let crop = if o.window == 0 { self.config.image_size } else { o.window };
-        let stride = if o.stride == 0 { crop } else { o.stride };
         let short_side = if o.short_side == 0 { self.config.image_size } else { o.short_side };
         let prepared = preprocess::prepare(image, short_side, o.long_cap);
+        let segments = match (&o.superpixels, &self.model) {
+            (Some(p), ImageModel::Groups(_)) => Some(superpixels::felzenszwalb(&prepared.rgb, prepared.width, prepared.height, p)?),
+            _ => None,
+        };
+        let flip = o.flip && matches!(self.model, ImageModel::Groups(_));
+        let windows = self.encode_windows(&prepared).await?;
+        let mirrored = if flip { self.encode_windows(&prepared.mirrored()).await? } else { Vec::new() };
+        self.counters.images_encoded += 1;
+        Ok(ImageFeatures { width: image.width, height: image.height, resized: (prepared.width, prepared.height), windows, mirrored, segments })
+    }
+
+    /// The image tower over every window of a prepared image.
+    async fn encode_windows(&mut self, prepared: &preprocess::Prepared) -> Result<Vec<(WindowFeatures, Vec<usize>)>, String> {
+        let o = &self.options;
+        let crop = if o.window == 0 { self.config.image_size } else { o.window };
+        let stride = if o.stride == 0 { crop } else { o.stride };
         let wins = windows::windows(prepared.width, prepared.height, crop, stride);
         let mut out = Vec::with_capacity(wins.len());
         // Windows of one size go through the model together, `batch` at a time.
@@ -265,7 +297,7 @@ impl Segmenter {
             let group = &wins[i..j];
             let mut pixels = Vec::with_capacity(group.len() * 3 * w * h);
             for win in group {
-                pixels.extend(preprocess::crop(&prepared, win.x, win.y, w, h));
+                pixels.extend(preprocess::crop(prepared, win.x, win.y, w, h));
             }
             let input = Tensor::<4>::from_data(TensorData::new(pixels, [group.len(), 3, h, w]), &self.device);
             match &self.model {
@@ -303,8 +335,7 @@ impl Segmenter {
             self.counters.windows_encoded += group.len();
             i = j;
         }
-        self.counters.images_encoded += 1;
-        Ok(ImageFeatures { width: image.width, height: image.height, resized: (prepared.width, prepared.height), windows: out })
+        Ok(out)
     }
 
     /// Normalised embeddings of `labels` (prompted with the templates); only labels not seen
@@ -379,7 +410,14 @@ impl Segmenter {
             self.encode_labels(&prompts).await?
         };
         let (rw, rh) = features.resized;
-        let map = combine::score_map(rw, rh, &features.windows, embeddings, &background, &o);
+        let mut map = combine::score_map(rw, rh, &features.windows, embeddings, &background, &o);
+        if !features.mirrored.is_empty() {
+            let mirrored = combine::score_map(rw, rh, &features.mirrored, embeddings, &background, &o);
+            combine::average_mirrored(&mut map, &mirrored);
+        }
+        if let Some(segments) = &features.segments {
+            combine::snap_to_segments(&mut map, segments);
+        }
         let (label_map, scores) = combine::label_map(&map, features.width, features.height);
         Ok(summarise(features.width, features.height, label_map, scores, labels))
     }

@@ -70,6 +70,9 @@ pub struct Prepared {
     pub width: usize,
     pub height: usize,
     pub planes: Vec<f32>,
+    /// The rescaled image itself, interleaved RGB (what the superpixels of
+    /// `SegmentOptions::superpixels` are computed on).
+    pub rgb: Vec<u8>,
 }
 
 pub fn prepare(image: &Rgb, short_side: usize, long_cap: usize) -> Prepared {
@@ -82,8 +85,30 @@ pub fn prepare(image: &Rgb, short_side: usize, long_cap: usize) -> Prepared {
     };
     let mut planes = vec![0f32; 3 * w * h];
     // OpenCV rounds the resized uint8 image before normalising.
-    normalise_into(resized.iter().map(|v| v.round().clamp(0.0, 255.0)), &mut planes);
-    Prepared { width: w, height: h, planes }
+    let rgb: Vec<u8> = resized.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
+    normalise_into(rgb.iter().map(|&v| v as f32), &mut planes);
+    Prepared { width: w, height: h, planes, rgb }
+}
+
+impl Prepared {
+    /// The same image mirrored left to right.
+    pub fn mirrored(&self) -> Prepared {
+        let (w, h) = (self.width, self.height);
+        let mut planes = self.planes.clone();
+        for row in planes.chunks_exact_mut(w) {
+            row.reverse();
+        }
+        let mut rgb = self.rgb.clone();
+        for row in rgb.chunks_exact_mut(3 * w) {
+            for x in 0..w / 2 {
+                for c in 0..3 {
+                    row.swap(3 * x + c, 3 * (w - 1 - x) + c);
+                }
+            }
+        }
+        debug_assert_eq!(planes.len(), 3 * w * h);
+        Prepared { width: w, height: h, planes, rgb }
+    }
 }
 
 /// CLIP's normalisation, the one place it is written: interleaved RGB values (0..255) into

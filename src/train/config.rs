@@ -158,6 +158,13 @@ pub struct OptimSection {
     /// Share of the steps spent in the linear warm-up (reference: 0.15), then cosine to 0.
     #[serde(default = "default_warmup")]
     pub warmup_fraction: f64,
+    /// Not in the reference: when set, the schedule's first cycle (warm-up, then cosine to 0)
+    /// spans only this many steps; the steps after it follow the schedule over all `steps` from
+    /// where that stands, so the learning rate jumps back up: a warm restart (SGDR,
+    /// https://arxiv.org/abs/1608.03983). It is what `segclip train --resume --extend-to` makes
+    /// of a finished run, written so a fresh run can repeat it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_cycle: Option<u64>,
     /// Global gradient-norm clip (reference: 1.0; 0 = off).
     #[serde(default = "default_clip")]
     pub clip_norm: f64,
@@ -357,6 +364,11 @@ impl TrainConfig {
         }
         if !(o.lr_new > 0.0 && o.lr_pretrained >= 0.0) {
             return Err(format!("optim: learning rates must be positive (lr_new {}, lr_pretrained {})", o.lr_new, o.lr_pretrained));
+        }
+        if let Some(c) = o.first_cycle {
+            if c == 0 || c >= o.steps {
+                return Err(format!("optim.first_cycle {c} must be in 1..{} (below optim.steps)", o.steps));
+            }
         }
         if !(0.0..1.0).contains(&o.warmup_fraction) {
             return Err(format!("optim.warmup_fraction {} must be in [0, 1)", o.warmup_fraction));

@@ -16,7 +16,8 @@ pub mod losses;
 pub mod optim;
 pub mod plot;
 pub mod replay;
-pub mod superpixels;
+// Felzenszwalb lives with the pipeline, which also snaps label maps to it (src/pipeline/superpixels.rs).
+pub use crate::pipeline::superpixels;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -291,9 +292,14 @@ fn open_run(config: &TrainConfig, resume: bool, tokenizer_sha: &str, run_dir: &P
         }
         let mut model = fresh_model(&ck.model_config, ck.config.loss.reconstruction, device);
         model_io::apply_tensors(&mut model, &ck.model, false).map_err(|e| format!("{}: {e}", ckpt_path.display()))?;
-        let mut optimizer = AdamW::new(ck.config.optim.clone());
+        // The checkpoint's config, but the caller's schedule: `segclip train --resume --extend-to`
+        // lengthens it to go on past its end (src/bin/segclip/train.rs).
+        let mut run_config = ck.config;
+        run_config.optim.steps = config.optim.steps;
+        run_config.optim.first_cycle = config.optim.first_cycle;
+        let mut optimizer = AdamW::new(run_config.optim.clone());
         optimizer.load_state(ck.adam_t, &ck.optim, &device.clone().without_autodiff())?;
-        OpenRun { config: ck.config, model, model_config: ck.model_config, optimizer, first_step: ck.step }
+        OpenRun { config: run_config, model, model_config: ck.model_config, optimizer, first_step: ck.step }
     } else {
         if ckpt_path.exists() {
             let step = checkpoint::read(ckpt_path).map(|c| c.step.to_string()).unwrap_or_else(|_| "?".into());

@@ -66,6 +66,15 @@ pub fn schedule(step: u64, total: u64, warmup_fraction: f64) -> f64 {
     0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
+/// The learning-rate factor of `config` at `step`: `schedule` over the first cycle while in it
+/// (`first_cycle`), else over all the steps.
+pub fn run_schedule(step: u64, config: &OptimSection) -> f64 {
+    match config.first_cycle {
+        Some(cycle) if step < cycle => schedule(step, cycle, config.warmup_fraction),
+        _ => schedule(step, config.steps, config.warmup_fraction),
+    }
+}
+
 /// Moment estimates of every trained parameter, flattened, on the inner (non-autodiff) device.
 pub struct AdamW {
     pub config: OptimSection,
@@ -240,7 +249,7 @@ impl AdamW {
         self.t += 1;
         let norm = grads.norm();
         let clip = if self.config.clip_norm > 0.0 && norm > self.config.clip_norm { self.config.clip_norm / (norm + 1e-6) } else { 1.0 };
-        let factor = schedule(step, self.config.steps, self.config.warmup_fraction);
+        let factor = run_schedule(step, &self.config);
         let (lr_new, lr_pretrained) = (self.config.lr_new * factor, self.config.lr_pretrained * factor);
         let grad_factor = clip / grads.micro_batches.max(1) as f64;
         let mut update = Update { path: PathTracker(Vec::new()), optim: self, grads: &mut grads, grad_factor, lr_new, lr_pretrained };
@@ -312,5 +321,26 @@ mod tests {
         assert!(schedule(57, 100, 0.15) > 0.49 && schedule(57, 100, 0.15) < 0.51);
         assert!(schedule(99, 100, 0.15) < 0.001);
         assert_eq!(schedule(0, 10, 0.0), 1.0);
+    }
+
+    #[test]
+    fn a_first_cycle_ends_at_zero_then_restarts_on_the_whole_schedule() {
+        let config = |first_cycle| crate::train::TrainConfig::parse(
+            include_str!("../../configs/smoke.toml"),
+            &["optim.steps=120".to_string(), "optim.warmup_fraction=0.1".to_string(), format!("optim.first_cycle={first_cycle}")],
+        );
+        let c = config(80).unwrap().optim;
+        for step in 0..80 {
+            assert_eq!(run_schedule(step, &c), schedule(step, 80, 0.1), "step {step}");
+        }
+        assert!(run_schedule(79, &c) < 0.001);
+        for step in 80..120 {
+            assert_eq!(run_schedule(step, &c), schedule(step, 120, 0.1), "step {step}");
+        }
+        assert!(run_schedule(80, &c) > 0.2, "the restart");
+        for bad in [0, 120, 200] {
+            let e = config(bad).unwrap_err();
+            assert!(e.contains("optim.first_cycle") && e.contains("1..120"), "{e}");
+        }
     }
 }

@@ -41,6 +41,13 @@ pub struct ManifestEntry {
     /// its input size. Absent: the image at the input size, windows side by side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<WindowProtocol>,
+    /// The model's own superpixel snapping (src/pipeline/mod.rs `SegmentOptions::superpixels`),
+    /// chosen with its threshold and windows. Absent: label edges follow the patch grid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superpixels: Option<crate::pipeline::superpixels::FelzenszwalbParams>,
+    /// The model's own mirrored-image averaging (src/pipeline/mod.rs `SegmentOptions::flip`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flip: bool,
 }
 
 /// `ManifestEntry::windows`.
@@ -83,6 +90,9 @@ impl Manifest {
             if let Some(w) = &e.windows {
                 w.validate(e.config.image_size).map_err(|msg| format!("{where_}: model '{}': {msg}", e.file))?;
             }
+            if let Some(p) = &e.superpixels {
+                p.validate().map_err(|msg| format!("{where_}: model '{}': superpixels: {msg}", e.file))?;
+            }
         }
         Ok(m)
     }
@@ -124,6 +134,8 @@ mod tests {
             tokenizer_sha256: "11".into(),
             bg_thresh: Some(0.25),
             windows: None,
+            superpixels: None,
+            flip: false,
         }
     }
 

@@ -43,6 +43,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         let stride = if o.stride == 0 { "side by side".to_string() } else { format!("every {} px", o.stride) };
         println!("windows: short side {}, windows of {} {stride}", or_input(o.short_side), or_input(o.window));
     }
+    if let Some(p) = &o.superpixels {
+        println!("superpixels: scale {}, sigma {}, min size {}", p.scale, p.sigma, p.min_size);
+    }
+    if o.flip {
+        println!("flip: the mirrored image averaged in");
+    }
     if !segmenter.options.background_prompts.is_empty() {
         println!("background prompts: {}", segmenter.options.background_prompts.join(", "));
     }

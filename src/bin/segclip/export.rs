@@ -27,6 +27,13 @@ pub struct ExportArgs {
     /// Stride in pixels of that protocol's windows (of the model's input size).
     #[arg(long, requires = "short_side")]
     stride: Option<usize>,
+    /// Superpixel snapping recorded in the manifest as the model's default, "SCALE,SIGMA,MIN_SIZE"
+    /// (see `segclip eval --superpixels`).
+    #[arg(long)]
+    superpixels: Option<String>,
+    /// Record the mirrored-image averaging (see `segclip eval --flip`) as the model's default.
+    #[arg(long)]
+    flip: bool,
     /// Do not touch manifest.json.
     #[arg(long)]
     no_manifest: bool,
@@ -43,6 +50,10 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let superpixels = match &args.superpixels {
+        Some(t) => Some(segclip::pipeline::superpixels::FelzenszwalbParams::parse(t).map_err(|e| anyhow::anyhow!("--superpixels: {e}"))?),
+        None => None,
+    };
     let tensors = inference_tensors(&ck);
     // A model trained to match its backgrounds' words carries them as its background prompts.
     let background = if ck.config.loss.group_nouns_background { segclip::data::emoji::background_prompts() } else { Vec::new() };
@@ -55,7 +66,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let sha = format::sha256_hex(&bytes);
     println!("wrote {} ({} bytes, {}, step {}, sha256 {sha})", args.out.display(), bytes.len(), args.dtype, ck.step);
     if !args.no_manifest {
-        let manifest = update_manifest(&args.out, &bytes, &sha, args.dtype, &ck, args.bg_thresh, windows)?;
+        let manifest = update_manifest(&args.out, &bytes, &sha, args.dtype, &ck, args.bg_thresh, windows, superpixels, args.flip)?;
         println!("manifest: {}", manifest.display());
     }
     Ok(())
@@ -69,6 +80,8 @@ fn update_manifest(
     ck: &checkpoint::Checkpoint,
     bg_thresh: Option<f32>,
     windows: Option<WindowProtocol>,
+    superpixels: Option<segclip::pipeline::superpixels::FelzenszwalbParams>,
+    flip: bool,
 ) -> anyhow::Result<PathBuf> {
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let path = dir.join("manifest.json");
@@ -90,6 +103,8 @@ fn update_manifest(
         // f32 -> f64 would write 0.20000000298...; the threshold is a two-decimal setting.
         bg_thresh: bg_thresh.map(|t| (t as f64 * 1e4).round() / 1e4),
         windows,
+        superpixels,
+        flip,
     });
     segclip::files::write_atomic(&path, manifest.to_json().as_bytes()).map_err(anyhow::Error::msg)?;
     Ok(path)

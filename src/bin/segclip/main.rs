@@ -60,14 +60,32 @@ pub struct ProtocolArgs {
     /// ClearCLIP: 224).
     #[arg(long)]
     stride: Option<usize>,
+    /// Snap label edges to Felzenszwalb superpixels of the rescaled image, "SCALE,SIGMA,MIN_SIZE"
+    /// (e.g. 100,0.8,40): each superpixel takes the mean of its pixels' scores. Default: the
+    /// manifest entry's `superpixels`, else none. "none" turns it off. SegCLIP models only.
+    #[arg(long)]
+    superpixels: Option<String>,
+    /// Also run the mirrored image and average the two score maps ("on" / "off"). Default: the
+    /// manifest entry's `flip`, else off. SegCLIP models only.
+    #[arg(long)]
+    flip: Option<Switch>,
+}
+
+/// An on/off setting that can also be left to the weights' manifest entry.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 impl ProtocolArgs {
     /// Sets `segmenter`'s options for the weights at `weights` (the bundled model when `None`);
     /// returns the background threshold in use.
     pub fn apply(&self, segmenter: &mut segclip::pipeline::Segmenter, weights: Option<&std::path::Path>) -> anyhow::Result<f32> {
-        if segmenter.dense_protocol().is_some() && (self.background_prompts.is_some() || self.top_k.is_some()) {
-            anyhow::bail!("--background-prompts and --top-k apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely");
+        if segmenter.dense_protocol().is_some() && (self.background_prompts.is_some() || self.top_k.is_some() || self.superpixels.is_some() || self.flip.is_some()) {
+            anyhow::bail!(
+                "--background-prompts, --top-k, --superpixels and --flip apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely"
+            );
         }
         let entry = manifest_entry(weights)?;
         let o = &mut segmenter.options;
@@ -76,11 +94,23 @@ impl ProtocolArgs {
             None => entry.as_ref().and_then(|e| e.bg_thresh).map(|t| t as f32).unwrap_or(o.bg_thresh),
         };
         // The model's own windows (its manifest entry), unless the command line sets any.
-        if let Some(w) = entry.and_then(|e| e.windows) {
+        if let Some(w) = entry.as_ref().and_then(|e| e.windows) {
             if self.short_side.is_none() && self.window.is_none() && self.stride.is_none() {
                 o.use_windows(w);
             }
         }
+        o.superpixels = match &self.superpixels {
+            Some(t) if t.trim().eq_ignore_ascii_case("none") => None,
+            Some(t) => Some(
+                segclip::pipeline::superpixels::FelzenszwalbParams::parse(t)
+                    .map_err(|e| anyhow::anyhow!("--superpixels: {e} (\"none\" turns it off)"))?,
+            ),
+            None => entry.as_ref().and_then(|e| e.superpixels),
+        };
+        o.flip = match self.flip {
+            Some(s) => s == Switch::On,
+            None => entry.as_ref().is_some_and(|e| e.flip),
+        };
         if let Some(p) = &self.background_prompts {
             o.background_prompts = if p.trim().eq_ignore_ascii_case("none") {
                 Vec::new()

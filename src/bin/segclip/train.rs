@@ -20,6 +20,12 @@ pub struct TrainArgs {
     /// config's; resume later to go on).
     #[arg(long)]
     stop_after: Option<u64>,
+    /// With --resume: go on to this many steps in all, past the end of the run's schedule. The
+    /// old schedule becomes the first cycle (config `optim.first_cycle`) and the steps after it
+    /// follow the schedule over the new total, so the learning rate jumps back up from near 0:
+    /// a warm restart (SGDR, https://arxiv.org/abs/1608.03983).
+    #[arg(long, requires = "resume")]
+    extend_to: Option<u64>,
     /// Where the steps run: cpu (burn's flex backend) or wgpu (the GPU through Vulkan, Metal or
     /// DX12). A run may be resumed on another backend than it started on.
     #[arg(long, default_value = "cpu")]
@@ -39,6 +45,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             let mut config = ck.config;
             // The folder may have moved since the run started.
             config.run.out = dir.display().to_string();
+            if let Some(n) = args.extend_to {
+                anyhow::ensure!(
+                    n > config.optim.steps,
+                    "--extend-to {n}: the run in {} already has a schedule of {} steps; give a larger total",
+                    dir.display(),
+                    config.optim.steps
+                );
+                // The finished schedule becomes the first cycle (src/train/config.rs `first_cycle`).
+                config.optim.first_cycle = config.optim.first_cycle.or(Some(config.optim.steps));
+                config.optim.steps = n;
+            }
             (config, true)
         }
         _ => {

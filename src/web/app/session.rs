@@ -43,6 +43,11 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
             if let (Some(w), Some(s)) = (entry.windows, app().borrow_mut().segmenter.as_mut()) {
                 s.options.use_windows(w);
             }
+            // Its superpixel snapping and mirrored-image averaging too (src/pipeline/mod.rs).
+            if let Some(s) = app().borrow_mut().segmenter.as_mut() {
+                s.options.superpixels = entry.superpixels;
+                s.options.flip = entry.flip;
+            }
             warm_up().await;
         }
         None => dom::set_text("model", "No bundled model in this build yet: load a weights file with \"Use my own weights\"."),

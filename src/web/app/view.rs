@@ -142,6 +142,9 @@ pub(super) fn publish() {
         "counters": counters,
         // 0 = the model's input size / a stride of one window (src/pipeline/mod.rs).
         "windows": a.segmenter.as_ref().map(|s| serde_json::json!({"short_side": s.options.short_side, "stride": s.options.stride})),
+        // null when label edges follow the patch grid (src/pipeline/mod.rs `superpixels`).
+        "superpixels": a.segmenter.as_ref().and_then(|s| s.options.superpixels),
+        "flip": a.segmenter.as_ref().map(|s| s.options.flip),
         "result": a.result.as_ref().map(|r| serde_json::json!({"width": r.width, "height": r.height, "labels": r.labels, "background_share": r.background_share})),
         "timings_ms": {"image": a.timings.image_ms, "text": a.timings.text_ms, "combine": a.timings.combine_ms, "paint": a.timings.paint_ms, "repaint": a.timings.repaint_ms},
     });

@@ -47,6 +47,34 @@ impl Default for FelzenszwalbParams {
     }
 }
 
+impl FelzenszwalbParams {
+    /// Reads `"SCALE,SIGMA,MIN_SIZE"` (as the command line writes it, e.g. `100,0.8,40`); the
+    /// error names what is wrong and what was expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        if parts.len() != 3 {
+            return Err(format!("\"{text}\" has {} comma-separated values, expected 3: SCALE,SIGMA,MIN_SIZE (e.g. 100,0.8,40)", parts.len()));
+        }
+        let num = |name: &str, v: &str| v.parse::<f32>().map_err(|_| format!("{name} \"{v}\" is not a number (in \"{text}\")"));
+        let min_size = parts[2].parse::<usize>().map_err(|_| format!("MIN_SIZE \"{}\" is not a whole number of pixels (in \"{text}\")", parts[2]))?;
+        let p = FelzenszwalbParams { scale: num("SCALE", parts[0])?, sigma: num("SIGMA", parts[1])?, min_size };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// The checks `felzenszwalb` makes on its parameters, without an image: a finite scale, a
+    /// finite sigma in 0..=1000.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.scale.is_finite() {
+            return Err(format!("superpixel scale must be finite, got {}", self.scale));
+        }
+        if !self.sigma.is_finite() || self.sigma < 0.0 || self.sigma as f64 > MAX_SIGMA {
+            return Err(format!("superpixel sigma must be in 0..={MAX_SIGMA}, got {}", self.sigma));
+        }
+        Ok(())
+    }
+}
+
 /// Largest accepted `sigma`: the kernel has `8 * sigma + 1` taps, so an absurd value would
 /// otherwise try to allocate (or loop over) billions of weights instead of failing cleanly.
 const MAX_SIGMA: f64 = 1000.0;
@@ -572,6 +600,21 @@ mod tests {
             if l == next {
                 next += 1;
             }
+        }
+    }
+
+    #[test]
+    fn params_parse_from_the_command_line_form() {
+        assert_eq!(FelzenszwalbParams::parse(" 100, 0.8 ,40").unwrap(), FelzenszwalbParams { scale: 100.0, sigma: 0.8, min_size: 40 });
+        for (text, want) in [
+            ("100,0.8", "expected 3"),
+            ("big,0.8,40", "SCALE \"big\""),
+            ("100,0.8,4.5", "MIN_SIZE \"4.5\""),
+            ("100,-1,40", "sigma must be in 0..=1000"),
+            ("inf,0.8,40", "scale must be finite"),
+        ] {
+            let e = FelzenszwalbParams::parse(text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
         }
     }
 

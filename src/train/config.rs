@@ -162,7 +162,8 @@ pub struct OptimSection {
     /// spans only this many steps; the steps after it follow the schedule over all `steps` from
     /// where that stands, so the learning rate jumps back up: a warm restart (SGDR,
     /// https://arxiv.org/abs/1608.03983). It is what `segclip train --resume --extend-to` makes
-    /// of a finished run, written so a fresh run can repeat it.
+    /// of a finished run, written so a fresh run can repeat it. 0: none (`--set optim.first_cycle=0`
+    /// turns a config's off, e.g. for a shorter ablation run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_cycle: Option<u64>,
     /// Global gradient-norm clip (reference: 1.0; 0 = off).
@@ -366,8 +367,8 @@ impl TrainConfig {
             return Err(format!("optim: learning rates must be positive (lr_new {}, lr_pretrained {})", o.lr_new, o.lr_pretrained));
         }
         if let Some(c) = o.first_cycle {
-            if c == 0 || c >= o.steps {
-                return Err(format!("optim.first_cycle {c} must be in 1..{} (below optim.steps)", o.steps));
+            if c >= o.steps {
+                return Err(format!("optim.first_cycle {c} must be in 1..{} (below optim.steps), or 0 for none", o.steps));
             }
         }
         if !(0.0..1.0).contains(&o.warmup_fraction) {

@@ -70,7 +70,7 @@ pub fn schedule(step: u64, total: u64, warmup_fraction: f64) -> f64 {
 /// (`first_cycle`), else over all the steps.
 pub fn run_schedule(step: u64, config: &OptimSection) -> f64 {
     match config.first_cycle {
-        Some(cycle) if step < cycle => schedule(step, cycle, config.warmup_fraction),
+        Some(cycle) if cycle > 0 && step < cycle => schedule(step, cycle, config.warmup_fraction),
         _ => schedule(step, config.steps, config.warmup_fraction),
     }
 }
@@ -338,7 +338,12 @@ mod tests {
             assert_eq!(run_schedule(step, &c), schedule(step, 120, 0.1), "step {step}");
         }
         assert!(run_schedule(80, &c) > 0.2, "the restart");
-        for bad in [0, 120, 200] {
+        // 0: no restart, the plain schedule.
+        let none = config(0).unwrap().optim;
+        for step in 0..120 {
+            assert_eq!(run_schedule(step, &none), schedule(step, 120, 0.1), "step {step}");
+        }
+        for bad in [120, 200] {
             let e = config(bad).unwrap_err();
             assert!(e.contains("optim.first_cycle") && e.contains("1..120"), "{e}");
         }

@@ -267,6 +267,9 @@ fn cli_trains_exports_and_evaluates() {
     assert!(snapped.status.success() && text(&snapped).contains("superpixels: scale 80, sigma 0.5, min size 20"), "{}", text(&snapped));
     let off = eval(&["--superpixels", "none"]);
     assert!(off.status.success() && !text(&off).contains("superpixels:"), "{}", text(&off));
+    let flipped = eval(&["--flip", "on"]);
+    assert!(flipped.status.success() && text(&flipped).contains("flip: the mirrored image averaged in"), "{}", text(&flipped));
+    assert!(!text(&snapped).contains("flip:"), "flip is off unless the manifest or --flip says on");
     let bad = eval(&["--superpixels", "80,0.5"]);
     assert!(!bad.status.success() && text(&bad).contains("--superpixels") && text(&bad).contains("expected 3"), "{}", text(&bad));
 
@@ -276,7 +279,9 @@ fn cli_trains_exports_and_evaluates() {
     let extended = Command::new(bin).args(["train", "--resume", run.to_str().unwrap(), "--extend-to", "5"]).output().unwrap();
     assert!(extended.status.success(), "{}", text(&extended));
     let ck = segclip::train::checkpoint::read(&segclip::train::checkpoint::path_in(&run)).unwrap();
-    assert_eq!((ck.step, ck.config.optim.steps), (5, 5));
+    assert_eq!((ck.step, ck.config.optim.steps, ck.config.optim.first_cycle), (5, 5, Some(3)));
+    let twice = Command::new(bin).args(["train", "--resume", run.to_str().unwrap(), "--extend-to", "7"]).output().unwrap();
+    assert!(!twice.status.success() && text(&twice).contains("already extended once"), "{}", text(&twice));
 
     // Training can start from an exported (or converted) weights file; the reconstruction heads,
     // which inference files do not carry, start fresh.

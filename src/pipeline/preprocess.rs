@@ -93,21 +93,18 @@ pub fn prepare(image: &Rgb, short_side: usize, long_cap: usize) -> Prepared {
 impl Prepared {
     /// The same image mirrored left to right.
     pub fn mirrored(&self) -> Prepared {
-        let (w, h) = (self.width, self.height);
+        let w = self.width;
         let mut planes = self.planes.clone();
         for row in planes.chunks_exact_mut(w) {
             row.reverse();
         }
         let mut rgb = self.rgb.clone();
         for row in rgb.chunks_exact_mut(3 * w) {
-            for x in 0..w / 2 {
-                for c in 0..3 {
-                    row.swap(3 * x + c, 3 * (w - 1 - x) + c);
-                }
-            }
+            // Reversing the bytes reverses the pixels and each pixel's channels; undo the latter.
+            row.reverse();
+            row.chunks_exact_mut(3).for_each(<[u8]>::reverse);
         }
-        debug_assert_eq!(planes.len(), 3 * w * h);
-        Prepared { width: w, height: h, planes, rgb }
+        Prepared { width: w, height: self.height, planes, rgb }
     }
 }
 
@@ -150,6 +147,21 @@ mod tests {
         // 4x1 -> 2x1 with half-pixel centres samples at 0.5 and 2.5.
         let out = resize_bilinear(&[0.0, 2.0, 4.0, 6.0], 4, 1, 1, 2, 1);
         assert_eq!(out, vec![1.0, 5.0]);
+    }
+
+    #[test]
+    fn mirroring_reverses_each_row_of_planes_and_pixels() {
+        // 3x1 image: red, green, blue.
+        let image = Rgb::new(3, 1, vec![255, 0, 0, 0, 255, 0, 0, 0, 255]).unwrap();
+        let p = prepare(&image, 1, 2048);
+        let m = p.mirrored();
+        assert_eq!(m.rgb, vec![0, 0, 255, 0, 255, 0, 255, 0, 0]);
+        let row = |planes: &[f32], c: usize| planes[c * 3..(c + 1) * 3].to_vec();
+        for c in 0..3 {
+            let mut want = row(&p.planes, c);
+            want.reverse();
+            assert_eq!(row(&m.planes, c), want);
+        }
     }
 
     #[test]

@@ -40,11 +40,11 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
             // The model's own windows (src/weights/manifest.rs `windows`); weights loaded later
             // by the user start from the defaults again, as the CLI's do without a manifest.
             // The warm-up runs with them and publishes the status afterwards.
-            if let (Some(w), Some(s)) = (entry.windows, app().borrow_mut().segmenter.as_mut()) {
-                s.options.use_windows(w);
-            }
             // Its superpixel snapping and mirrored-image averaging too (src/pipeline/mod.rs).
             if let Some(s) = app().borrow_mut().segmenter.as_mut() {
+                if let Some(w) = entry.windows {
+                    s.options.use_windows(w);
+                }
                 s.options.superpixels = entry.superpixels;
                 s.options.flip = entry.flip;
             }

@@ -54,6 +54,19 @@ impl TokenBatch {
             .collect();
         Ok(Self { ids: sequences.concat(), rows, len, eot_positions })
     }
+
+    /// The same batch cut after its last end-of-text token. The tower is causal
+    /// (`causal_mask`), so the feature at each row's EOT never sees the padding after it: the
+    /// embeddings are the same for a fraction of the work (a label's prompt, "a photo of a
+    /// cat.", is 8 of the 77 tokens; the page's label edit ran the tower over all 77).
+    pub fn trimmed(self) -> Self {
+        let keep = self.eot_positions.iter().max().map_or(self.len, |&p| p + 1);
+        if keep == self.len {
+            return self;
+        }
+        let ids = self.ids.chunks_exact(self.len).flat_map(|row| row[..keep].iter().copied()).collect();
+        Self { ids, len: keep, ..self }
+    }
 }
 
 impl TextTower {
@@ -103,4 +116,39 @@ impl TextTower {
 pub fn causal_mask(n: usize, device: &Device) -> Tensor<2> {
     let values: Vec<f32> = (0..n * n).map(|i| if i % n > i / n { -1e9 } else { 0.0 }).collect();
     Tensor::from_data(TensorData::new(values, [n, n]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn padded(ids: &[i64], context: usize) -> Vec<i64> {
+        let mut row = ids.to_vec();
+        row.resize(context, 0);
+        row
+    }
+
+    #[test]
+    fn trimming_after_the_last_eot_keeps_every_embedding() {
+        let c = SegClipConfig::tiny();
+        let device = Device::default();
+        let tower = TextTower::new(&c, &device);
+        // EOT is the largest id (999 here); rows end at positions 3 and 5 of 16.
+        let rows = vec![padded(&[998, 17, 42, 999], c.context_length), padded(&[998, 5, 6, 7, 8, 999], c.context_length)];
+        let full = TokenBatch::new(&rows).unwrap();
+        let trimmed = full.clone().trimmed();
+        assert_eq!((trimmed.len, trimmed.rows), (6, 2));
+        assert_eq!(trimmed.eot_positions, vec![3, 5]);
+        assert_eq!(&trimmed.ids[6..], &[998, 5, 6, 7, 8, 999]);
+        let a = tower.forward(&full, &device).into_data().to_vec::<f32>().unwrap();
+        let b = tower.forward(&trimmed, &device).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(a.len(), b.len());
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "trimmed embeddings differ by {worst}");
+        // Padding after the EOT changes nothing; a token before it does.
+        let mut other = rows.clone();
+        other[0][2] = 43;
+        let c2 = tower.forward(&TokenBatch::new(&other).unwrap().trimmed(), &device).into_data().to_vec::<f32>().unwrap();
+        assert!(c2.iter().zip(&b).take(c.embed_dim).any(|(x, y)| (x - y).abs() > 1e-4));
+    }
 }

@@ -364,7 +364,7 @@ impl Segmenter {
             let t = self.options.templates.len();
             let mut embeddings = Vec::with_capacity(sequences.len());
             for chunk in sequences.chunks(64) {
-                let batch = TokenBatch::new(chunk)?;
+                let batch = TokenBatch::new(chunk)?.trimmed();
                 let e = read(self.model.text(&batch, &self.device)).await?;
                 let dim = e.len() / chunk.len();
                 embeddings.extend(e.chunks(dim).map(|c| {

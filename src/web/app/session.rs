@@ -155,11 +155,22 @@ pub(super) async fn warm_up() {
     let t0 = now();
     let size = segmenter.config.image_size;
     let blank = Rgb { width: size, height: size, pixels: vec![128; size * size * 3] };
+    // One window of the model's input size is enough to compile the shaders and size the
+    // buffers every later window reuses; the model's own settings (the bundled one: 3x3 windows,
+    // mirrored, superpixels, weights/manifest.json) would multiply the wait before the page is
+    // ready by ~18 on the CPU fallback for nothing. They are restored afterwards.
+    let settings = segmenter.options.clone();
+    segmenter.options.short_side = 0;
+    segmenter.options.window = 0;
+    segmenter.options.stride = 0;
+    segmenter.options.flip = false;
+    segmenter.options.superpixels = None;
     let outcome = async {
         segmenter.encode_image(&blank).await?;
         segmenter.encode_labels(&["object".to_string()]).await
     }
     .await;
+    segmenter.options = settings;
     segmenter.counters = Default::default();
     segmenter.clear_label_cache();
     let ms = now() - t0;

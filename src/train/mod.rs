@@ -476,7 +476,7 @@ fn micro_batch_gradients(
                 let mut out = StepLosses::default();
                 let mut grads = Vec::new();
                 let vision = model.visual.forward(images.clone(), Assignment::GumbelGiven { tau, uniform: full_noise.narrow(0, start, len) });
-                let text = if l.contrastive { Some(model.text(&TokenBatch::new(&b.tokens[range.clone()])?, device)) } else { None };
+                let text = if l.contrastive { Some(model.text(&TokenBatch::new(&b.tokens[range.clone()])?.trimmed(), device)) } else { None };
                 let mut terms: Vec<Tensor<1>> = Vec::new();
                 if l.superpixel {
                     let sp = b.superpixels.as_ref().ok_or("batch without superpixels")?;
@@ -529,7 +529,7 @@ fn micro_batch_gradients(
                 Some(nouns) => {
                     let groups: Option<Vec<Tensor<3>>> = received.iter().map(|e| e.groups.clone()).collect();
                     let groups = Tensor::cat(groups.ok_or("a part sent no group embeddings")?, 0).require_grad();
-                    let prompts = model.text(&TokenBatch::new(&nouns.tokens)?, device);
+                    let prompts = model.text(&TokenBatch::new(&nouns.tokens)?.trimmed(), device);
                     let term = losses::group_nouns(groups.clone(), prompts, &nouns.named, &nouns.unknown, model.scale());
                     group_nouns = scalar(term.clone());
                     total = total + term * l.group_nouns_weight;

@@ -191,7 +191,6 @@ impl WindowAverage {
     }
 }
 
-/// `map`'s values at `width x height` (bilinear when the size differs).
 /// Averages `map` with `mirrored`, the score map of the left-right mirrored image, mirrored back.
 pub fn average_mirrored(map: &mut ScoreMap, mirrored: &ScoreMap) {
     let (w, c) = (map.width, map.channels);
@@ -224,6 +223,7 @@ pub fn snap_to_segments(map: &mut ScoreMap, segments: &[u32]) {
     }
 }
 
+/// `map`'s values at `width x height` (bilinear when the size differs).
 fn resized(map: &ScoreMap, width: usize, height: usize) -> Vec<f32> {
     if (width, height) == (map.width, map.height) {
         map.scores.clone()

@@ -353,7 +353,11 @@ impl TrainConfig {
             }
             table.insert(keys[keys.len() - 1].to_string(), value);
         }
-        let config: TrainConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut config: TrainConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        // `first_cycle = 0` (a config's restart turned off by --set) is no restart: stored as
+        // none here, once, so the schedule and `--extend-to` need no case for it. Checkpoints
+        // read their config through here too (src/train/checkpoint.rs).
+        config.optim.first_cycle = config.optim.first_cycle.filter(|&c| c > 0);
         config.validate()?;
         Ok(config)
     }

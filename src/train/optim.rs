@@ -70,7 +70,7 @@ pub fn schedule(step: u64, total: u64, warmup_fraction: f64) -> f64 {
 /// (`first_cycle`), else over all the steps.
 pub fn run_schedule(step: u64, config: &OptimSection) -> f64 {
     match config.first_cycle {
-        Some(cycle) if cycle > 0 && step < cycle => schedule(step, cycle, config.warmup_fraction),
+        Some(cycle) if step < cycle => schedule(step, cycle, config.warmup_fraction),
         _ => schedule(step, config.steps, config.warmup_fraction),
     }
 }
@@ -340,6 +340,7 @@ mod tests {
         assert!(run_schedule(80, &c) > 0.2, "the restart");
         // 0: no restart, the plain schedule.
         let none = config(0).unwrap().optim;
+        assert_eq!(none.first_cycle, None, "0 is read as no restart");
         for step in 0..120 {
             assert_eq!(run_schedule(step, &none), schedule(step, 120, 0.1), "step {step}");
         }

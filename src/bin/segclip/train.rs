@@ -55,7 +55,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 // The finished schedule becomes the first cycle (src/train/config.rs `first_cycle`).
                 // Only one: a second extension would change the schedule the steps after the
                 // first cycle were trained with, and the config would no longer describe the run.
-                if let Some(c) = config.optim.first_cycle.filter(|&c| c > 0) {
+                if let Some(c) = config.optim.first_cycle {
                     anyhow::bail!(
                         "--extend-to {n}: the run in {} was already extended once (its first cycle ends at step {c}); \
                          a config has one restart (optim.first_cycle)",

@@ -310,6 +310,9 @@ const BUNDLED_WINDOWS: segclip::weights::manifest::WindowProtocol = segclip::wei
 const BUNDLED_SUPERPIXELS: segclip::pipeline::superpixels::FelzenszwalbParams =
     segclip::pipeline::superpixels::FelzenszwalbParams { scale: 150.0, sigma: 0.5, min_size: 30 };
 
+/// The score-map refinement the test manifest gives its bundled model.
+const BUNDLED_REFINE: segclip::pipeline::refine::RefineParams = segclip::pipeline::refine::RefineParams { iterations: 3 };
+
 /// A copy of the built page whose manifest bundles `weights` (with `sha` as its checksum).
 fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
     let root = output_dir().join(name);
@@ -331,6 +334,7 @@ fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
         windows: Some(BUNDLED_WINDOWS),
         superpixels: Some(BUNDLED_SUPERPIXELS),
         flip: true,
+        refine: Some(BUNDLED_REFINE),
     });
     std::fs::write(root.join("weights/manifest.json"), manifest.to_json()).unwrap();
     root
@@ -389,6 +393,7 @@ async fn bundled_model_is_checked_cached_and_warmed_up() {
     let got = (sp["scale"].as_f64(), sp["sigma"].as_f64(), sp["min_size"].as_u64());
     assert_eq!(got, (Some(p.scale as f64), Some(p.sigma as f64), Some(p.min_size as u64)), "{status}");
     assert_eq!(status["app"]["flip"], true, "{status}");
+    assert_eq!(status["app"]["refine"], serde_json::json!({"iterations": BUNDLED_REFINE.iterations}), "{status}");
     let fetched = |log: &[String]| log.iter().filter(|u| u.contains("bundled-test.safetensors")).count();
     assert_eq!(fetched(&requests.lock().unwrap()), 1);
 

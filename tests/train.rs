@@ -273,6 +273,21 @@ fn cli_trains_exports_and_evaluates() {
     let bad = eval(&["--superpixels", "80,0.5"]);
     assert!(!bad.status.success() && text(&bad).contains("--superpixels") && text(&bad).contains("expected 3"), "{}", text(&bad));
 
+    // So does the score map's refinement.
+    let out = Command::new(bin)
+        .args(["export", run.to_str().unwrap(), weights.to_str().unwrap(), "--bg-thresh", "0.4", "--superpixels", "80,0.5,20", "--refine", "4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["models"][0]["refine"], serde_json::json!({"iterations": 4}));
+    let refined = eval(&[]);
+    assert!(refined.status.success() && text(&refined).contains("refine: 4 passes"), "{}", text(&refined));
+    let off = eval(&["--refine", "none"]);
+    assert!(off.status.success() && !text(&off).contains("refine:"), "{}", text(&off));
+    let bad = eval(&["--refine", "0"]);
+    assert!(!bad.status.success() && text(&bad).contains("--refine") && text(&bad).contains("expected 1..=100"), "{}", text(&bad));
+
     // A finished run goes on past its schedule with --extend-to, and only to a larger total.
     let short = Command::new(bin).args(["train", "--resume", run.to_str().unwrap(), "--extend-to", "3"]).output().unwrap();
     assert!(!short.status.success() && text(&short).contains("already has a schedule of 3 steps"), "{}", text(&short));

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod labels;
 pub mod overlay;
 pub mod preprocess;
+pub mod refine;
 pub mod superpixels;
 pub mod windows;
 
@@ -56,6 +57,11 @@ pub struct SegmentOptions {
     /// augmentation by flipping; the training crops are flipped as often, src/train/augment.rs).
     /// Twice the image tower's work.
     pub flip: bool,
+    /// Not in the release: SegCLIP models only. When set, the score map, after the superpixel
+    /// snapping, is refined by pixel-adaptive averaging over neighbours of like colour
+    /// (src/pipeline/refine.rs), so labels stop at the image's edges even where a superpixel
+    /// straddles an object and its background. A model's manifest entry records its own.
+    pub refine: Option<refine::RefineParams>,
 }
 
 impl Default for SegmentOptions {
@@ -72,6 +78,7 @@ impl Default for SegmentOptions {
             batch: 4,
             superpixels: None,
             flip: false,
+            refine: None,
         }
     }
 }
@@ -98,6 +105,9 @@ pub struct ImageFeatures {
     pub mirrored: Vec<(WindowFeatures, Vec<usize>)>,
     /// Superpixel of each pixel of the rescaled image (`SegmentOptions::superpixels`), row-major.
     pub segments: Option<Vec<u32>>,
+    /// The refinement's neighbour weights over the rescaled image, when `SegmentOptions::refine`
+    /// was set as the image was encoded (they depend on the image alone).
+    pub affinity: Option<refine::Affinity>,
 }
 
 /// A label's share of the image.
@@ -272,11 +282,15 @@ impl Segmenter {
             (Some(p), ImageModel::Groups(_)) => Some(superpixels::felzenszwalb(&prepared.rgb, prepared.width, prepared.height, p)?),
             _ => None,
         };
+        let affinity = match (&o.refine, &self.model) {
+            (Some(_), ImageModel::Groups(_)) => Some(refine::affinity(&prepared.rgb, prepared.width, prepared.height)?),
+            _ => None,
+        };
         let flip = o.flip && matches!(self.model, ImageModel::Groups(_));
         let windows = self.encode_windows(&prepared).await?;
         let mirrored = if flip { self.encode_windows(&prepared.mirrored()).await? } else { Vec::new() };
         self.counters.images_encoded += 1;
-        Ok(ImageFeatures { width: image.width, height: image.height, resized: (prepared.width, prepared.height), windows, mirrored, segments })
+        Ok(ImageFeatures { width: image.width, height: image.height, resized: (prepared.width, prepared.height), windows, mirrored, segments, affinity })
     }
 
     /// The image tower over every window of a prepared image.
@@ -417,6 +431,11 @@ impl Segmenter {
         }
         if let Some(segments) = &features.segments {
             combine::snap_to_segments(&mut map, segments);
+        }
+        // Features encoded without the refinement have no weights for it; the page and the CLI
+        // set their options before encoding.
+        if let (Some(p), Some(affinity)) = (self.options.refine, &features.affinity) {
+            affinity.refine(&mut map.scores, map.channels, p.iterations);
         }
         let (label_map, scores) = combine::label_map(&map, features.width, features.height);
         Ok(summarise(features.width, features.height, label_map, scores, labels))

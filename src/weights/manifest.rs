@@ -48,6 +48,10 @@ pub struct ManifestEntry {
     /// The model's own mirrored-image averaging (src/pipeline/mod.rs `SegmentOptions::flip`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flip: bool,
+    /// The model's own refinement of the score map (src/pipeline/mod.rs `SegmentOptions::refine`).
+    /// Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine: Option<crate::pipeline::refine::RefineParams>,
 }
 
 /// `ManifestEntry::windows`.
@@ -93,6 +97,9 @@ impl Manifest {
             if let Some(p) = &e.superpixels {
                 p.validate().map_err(|msg| format!("{where_}: model '{}': superpixels: {msg}", e.file))?;
             }
+            if let Some(r) = &e.refine {
+                r.validate().map_err(|msg| format!("{where_}: model '{}': {msg}", e.file))?;
+            }
         }
         Ok(m)
     }
@@ -136,6 +143,7 @@ mod tests {
             windows: None,
             superpixels: None,
             flip: false,
+            refine: None,
         }
     }
 
@@ -172,6 +180,19 @@ mod tests {
             let e = Manifest::parse(&m.to_json(), "weights/manifest.json").unwrap_err();
             assert!(e.contains("weights/manifest.json") && e.contains("'w.safetensors'") && e.contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn a_refinement_round_trips_and_a_bad_one_is_named() {
+        use crate::pipeline::refine::RefineParams;
+        let mut m = Manifest::default();
+        m.upsert(ManifestEntry { refine: Some(RefineParams { iterations: 10 }), ..entry("r.safetensors", "int8") });
+        assert!(m.to_json().contains("\"iterations\": 10"), "{}", m.to_json());
+        let back = Manifest::parse(&m.to_json(), "manifest.json").unwrap();
+        assert_eq!(back.entry("r.safetensors").unwrap().refine, Some(RefineParams { iterations: 10 }));
+        m.upsert(ManifestEntry { refine: Some(RefineParams { iterations: 0 }), ..entry("r.safetensors", "int8") });
+        let e = Manifest::parse(&m.to_json(), "weights/manifest.json").unwrap_err();
+        assert!(e.contains("weights/manifest.json") && e.contains("'r.safetensors'") && e.contains("refine iterations is 0"), "{e}");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if o.flip {
         println!("flip: the mirrored image averaged in");
     }
+    if let Some(r) = &o.refine {
+        println!("refine: {} passes of averaging over neighbours of like colour", r.iterations);
+    }
     if !segmenter.options.background_prompts.is_empty() {
         println!("background prompts: {}", segmenter.options.background_prompts.join(", "));
     }

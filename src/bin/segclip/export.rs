@@ -34,6 +34,10 @@ pub struct ExportArgs {
     /// Record the mirrored-image averaging (see `segclip eval --flip`) as the model's default.
     #[arg(long)]
     flip: bool,
+    /// Record the score map's refinement, ITERATIONS (see `segclip eval --refine`), as the
+    /// model's default.
+    #[arg(long)]
+    refine: Option<String>,
     /// Do not touch manifest.json.
     #[arg(long)]
     no_manifest: bool,
@@ -54,6 +58,10 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         Some(t) => Some(segclip::pipeline::superpixels::FelzenszwalbParams::parse(t).map_err(|e| anyhow::anyhow!("--superpixels: {e}"))?),
         None => None,
     };
+    let refine = match &args.refine {
+        Some(t) => Some(segclip::pipeline::refine::RefineParams::parse(t).map_err(|e| anyhow::anyhow!("--refine: {e}"))?),
+        None => None,
+    };
     let tensors = inference_tensors(&ck);
     // A model trained to match its backgrounds' words carries them as its background prompts.
     let background = if ck.config.loss.group_nouns_background { segclip::data::emoji::background_prompts() } else { Vec::new() };
@@ -66,7 +74,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let sha = format::sha256_hex(&bytes);
     println!("wrote {} ({} bytes, {}, step {}, sha256 {sha})", args.out.display(), bytes.len(), args.dtype, ck.step);
     if !args.no_manifest {
-        let manifest = update_manifest(&args.out, &bytes, &sha, args.dtype, &ck, args.bg_thresh, windows, superpixels, args.flip)?;
+        let manifest = update_manifest(&args.out, &bytes, &sha, args.dtype, &ck, args.bg_thresh, windows, superpixels, args.flip, refine)?;
         println!("manifest: {}", manifest.display());
     }
     Ok(())
@@ -82,6 +90,7 @@ fn update_manifest(
     windows: Option<WindowProtocol>,
     superpixels: Option<segclip::pipeline::superpixels::FelzenszwalbParams>,
     flip: bool,
+    refine: Option<segclip::pipeline::refine::RefineParams>,
 ) -> anyhow::Result<PathBuf> {
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let path = dir.join("manifest.json");
@@ -105,6 +114,7 @@ fn update_manifest(
         windows,
         superpixels,
         flip,
+        refine,
     });
     segclip::files::write_atomic(&path, manifest.to_json().as_bytes()).map_err(anyhow::Error::msg)?;
     Ok(path)

@@ -69,6 +69,11 @@ pub struct ProtocolArgs {
     /// manifest entry's `flip`, else off. SegCLIP models only.
     #[arg(long)]
     flip: Option<Switch>,
+    /// Refine the score map by averaging each pixel with its neighbours of like colour, this many
+    /// times (pixel-adaptive mask refinement; TCL reads its masks with 10). Default: the
+    /// manifest entry's `refine`, else none. "none" turns it off. SegCLIP models only.
+    #[arg(long)]
+    refine: Option<String>,
 }
 
 /// An on/off setting that can also be left to the weights' manifest entry.
@@ -82,9 +87,9 @@ impl ProtocolArgs {
     /// Sets `segmenter`'s options for the weights at `weights` (the bundled model when `None`);
     /// returns the background threshold in use.
     pub fn apply(&self, segmenter: &mut segclip::pipeline::Segmenter, weights: Option<&std::path::Path>) -> anyhow::Result<f32> {
-        if segmenter.dense_protocol().is_some() && (self.background_prompts.is_some() || self.top_k.is_some() || self.superpixels.is_some() || self.flip.is_some()) {
+        if segmenter.dense_protocol().is_some() && (self.background_prompts.is_some() || self.top_k.is_some() || self.superpixels.is_some() || self.flip.is_some() || self.refine.is_some()) {
             anyhow::bail!(
-                "--background-prompts, --top-k, --superpixels and --flip apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely"
+                "--background-prompts, --top-k, --superpixels, --flip and --refine apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely"
             );
         }
         let entry = manifest_entry(weights)?;
@@ -106,6 +111,11 @@ impl ProtocolArgs {
                     .map_err(|e| anyhow::anyhow!("--superpixels: {e} (\"none\" turns it off)"))?,
             ),
             None => entry.as_ref().and_then(|e| e.superpixels),
+        };
+        o.refine = match &self.refine {
+            Some(t) if t.trim().eq_ignore_ascii_case("none") => None,
+            Some(t) => Some(segclip::pipeline::refine::RefineParams::parse(t).map_err(|e| anyhow::anyhow!("--refine: {e} (\"none\" turns it off)"))?),
+            None => entry.as_ref().and_then(|e| e.refine),
         };
         o.flip = match self.flip {
             Some(s) => s == Switch::On,

@@ -47,6 +47,7 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
                 }
                 s.options.superpixels = entry.superpixels;
                 s.options.flip = entry.flip;
+                s.options.refine = entry.refine;
             }
             warm_up().await;
         }
@@ -157,7 +158,7 @@ pub(super) async fn warm_up() {
     let blank = Rgb { width: size, height: size, pixels: vec![128; size * size * 3] };
     // One window of the model's input size is enough to compile the shaders and size the
     // buffers every later window reuses; the model's own settings (the bundled one: 3x3 windows,
-    // mirrored, superpixels, weights/manifest.json) would multiply the wait before the page is
+    // mirrored, superpixels, refinement, weights/manifest.json) would multiply the wait before the page is
     // ready by ~18 on the CPU fallback for nothing. They are restored afterwards.
     let settings = segmenter.options.clone();
     segmenter.options.short_side = 0;
@@ -165,6 +166,7 @@ pub(super) async fn warm_up() {
     segmenter.options.stride = 0;
     segmenter.options.flip = false;
     segmenter.options.superpixels = None;
+    segmenter.options.refine = None;
     let outcome = async {
         segmenter.encode_image(&blank).await?;
         segmenter.encode_labels(&["object".to_string()]).await

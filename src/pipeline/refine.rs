@@ -61,9 +61,10 @@ pub struct Affinity {
     neighbours: Vec<u32>,
 }
 
-/// Labels summed side by side per pixel in `Affinity::refine`: a pixel's sums stay in registers
-/// while its 48 neighbours are read, and each weight is loaded once per 4 labels (the page's CPU
-/// fallback runs this in wasm without SIMD, where memory traffic is most of the cost).
+/// Labels summed side by side per pixel in `Affinity::refine`, unrolled into four locals: a
+/// pixel's sums stay in registers while its 48 neighbours are read (the page's CPU fallback runs
+/// this in wasm without SIMD, our crate at opt-level 1 in dev builds, where memory traffic and
+/// loop overhead are most of the cost).
 const LANES: usize = 4;
 
 /// The (dy, dx) of every neighbour, in the module's kernel order.
@@ -157,14 +158,15 @@ impl Affinity {
                 let weights = &self.weights[i * NEIGHBOURS..(i + 1) * NEIGHBOURS];
                 let neighbours = &self.neighbours[i * NEIGHBOURS..(i + 1) * NEIGHBOURS];
                 for (lane0, out) in (0..a).step_by(LANES).zip(out.chunks_exact_mut(LANES)) {
-                    let mut sums = [0f32; LANES];
+                    let (mut s0, mut s1, mut s2, mut s3) = (0f32, 0f32, 0f32, 0f32);
                     for (&w, &j) in weights.iter().zip(neighbours) {
                         let src = &current[j as usize * a + lane0..][..LANES];
-                        for (s, &v) in sums.iter_mut().zip(src) {
-                            *s += w * v;
-                        }
+                        s0 += w * src[0];
+                        s1 += w * src[1];
+                        s2 += w * src[2];
+                        s3 += w * src[3];
                     }
-                    out.copy_from_slice(&sums);
+                    out.copy_from_slice(&[s0, s1, s2, s3]);
                 }
             }
             std::mem::swap(&mut current, &mut next);

@@ -461,13 +461,21 @@ async fn page_metrics_with_the_bundled_model() {
     println!(
         "page metrics (CPU fallback, bundled model): ready after {first_ready} ms on the first visit (download), {ready:.0} ms from cache; \
          first mask {first_run:.0} ms later, so {:.0} ms from cached weights to the first mask; \
-         label edit (10 -> 11 labels) repaint {:.1} ms (text {:.1} ms, combine {:.1} ms, paint {:.1} ms, the rest queueing)",
+         label edit (10 -> 11 labels) repaint {:.1} ms (text {:.1} ms, combine {:.1} ms, paint {:.1} ms, the rest queueing); \
+         unrefined map painted first at {}",
         ready + first_run,
         edit["repaint"].as_f64().unwrap(),
         edit["text"].as_f64().unwrap(),
         edit["combine"].as_f64().unwrap(),
-        edit["paint"].as_f64().unwrap()
+        edit["paint"].as_f64().unwrap(),
+        edit["preview"].as_f64().map_or("- (the model has no refinement)".to_string(), |ms| format!("{ms:.1} ms"))
     );
+    // A model with a refinement paints the unrefined map of a label edit before the refined one
+    // (src/web/app/schedule.rs), and publishes only the refined one.
+    if manifest["models"][0]["refine"].is_object() {
+        let preview = edit["preview"].as_f64().expect("a label edit under the refinement paints a preview first");
+        assert!(preview < edit["repaint"].as_f64().unwrap(), "{edit}");
+    }
     browser.screenshot("page-bundled-model.png").await;
     // A phone-width window: everything fits without sideways scrolling.
     browser.client.set_window_size(390, 844).await.unwrap();

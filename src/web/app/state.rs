@@ -25,6 +25,9 @@ pub(super) struct Timings {
     pub(super) repaint_ms: f64,
     /// Of that, painting the overlay and the legend.
     pub(super) paint_ms: f64,
+    /// From the request to the unrefined map painted, when a label edit painted one before the
+    /// model's refinement (src/web/app/schedule.rs `compute`).
+    pub(super) preview_ms: Option<f64>,
 }
 
 #[derive(Default)]

@@ -148,7 +148,7 @@ pub(super) fn publish() {
         // null when the score map is not refined (src/pipeline/refine.rs).
         "refine": a.segmenter.as_ref().and_then(|s| s.options.refine),
         "result": a.result.as_ref().map(|r| serde_json::json!({"width": r.width, "height": r.height, "labels": r.labels, "background_share": r.background_share})),
-        "timings_ms": {"image": a.timings.image_ms, "text": a.timings.text_ms, "combine": a.timings.combine_ms, "paint": a.timings.paint_ms, "repaint": a.timings.repaint_ms},
+        "timings_ms": {"image": a.timings.image_ms, "text": a.timings.text_ms, "combine": a.timings.combine_ms, "paint": a.timings.paint_ms, "repaint": a.timings.repaint_ms, "preview": a.timings.preview_ms},
     });
     dom::merge_status("app", &app_status);
     if let (Some(r), Some(w)) = (&a.result, web_sys::window()) {

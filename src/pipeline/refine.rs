@@ -21,8 +21,8 @@ pub const DILATIONS: [usize; 6] = [1, 2, 4, 8, 12, 24];
 /// Neighbours per pixel.
 const NEIGHBOURS: usize = 8 * DILATIONS.len();
 
-/// Largest accepted iteration count: each costs 48 multiply-adds per pixel and label, and past
-/// a few tens the scores have spread as far as the colour edges let them.
+/// Largest accepted iteration count: each pass costs 48 multiply-adds per pixel and label; the
+/// module's users run 10, and a count in the hundreds is likelier a slip than a setting.
 pub const MAX_ITERATIONS: usize = 100;
 
 /// The refinement's setting (`SegmentOptions::refine`, a manifest entry's `refine`).
@@ -133,10 +133,6 @@ pub fn affinity(rgb: &[u8], width: usize, height: usize) -> Result<Affinity, Str
 }
 
 impl Affinity {
-    pub fn size(&self) -> (usize, usize) {
-        (self.width, self.height)
-    }
-
     /// `iterations` passes over `scores`, interleaved [width * height][channels] (a score map's
     /// layout); each pass replaces every value by the weighted sum of its neighbours' values.
     pub fn refine(&self, scores: &mut [f32], channels: usize, iterations: usize) {

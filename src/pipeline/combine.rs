@@ -130,6 +130,7 @@ pub fn pixel_groups(f: &WindowFeatures) -> Vec<usize> {
 }
 
 /// Per-pixel scores [N + 1] at the rescaled resolution, averaged over windows, row-major.
+#[derive(Clone)]
 pub struct ScoreMap {
     pub width: usize,
     pub height: usize,

@@ -416,6 +416,36 @@ impl Segmenter {
             );
             return Ok(summarise(features.width, features.height, label_map, scores, labels));
         }
+        let map = self.group_score_map(features, embeddings).await?;
+        Ok(self.finish(features, labels, map, true))
+    }
+
+    /// A combination in two steps, for a front end that shows the unrefined map while the
+    /// refinement's passes run (the page: src/web/app/schedule.rs): the unrefined segmentation,
+    /// and the score map that `refine_combined` finishes into exactly what `combine` returns.
+    /// The windows' scores are combined once for both. `None` when no refinement applies (a
+    /// dense model, no `SegmentOptions::refine`, or features encoded without its weights).
+    pub async fn combine_unrefined(
+        &mut self,
+        features: &ImageFeatures,
+        labels: &[String],
+        embeddings: &[Vec<f32>],
+    ) -> Result<Option<(Segmentation, combine::ScoreMap)>, String> {
+        if matches!(self.model, ImageModel::Dense(..)) || self.options.refine.is_none() || features.affinity.is_none() {
+            return Ok(None);
+        }
+        let map = self.group_score_map(features, embeddings).await?;
+        Ok(Some((self.finish(features, labels, map.clone(), false), map)))
+    }
+
+    /// The second step of `combine_unrefined`: the refinement, then the label map.
+    pub fn refine_combined(&self, features: &ImageFeatures, labels: &[String], map: combine::ScoreMap) -> Segmentation {
+        self.finish(features, labels, map, true)
+    }
+
+    /// A SegCLIP model's score map before the refinement: every window's group scores, averaged
+    /// with the mirrored image's, snapped to the superpixels.
+    async fn group_score_map(&mut self, features: &ImageFeatures, embeddings: &[Vec<f32>]) -> Result<combine::ScoreMap, String> {
         let o = CombineOptions { bg_thresh: self.options.bg_thresh, top_k: self.options.top_k, logit_scale: self.logit_scale().await? };
         let background = if self.options.background_prompts.is_empty() {
             Vec::new()
@@ -432,13 +462,19 @@ impl Segmenter {
         if let Some(segments) = &features.segments {
             combine::snap_to_segments(&mut map, segments);
         }
+        Ok(map)
+    }
+
+    /// The refinement (with `refine`, when set and the features carry its weights), then the
+    /// label map at the image's size.
+    fn finish(&self, features: &ImageFeatures, labels: &[String], mut map: combine::ScoreMap, refine: bool) -> Segmentation {
         // Features encoded without the refinement have no weights for it; the page and the CLI
         // set their options before encoding.
-        if let (Some(p), Some(affinity)) = (self.options.refine, &features.affinity) {
+        if let (true, Some(p), Some(affinity)) = (refine, self.options.refine, &features.affinity) {
             affinity.refine(&mut map.scores, map.channels, p.iterations);
         }
         let (label_map, scores) = combine::label_map(&map, features.width, features.height);
-        Ok(summarise(features.width, features.height, label_map, scores, labels))
+        summarise(features.width, features.height, label_map, scores, labels)
     }
 
     /// Image + labels -> segmentation (encodes the image; use `encode_image` + `combine` to keep
@@ -478,4 +514,34 @@ fn summarise(width: usize, height: usize, label_map: Vec<u8>, scores: Vec<f32>, 
 #[cfg(not(target_arch = "wasm32"))]
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     pollster::block_on(future)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_combination_in_two_steps_ends_where_combine_does() {
+        // A freshly initialised model of the test size, with the CLIP tokenizer's vocabulary.
+        let config = SegClipConfig { vocab_size: 49408, ..SegClipConfig::tiny() };
+        let device = Device::default();
+        let tokenizer = ClipTokenizer::from_bytes(include_bytes!("../../static/tokenizer.json")).unwrap();
+        let mut s = Segmenter::new(SegClip::new(&config, &device), config, tokenizer, device).unwrap();
+        s.options.bg_thresh = 0.0;
+        s.options.refine = Some(refine::RefineParams { iterations: 3 });
+        let pixels: Vec<u8> = (0..48 * 40 * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+        let image = Rgb::new(48, 40, pixels).unwrap();
+        let labels: Vec<String> = ["cat", "dog", "sofa"].iter().map(|l| l.to_string()).collect();
+        let embeddings = block_on(s.encode_labels(&labels)).unwrap();
+        let features = block_on(s.encode_image(&image)).unwrap();
+        let whole = block_on(s.combine(&features, &labels, &embeddings)).unwrap();
+        let (preview, map) = block_on(s.combine_unrefined(&features, &labels, &embeddings)).unwrap().expect("a refinement applies");
+        let refined = s.refine_combined(&features, &labels, map);
+        assert_eq!((&refined.label_map, &refined.scores), (&whole.label_map, &whole.scores));
+        s.options.refine = None;
+        let plain = block_on(s.combine(&features, &labels, &embeddings)).unwrap();
+        assert_eq!((&preview.label_map, &preview.scores), (&plain.label_map, &plain.scores));
+        assert_ne!(plain.scores, whole.scores, "the refinement changed nothing: the check above proves little");
+        assert!(block_on(s.combine_unrefined(&features, &labels, &embeddings)).unwrap().is_none());
+    }
 }

@@ -102,22 +102,29 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
         // fallback (docs/benchmarks.md), and this way the edit shows at the speed it had without
         // them; the refined map replaces it when ready. The preview is painted only: the status
         // and the label map it publishes are the refined result's.
-        if t.image_ms.is_none() && segmenter.options.refine.is_some() {
-            let refine = segmenter.options.refine.take();
-            let preview = segmenter.combine(&features, &labels_now, &embeddings).await;
-            segmenter.options.refine = refine;
-            let preview = preview?;
-            if app.borrow().generation == generation {
-                app.borrow_mut().result = Some(preview);
-                paint();
-                t.preview_ms = Some(now() - requested);
-                // Let the browser show it before the passes run.
-                yield_to_browser().await;
-            }
-        }
         let t0 = now();
-        let result = segmenter.combine(&features, &labels_now, &embeddings).await?;
-        t.combine_ms = now() - t0;
+        let two_steps = if t.image_ms.is_none() { segmenter.combine_unrefined(&features, &labels_now, &embeddings).await? } else { None };
+        let result = match two_steps {
+            Some((preview, map)) => {
+                let unrefined_ms = now() - t0;
+                if app.borrow().generation == generation {
+                    app.borrow_mut().result = Some(preview);
+                    paint();
+                    t.preview_ms = Some(now() - requested);
+                    // Let the browser show it before the passes run.
+                    yield_to_browser().await;
+                }
+                let t0 = now();
+                let result = segmenter.refine_combined(&features, &labels_now, map);
+                t.combine_ms = unrefined_ms + (now() - t0);
+                result
+            }
+            None => {
+                let result = segmenter.combine(&features, &labels_now, &embeddings).await?;
+                t.combine_ms = now() - t0;
+                result
+            }
+        };
         Ok((features, result, t))
     }
     .await;

@@ -303,8 +303,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The windows the test manifest gives its bundled model (the test model's input size is 224).
-const BUNDLED_WINDOWS: segclip::weights::manifest::WindowProtocol = segclip::weights::manifest::WindowProtocol { short_side: 320, stride: 96 };
+/// The windows the test manifest gives its bundled model (the test model's input size is 224),
+/// with one more scale.
+fn bundled_windows() -> segclip::weights::manifest::WindowProtocol {
+    segclip::weights::manifest::WindowProtocol { short_side: 320, stride: 96, extra_short_sides: vec![256] }
+}
 
 /// The superpixel snapping the test manifest gives its bundled model.
 const BUNDLED_SUPERPIXELS: segclip::pipeline::superpixels::FelzenszwalbParams =
@@ -331,7 +334,7 @@ fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
         trained_steps: 0,
         tokenizer_sha256: file.tokenizer_sha256,
         bg_thresh: Some(0.6),
-        windows: Some(BUNDLED_WINDOWS),
+        windows: Some(bundled_windows()),
         superpixels: Some(BUNDLED_SUPERPIXELS),
         flip: true,
         refine: Some(BUNDLED_REFINE),
@@ -384,8 +387,9 @@ async fn bundled_model_is_checked_cached_and_warmed_up() {
     assert!(status["warm_up_ms"].as_f64().is_some(), "no warm-up: {status}");
     assert_eq!(browser.eval("document.getElementById('bg-slider').value").await, "0.6");
     // ... and so do its windows.
-    let w = BUNDLED_WINDOWS;
-    assert_eq!(status["app"]["windows"], serde_json::json!({"short_side": w.short_side, "stride": w.stride}), "{status}");
+    let w = bundled_windows();
+    let want = serde_json::json!({"short_side": w.short_side, "stride": w.stride, "extra_short_sides": w.extra_short_sides});
+    assert_eq!(status["app"]["windows"], want, "{status}");
     // ... and its superpixel snapping.
     let p = BUNDLED_SUPERPIXELS;
     // (The status passes through JavaScript, which writes 150.0 as 150: compare numbers.)
@@ -453,6 +457,7 @@ async fn page_metrics_with_the_bundled_model() {
     type_labels(&browser, "circle, square, triangle, star, heart, hexagon, ring, cross, red, blue").await;
     let result = wait_for_result(&browser, 10).await;
     let first_run = result["app"]["timings_ms"]["repaint"].as_f64().unwrap();
+    let first_scale = result["app"]["timings_ms"]["first_scale"].as_f64();
     let ready = status["ready_ms"].as_f64().unwrap();
     type_labels(&browser, "green").await;
     let edited = wait_for_result(&browser, 11).await;
@@ -462,14 +467,20 @@ async fn page_metrics_with_the_bundled_model() {
         "page metrics (CPU fallback, bundled model): ready after {first_ready} ms on the first visit (download), {ready:.0} ms from cache; \
          first mask {first_run:.0} ms later, so {:.0} ms from cached weights to the first mask; \
          label edit (10 -> 11 labels) repaint {:.1} ms (text {:.1} ms, combine {:.1} ms, paint {:.1} ms, the rest queueing); \
-         unrefined map painted first at {}",
+         unrefined map painted first at {}; a new image's first scale painted at {}",
         ready + first_run,
         edit["repaint"].as_f64().unwrap(),
         edit["text"].as_f64().unwrap(),
         edit["combine"].as_f64().unwrap(),
         edit["paint"].as_f64().unwrap(),
-        edit["preview"].as_f64().map_or("- (the model has no refinement)".to_string(), |ms| format!("{ms:.1} ms"))
+        edit["preview"].as_f64().map_or("- (the model has no refinement)".to_string(), |ms| format!("{ms:.1} ms")),
+        first_scale.map_or("- (the model has one scale)".to_string(), |ms| format!("{ms:.0} ms"))
     );
+    // A model with more scales paints a new image's first scale before the averaged map.
+    if manifest["models"][0]["windows"]["extra_short_sides"].is_array() {
+        let first_scale = first_scale.expect("a new image under more scales paints its first scale first");
+        assert!(first_scale < first_run, "first scale at {first_scale} ms, the averaged map at {first_run} ms");
+    }
     // A model with a refinement paints the unrefined map of a label edit before the refined one
     // (src/web/app/schedule.rs), and publishes only the refined one.
     if manifest["models"][0]["refine"].is_object() {

@@ -288,6 +288,32 @@ fn cli_trains_exports_and_evaluates() {
     let bad = eval(&["--refine", "0"]);
     assert!(!bad.status.success() && text(&bad).contains("--refine") && text(&bad).contains("expected 1..=100"), "{}", text(&bad));
 
+    // And more scales, inside the windows.
+    let extra = (size * 2).to_string();
+    let out = Command::new(bin)
+        .args(["export", run.to_str().unwrap(), weights.to_str().unwrap(), "--bg-thresh", "0.4"])
+        .args(["--short-side", &short_side, "--stride", &stride, "--extra-short-sides", &extra])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let want = serde_json::json!({"short_side": size * 3 / 2, "stride": size / 2, "extra_short_sides": [size * 2]});
+    assert_eq!(manifest["models"][0]["windows"], want);
+    let scaled = eval(&[]);
+    let line = format!("more scales: short sides {extra} px");
+    assert!(scaled.status.success() && text(&scaled).contains(&line), "{}", text(&scaled));
+    let off = eval(&["--extra-short-sides", "none"]);
+    assert!(off.status.success() && !text(&off).contains("more scales:"), "{}", text(&off));
+    let bad = eval(&["--extra-short-sides", &format!("{extra},x")]);
+    assert!(!bad.status.success() && text(&bad).contains("--extra-short-sides: \"x\" is not a size"), "{}", text(&bad));
+    let bad = Command::new(bin)
+        .args(["export", run.to_str().unwrap(), weights.to_str().unwrap(), "--short-side", &short_side, "--stride", &stride])
+        .args(["--extra-short-sides", &short_side])
+        .output()
+        .unwrap();
+    let want = format!("windows.extra_short_sides: {short_side} is the short side itself");
+    assert!(!bad.status.success() && text(&bad).contains(&want), "{}", text(&bad));
+
     // A finished run goes on past its schedule with --extend-to, and only to a larger total.
     let short = Command::new(bin).args(["train", "--resume", run.to_str().unwrap(), "--extend-to", "3"]).output().unwrap();
     assert!(!short.status.success() && text(&short).contains("already has a schedule of 3 steps"), "{}", text(&short));

@@ -204,6 +204,22 @@ pub fn average_mirrored(map: &mut ScoreMap, mirrored: &ScoreMap) {
     }
 }
 
+/// Averages `map` with the score maps of the same image at other scales (src/pipeline/mod.rs
+/// `SegmentOptions::extra_short_sides`), each resized bilinearly to `map`'s size first: every
+/// scale weighs the same.
+pub fn average_scales(map: &mut ScoreMap, others: &[ScoreMap]) {
+    if others.is_empty() {
+        return;
+    }
+    for other in others {
+        assert_eq!(other.channels, map.channels, "score maps of one label list");
+        let values = resized(other, map.width, map.height);
+        map.scores.iter_mut().zip(&values).for_each(|(a, b)| *a += b);
+    }
+    let n = (1 + others.len()) as f32;
+    map.scores.iter_mut().for_each(|a| *a /= n);
+}
+
 /// Replaces every pixel's scores by the mean over its segment (`segments`: one id per pixel of
 /// the map, ids 0..n as src/pipeline/superpixels.rs numbers them), so a segment takes one label.
 pub fn snap_to_segments(map: &mut ScoreMap, segments: &[u32]) {
@@ -295,6 +311,25 @@ pub fn dense_label_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scales_are_averaged_at_the_first_scale_size_each_weighing_the_same() {
+        // 4x2 map, two channels: [1, 0] everywhere; another scale at twice the size, [0, 1]
+        // everywhere; a third the same size as the first, [0, 0] on the left half, [1, 1] on the right.
+        let mut map = ScoreMap { width: 4, height: 2, channels: 2, scores: [1.0, 0.0].repeat(8) };
+        let big = ScoreMap { width: 8, height: 4, channels: 2, scores: [0.0, 1.0].repeat(32) };
+        let half: Vec<f32> = (0..8).flat_map(|i| if i % 4 < 2 { [0.0, 0.0] } else { [1.0, 1.0] }).collect();
+        let same = ScoreMap { width: 4, height: 2, channels: 2, scores: half };
+        let alone = map.clone();
+        average_scales(&mut map, &[]);
+        assert_eq!(map.scores, alone.scores, "no other scale leaves the map as it is");
+        average_scales(&mut map, &[big, same]);
+        assert_eq!((map.width, map.height), (4, 2));
+        for (i, px) in map.scores.chunks_exact(2).enumerate() {
+            let want = if i % 4 < 2 { [1.0 / 3.0, 1.0 / 3.0] } else { [2.0 / 3.0, 2.0 / 3.0] };
+            assert!((px[0] - want[0]).abs() < 1e-6 && (px[1] - want[1]).abs() < 1e-6, "pixel {i}: {px:?}, expected {want:?}");
+        }
+    }
 
     fn unit(v: &[f32]) -> Vec<f32> {
         let n = dot(v, v).sqrt();

@@ -62,6 +62,11 @@ pub struct SegmentOptions {
     /// (src/pipeline/refine.rs), so labels stop at the image's edges even where a superpixel
     /// straddles an object and its background. A model's manifest entry records its own.
     pub refine: Option<refine::RefineParams>,
+    /// Not in the release: SegCLIP models only. More short sides the image is rescaled to, each
+    /// run through the same windows (and mirrored with `flip`); their score maps, resized to the
+    /// `short_side` map, are averaged with it before the snapping (multi-scale test-time
+    /// augmentation). Empty: the one scale.
+    pub extra_short_sides: Vec<usize>,
 }
 
 impl Default for SegmentOptions {
@@ -79,6 +84,7 @@ impl Default for SegmentOptions {
             superpixels: None,
             flip: false,
             refine: None,
+            extra_short_sides: Vec::new(),
         }
     }
 }
@@ -91,6 +97,7 @@ impl SegmentOptions {
         self.short_side = w.short_side;
         self.window = 0;
         self.stride = w.stride;
+        self.extra_short_sides = w.extra_short_sides;
     }
 }
 
@@ -108,6 +115,17 @@ pub struct ImageFeatures {
     /// The refinement's neighbour weights over the rescaled image, when `SegmentOptions::refine`
     /// was set as the image was encoded (they depend on the image alone).
     pub affinity: Option<refine::Affinity>,
+    /// The windows at each of `SegmentOptions::extra_short_sides`: the rescaled size, the
+    /// windows, the mirrored image's windows (empty without `flip`).
+    pub extra_scales: Vec<ScaleFeatures>,
+}
+
+/// An image's windows at one more scale (`SegmentOptions::extra_short_sides`).
+#[derive(Clone, Debug)]
+pub struct ScaleFeatures {
+    pub resized: (usize, usize),
+    pub windows: Vec<(WindowFeatures, Vec<usize>)>,
+    pub mirrored: Vec<(WindowFeatures, Vec<usize>)>,
 }
 
 /// A label's share of the image.
@@ -273,10 +291,23 @@ impl Segmenter {
         self.label_cache.clear();
     }
 
-    /// Runs the image tower over every window of `image` and keeps what the combination needs.
+    /// Runs the image tower over every window of `image`, at every scale, and keeps what the
+    /// combination needs.
     pub async fn encode_image(&mut self, image: &Rgb) -> Result<ImageFeatures, String> {
+        let mut features = self.encode_first_scale(image).await?;
+        self.add_extra_scales(image, &mut features).await?;
+        Ok(features)
+    }
+
+    /// `encode_image` at the `short_side` scale only (`extra_scales` left empty): a front end can
+    /// show its segmentation while `add_extra_scales` runs (the page: src/web/app/schedule.rs).
+    pub async fn encode_first_scale(&mut self, image: &Rgb) -> Result<ImageFeatures, String> {
         let o = &self.options;
         let short_side = if o.short_side == 0 { self.config.image_size } else { o.short_side };
+        let crop = if o.window == 0 { self.config.image_size } else { o.window };
+        if matches!(self.model, ImageModel::Groups(_)) {
+            windows::validate_extra_short_sides(&o.extra_short_sides, short_side, crop).map_err(|e| format!("extra short sides: {e}"))?;
+        }
         let prepared = preprocess::prepare(image, short_side, o.long_cap);
         let segments = match (&o.superpixels, &self.model) {
             (Some(p), ImageModel::Groups(_)) => Some(superpixels::felzenszwalb(&prepared.rgb, prepared.width, prepared.height, p)?),
@@ -290,7 +321,32 @@ impl Segmenter {
         let windows = self.encode_windows(&prepared).await?;
         let mirrored = if flip { self.encode_windows(&prepared.mirrored()).await? } else { Vec::new() };
         self.counters.images_encoded += 1;
-        Ok(ImageFeatures { width: image.width, height: image.height, resized: (prepared.width, prepared.height), windows, mirrored, segments, affinity })
+        Ok(ImageFeatures {
+            width: image.width,
+            height: image.height,
+            resized: (prepared.width, prepared.height),
+            windows,
+            mirrored,
+            segments,
+            affinity,
+            extra_scales: Vec::new(),
+        })
+    }
+
+    /// The windows of `image` at each of `SegmentOptions::extra_short_sides` (SegCLIP models
+    /// only), added to features `encode_first_scale` made of the same image.
+    pub async fn add_extra_scales(&mut self, image: &Rgb, features: &mut ImageFeatures) -> Result<(), String> {
+        if !matches!(self.model, ImageModel::Groups(_)) {
+            return Ok(());
+        }
+        let flip = self.options.flip;
+        for side in self.options.extra_short_sides.clone() {
+            let p = preprocess::prepare(image, side, self.options.long_cap);
+            let windows = self.encode_windows(&p).await?;
+            let mirrored = if flip { self.encode_windows(&p.mirrored()).await? } else { Vec::new() };
+            features.extra_scales.push(ScaleFeatures { resized: (p.width, p.height), windows, mirrored });
+        }
+        Ok(())
     }
 
     /// The image tower over every window of a prepared image.
@@ -453,12 +509,18 @@ impl Segmenter {
             let prompts = self.options.background_prompts.clone();
             self.encode_labels(&prompts).await?
         };
-        let (rw, rh) = features.resized;
-        let mut map = combine::score_map(rw, rh, &features.windows, embeddings, &background, &o);
-        if !features.mirrored.is_empty() {
-            let mirrored = combine::score_map(rw, rh, &features.mirrored, embeddings, &background, &o);
-            combine::average_mirrored(&mut map, &mirrored);
-        }
+        // One scale's windows, averaged with its mirrored image's.
+        let scale_map = |(w, h): (usize, usize), windows: &[(WindowFeatures, Vec<usize>)], mirrored: &[(WindowFeatures, Vec<usize>)]| {
+            let mut map = combine::score_map(w, h, windows, embeddings, &background, &o);
+            if !mirrored.is_empty() {
+                combine::average_mirrored(&mut map, &combine::score_map(w, h, mirrored, embeddings, &background, &o));
+            }
+            map
+        };
+        let mut map = scale_map(features.resized, &features.windows, &features.mirrored);
+        let extra: Vec<combine::ScoreMap> =
+            features.extra_scales.iter().map(|s| scale_map(s.resized, &s.windows, &s.mirrored)).collect();
+        combine::average_scales(&mut map, &extra);
         if let Some(segments) = &features.segments {
             combine::snap_to_segments(&mut map, segments);
         }
@@ -543,5 +605,45 @@ mod tests {
         assert_eq!((&preview.label_map, &preview.scores), (&plain.label_map, &plain.scores));
         assert_ne!(plain.scores, whole.scores, "the refinement changed nothing: the check above proves little");
         assert!(block_on(s.combine_unrefined(&features, &labels, &embeddings)).unwrap().is_none());
+    }
+
+    #[test]
+    fn more_scales_are_encoded_in_two_steps_or_one_and_change_the_map() {
+        let config = SegClipConfig { vocab_size: 49408, ..SegClipConfig::tiny() };
+        let device = Device::default();
+        let tokenizer = ClipTokenizer::from_bytes(include_bytes!("../../static/tokenizer.json")).unwrap();
+        let mut s = Segmenter::new(SegClip::new(&config, &device), config.clone(), tokenizer, device).unwrap();
+        s.options.bg_thresh = 0.0;
+        s.options.flip = true;
+        let pixels: Vec<u8> = (0..48 * 40 * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+        let image = Rgb::new(48, 40, pixels).unwrap();
+        let labels: Vec<String> = ["cat", "dog", "sofa"].iter().map(|l| l.to_string()).collect();
+        let embeddings = block_on(s.encode_labels(&labels)).unwrap();
+        let one_scale = block_on(s.encode_image(&image)).unwrap();
+        assert!(one_scale.extra_scales.is_empty());
+        let plain = block_on(s.combine(&one_scale, &labels, &embeddings)).unwrap();
+
+        let size = config.image_size;
+        s.options.extra_short_sides = vec![size + 8, size * 2];
+        let windows_before = s.counters.windows_encoded;
+        let whole = block_on(s.encode_image(&image)).unwrap();
+        // Every scale's windows, mirrored too, each scale at its own size.
+        let per_scale: Vec<usize> = whole.extra_scales.iter().map(|e| e.windows.len()).collect();
+        assert_eq!(whole.extra_scales.iter().map(|e| e.resized).collect::<Vec<_>>(), vec![(48, 40), (77, 64)]);
+        assert!(whole.extra_scales.iter().all(|e| e.mirrored.len() == e.windows.len()));
+        assert_eq!(s.counters.windows_encoded - windows_before, 2 * (whole.windows.len() + per_scale.iter().sum::<usize>()));
+        let averaged = block_on(s.combine(&whole, &labels, &embeddings)).unwrap();
+        let mut steps = block_on(s.encode_first_scale(&image)).unwrap();
+        assert!(steps.extra_scales.is_empty());
+        let first = block_on(s.combine(&steps, &labels, &embeddings)).unwrap();
+        assert_eq!((&first.label_map, &first.scores), (&plain.label_map, &plain.scores), "the first scale alone is the one-scale map");
+        block_on(s.add_extra_scales(&image, &mut steps)).unwrap();
+        let two_steps = block_on(s.combine(&steps, &labels, &embeddings)).unwrap();
+        assert_eq!((&two_steps.label_map, &two_steps.scores), (&averaged.label_map, &averaged.scores));
+        assert_ne!(averaged.scores, plain.scores, "the scales changed nothing: the checks above prove little");
+
+        s.options.extra_short_sides = vec![size - 1];
+        let e = block_on(s.encode_image(&image)).unwrap_err();
+        assert_eq!(e, format!("extra short sides: {} is below the model's input size {size}", size - 1));
     }
 }

@@ -55,10 +55,15 @@ pub struct ManifestEntry {
 }
 
 /// `ManifestEntry::windows`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowProtocol {
     pub short_side: usize,
     pub stride: usize,
+    /// More short sides the image is also rescaled to, each through the same windows, their
+    /// score maps averaged with the `short_side` one (src/pipeline/mod.rs
+    /// `SegmentOptions::extra_short_sides`). Absent: the one scale.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_short_sides: Vec<usize>,
 }
 
 impl WindowProtocol {
@@ -70,7 +75,8 @@ impl WindowProtocol {
         if self.stride == 0 || self.stride > input_size {
             return Err(format!("windows.stride is {}, expected 1..={input_size} (the model's input size)", self.stride));
         }
-        Ok(())
+        crate::pipeline::windows::validate_extra_short_sides(&self.extra_short_sides, self.short_side, input_size)
+            .map_err(|e| format!("windows.extra_short_sides: {e}"))
     }
 }
 
@@ -162,23 +168,37 @@ mod tests {
         assert_eq!(back.entry("a-int8.safetensors").unwrap().bg_thresh, Some(0.25));
         assert!(!m.to_json().contains("windows"), "an entry without windows writes none");
         let size = SegClipConfig::tiny().image_size;
-        m.upsert(ManifestEntry { windows: Some(WindowProtocol { short_side: size * 2, stride: size / 2 }), ..entry("w.safetensors", "int8") });
+        m.upsert(ManifestEntry { windows: Some(WindowProtocol { short_side: size * 2, stride: size / 2, extra_short_sides: Vec::new() }), ..entry("w.safetensors", "int8") });
         let back = Manifest::parse(&m.to_json(), "manifest.json").unwrap();
-        assert_eq!(back.entry("w.safetensors").unwrap().windows, Some(WindowProtocol { short_side: size * 2, stride: size / 2 }));
+        assert_eq!(back.entry("w.safetensors").unwrap().windows, Some(WindowProtocol { short_side: size * 2, stride: size / 2, extra_short_sides: Vec::new() }));
+        assert!(!m.to_json().contains("extra_short_sides"), "one scale writes no list");
+        let scales = WindowProtocol { short_side: size * 2, stride: size / 2, extra_short_sides: vec![size, size * 3] };
+        m.upsert(ManifestEntry { windows: Some(scales.clone()), ..entry("w.safetensors", "int8") });
+        let back = Manifest::parse(&m.to_json(), "manifest.json").unwrap();
+        assert_eq!(back.entry("w.safetensors").unwrap().windows, Some(scales));
     }
 
     #[test]
     fn bad_windows_are_named() {
         let size = SegClipConfig::tiny().image_size;
         for (w, want) in [
-            (WindowProtocol { short_side: size - 1, stride: 8 }, "windows.short_side"),
-            (WindowProtocol { short_side: size * 2, stride: 0 }, "windows.stride is 0"),
-            (WindowProtocol { short_side: size * 2, stride: size + 1 }, "windows.stride"),
+            (WindowProtocol { short_side: size - 1, stride: 8, extra_short_sides: Vec::new() }, "windows.short_side".to_string()),
+            (WindowProtocol { short_side: size * 2, stride: 0, extra_short_sides: Vec::new() }, "windows.stride is 0".to_string()),
+            (WindowProtocol { short_side: size * 2, stride: size + 1, extra_short_sides: Vec::new() }, "windows.stride".to_string()),
+            (
+                WindowProtocol { short_side: size * 2, stride: 8, extra_short_sides: vec![size - 1] },
+                format!("windows.extra_short_sides: {} is below the model's input size {size}", size - 1),
+            ),
+            (
+                WindowProtocol { short_side: size * 2, stride: 8, extra_short_sides: vec![size * 3, size * 2] },
+                format!("windows.extra_short_sides: {} is the short side itself", size * 2),
+            ),
+            (WindowProtocol { short_side: size * 2, stride: 8, extra_short_sides: vec![size * 3, size * 3] }, "listed twice".to_string()),
         ] {
             let mut m = Manifest::default();
             m.upsert(ManifestEntry { windows: Some(w), ..entry("w.safetensors", "int8") });
             let e = Manifest::parse(&m.to_json(), "weights/manifest.json").unwrap_err();
-            assert!(e.contains("weights/manifest.json") && e.contains("'w.safetensors'") && e.contains(want), "{e}");
+            assert!(e.contains("weights/manifest.json") && e.contains("'w.safetensors'") && e.contains(want.as_str()), "{e}");
         }
     }
 

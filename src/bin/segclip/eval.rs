@@ -43,6 +43,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         let stride = if o.stride == 0 { "side by side".to_string() } else { format!("every {} px", o.stride) };
         println!("windows: short side {}, windows of {} {stride}", or_input(o.short_side), or_input(o.window));
     }
+    if !o.extra_short_sides.is_empty() {
+        let sides: Vec<String> = o.extra_short_sides.iter().map(|s| s.to_string()).collect();
+        println!("more scales: short sides {} px, their score maps averaged in", sides.join(", "));
+    }
     if let Some(p) = &o.superpixels {
         println!("superpixels: scale {}, sigma {}, min size {}", p.scale, p.sigma, p.min_size);
     }

@@ -27,6 +27,10 @@ pub struct ExportArgs {
     /// Stride in pixels of that protocol's windows (of the model's input size).
     #[arg(long, requires = "short_side")]
     stride: Option<usize>,
+    /// More short sides of that protocol, comma-separated (see `segclip eval
+    /// --extra-short-sides`).
+    #[arg(long, requires = "short_side")]
+    extra_short_sides: Option<String>,
     /// Superpixel snapping recorded in the manifest as the model's default, "SCALE,SIGMA,MIN_SIZE"
     /// (see `segclip eval --superpixels`).
     #[arg(long)]
@@ -48,8 +52,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let ck = checkpoint::read(&path).map_err(anyhow::Error::msg)?;
     let windows = match (args.short_side, args.stride) {
         (Some(short_side), Some(stride)) => {
-            let w = WindowProtocol { short_side, stride };
-            w.validate(ck.model_config.image_size).map_err(|e| anyhow::anyhow!("--short-side/--stride: {e}"))?;
+            let extra_short_sides = match &args.extra_short_sides {
+                Some(t) => segclip::pipeline::windows::parse_short_sides(t).map_err(|e| anyhow::anyhow!("--extra-short-sides: {e}"))?,
+                None => Vec::new(),
+            };
+            let w = WindowProtocol { short_side, stride, extra_short_sides };
+            w.validate(ck.model_config.image_size).map_err(|e| anyhow::anyhow!("--short-side/--stride/--extra-short-sides: {e}"))?;
             Some(w)
         }
         _ => None,

@@ -74,6 +74,12 @@ pub struct ProtocolArgs {
     /// manifest entry's `refine`, else none. "none" turns it off. SegCLIP models only.
     #[arg(long)]
     refine: Option<String>,
+    /// More short sides, comma-separated (e.g. 128,192,224): the image is also rescaled to each,
+    /// run through the same windows, and the score maps are averaged with the --short-side one
+    /// (multi-scale). Default: the manifest entry's `windows`, else none; like them, set aside by
+    /// --short-side, --window or --stride. "none" turns it off. SegCLIP models only.
+    #[arg(long)]
+    extra_short_sides: Option<String>,
 }
 
 /// An on/off setting that can also be left to the weights' manifest entry.
@@ -87,9 +93,9 @@ impl ProtocolArgs {
     /// Sets `segmenter`'s options for the weights at `weights` (the bundled model when `None`);
     /// returns the background threshold in use.
     pub fn apply(&self, segmenter: &mut segclip::pipeline::Segmenter, weights: Option<&std::path::Path>) -> anyhow::Result<f32> {
-        if segmenter.dense_protocol().is_some() && (self.background_prompts.is_some() || self.top_k.is_some() || self.superpixels.is_some() || self.flip.is_some() || self.refine.is_some()) {
+        if segmenter.dense_protocol().is_some() && (self.background_prompts.is_some() || self.top_k.is_some() || self.superpixels.is_some() || self.flip.is_some() || self.refine.is_some() || self.extra_short_sides.is_some()) {
             anyhow::bail!(
-                "--background-prompts, --top-k, --superpixels, --flip and --refine apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely"
+                "--background-prompts, --top-k, --superpixels, --flip, --refine and --extra-short-sides apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely"
             );
         }
         let entry = manifest_entry(weights)?;
@@ -99,7 +105,7 @@ impl ProtocolArgs {
             None => entry.as_ref().and_then(|e| e.bg_thresh).map(|t| t as f32).unwrap_or(o.bg_thresh),
         };
         // The model's own windows (its manifest entry), unless the command line sets any.
-        if let Some(w) = entry.as_ref().and_then(|e| e.windows) {
+        if let Some(w) = entry.as_ref().and_then(|e| e.windows.clone()) {
             if self.short_side.is_none() && self.window.is_none() && self.stride.is_none() {
                 o.use_windows(w);
             }
@@ -129,6 +135,14 @@ impl ProtocolArgs {
                 segclip::pipeline::labels::validate_background_prompts(&prompts)
                     .map_err(|e| anyhow::anyhow!("--background-prompts {p:?}: {e} (\"none\" turns them off)"))?;
                 prompts
+            };
+        }
+        if let Some(t) = &self.extra_short_sides {
+            o.extra_short_sides = if t.trim().eq_ignore_ascii_case("none") {
+                Vec::new()
+            } else {
+                segclip::pipeline::windows::parse_short_sides(t)
+                    .map_err(|e| anyhow::anyhow!("--extra-short-sides: {e} (\"none\" turns them off)"))?
             };
         }
         if let Some(k) = self.top_k {

@@ -88,9 +88,27 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
             Some(f) => f,
             None => {
                 let t0 = now();
-                let f = segmenter.encode_image(&image).await?;
-                t.image_ms = Some(now() - t0);
+                let mut f = segmenter.encode_first_scale(&image).await?;
+                let mut encode_ms = now() - t0;
                 yield_to_browser().await;
+                // A model with more scales (weights/manifest.json `windows.extra_short_sides`)
+                // runs ~6 times the windows of its first scale (the bundled one: 108 against 18);
+                // the first scale's map is painted meanwhile, and the averaged one replaces it.
+                // Painted only, like the refinement's preview below.
+                if !segmenter.options.extra_short_sides.is_empty() && segmenter.dense_protocol().is_none() {
+                    let embeddings = segmenter.encode_labels(&labels_now).await?;
+                    let first = segmenter.combine(&f, &labels_now, &embeddings).await?;
+                    if app.borrow().generation == generation {
+                        app.borrow_mut().result = Some(first);
+                        paint();
+                        t.first_scale_ms = Some(now() - requested);
+                        yield_to_browser().await;
+                    }
+                    let t0 = now();
+                    segmenter.add_extra_scales(&image, &mut f).await?;
+                    encode_ms += now() - t0;
+                }
+                t.image_ms = Some(encode_ms);
                 f
             }
         };

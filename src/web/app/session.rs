@@ -157,9 +157,10 @@ pub(super) async fn warm_up() {
     let size = segmenter.config.image_size;
     let blank = Rgb { width: size, height: size, pixels: vec![128; size * size * 3] };
     // One window of the model's input size is enough to compile the shaders and size the
-    // buffers every later window reuses; the model's own settings (the bundled one: 3x3 windows,
-    // mirrored, superpixels, refinement, weights/manifest.json) would multiply the wait before the page is
-    // ready by ~18 on the CPU fallback for nothing. They are restored afterwards.
+    // buffers every later window reuses; the model's own settings (the bundled one: 3x3 windows
+    // and three more scales, mirrored, superpixels, refinement, weights/manifest.json) would
+    // multiply the wait before the page is ready by ~108 on the CPU fallback for nothing. They
+    // are restored afterwards.
     let settings = segmenter.options.clone();
     segmenter.options.short_side = 0;
     segmenter.options.window = 0;
@@ -167,6 +168,7 @@ pub(super) async fn warm_up() {
     segmenter.options.flip = false;
     segmenter.options.superpixels = None;
     segmenter.options.refine = None;
+    segmenter.options.extra_short_sides = Vec::new();
     let outcome = async {
         segmenter.encode_image(&blank).await?;
         segmenter.encode_labels(&["object".to_string()]).await

@@ -28,6 +28,9 @@ pub(super) struct Timings {
     /// From the request to the unrefined map painted, when a label edit painted one before the
     /// model's refinement (src/web/app/schedule.rs `compute`).
     pub(super) preview_ms: Option<f64>,
+    /// From the request to the first scale's map painted, when a new image's model has more
+    /// scales (src/web/app/schedule.rs `compute`).
+    pub(super) first_scale_ms: Option<f64>,
 }
 
 #[derive(Default)]

@@ -61,6 +61,20 @@ pub(super) fn schedule() {
     });
 }
 
+/// Paints an interim segmentation (a first scale's, an unrefined one) while the final one is
+/// computed, unless the model was replaced meanwhile, and lets the browser show it; returns the
+/// time from the request to that paint.
+async fn show_interim(interim: Segmentation, generation: u64, requested: f64) -> Option<f64> {
+    if app().borrow().generation != generation {
+        return None;
+    }
+    app().borrow_mut().result = Some(interim);
+    paint();
+    let shown = now() - requested;
+    yield_to_browser().await;
+    Some(shown)
+}
+
 pub(super) async fn compute(requested: f64) -> Result<(), String> {
     let app = app();
     let (mut segmenter, image, features, labels_now, bg, generation) = {
@@ -98,12 +112,7 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
                 if !segmenter.options.extra_short_sides.is_empty() && segmenter.dense_protocol().is_none() {
                     let embeddings = segmenter.encode_labels(&labels_now).await?;
                     let first = segmenter.combine(&f, &labels_now, &embeddings).await?;
-                    if app.borrow().generation == generation {
-                        app.borrow_mut().result = Some(first);
-                        paint();
-                        t.first_scale_ms = Some(now() - requested);
-                        yield_to_browser().await;
-                    }
+                    t.first_scale_ms = show_interim(first, generation, requested).await;
                     let t0 = now();
                     segmenter.add_extra_scales(&image, &mut f).await?;
                     encode_ms += now() - t0;
@@ -125,13 +134,7 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
         let result = match two_steps {
             Some((preview, map)) => {
                 let unrefined_ms = now() - t0;
-                if app.borrow().generation == generation {
-                    app.borrow_mut().result = Some(preview);
-                    paint();
-                    t.preview_ms = Some(now() - requested);
-                    // Let the browser show it before the passes run.
-                    yield_to_browser().await;
-                }
+                t.preview_ms = show_interim(preview, generation, requested).await;
                 let t0 = now();
                 let result = segmenter.refine_combined(&features, &labels_now, map);
                 t.combine_ms = unrefined_ms + (now() - t0);

@@ -306,6 +306,10 @@ fn cli_trains_exports_and_evaluates() {
     assert!(off.status.success() && !text(&off).contains("more scales:"), "{}", text(&off));
     let bad = eval(&["--extra-short-sides", &format!("{extra},x")]);
     assert!(!bad.status.success() && text(&bad).contains("--extra-short-sides: \"x\" is not a size"), "{}", text(&bad));
+    let small = (size - 1).to_string();
+    let bad = eval(&["--extra-short-sides", &small]);
+    let want = format!("--extra-short-sides: {small} is below the window side {size} px");
+    assert!(!bad.status.success() && text(&bad).contains(&want), "{}", text(&bad));
     let bad = Command::new(bin)
         .args(["export", run.to_str().unwrap(), weights.to_str().unwrap(), "--short-side", &short_side, "--stride", &stride])
         .args(["--extra-short-sides", &short_side])

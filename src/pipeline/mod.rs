@@ -500,7 +500,8 @@ impl Segmenter {
     }
 
     /// A SegCLIP model's score map before the refinement: every window's group scores, averaged
-    /// with the mirrored image's, snapped to the superpixels.
+    /// with the mirrored image's, then with the other scales' (resized to this one), snapped to
+    /// the superpixels.
     async fn group_score_map(&mut self, features: &ImageFeatures, embeddings: &[Vec<f32>]) -> Result<combine::ScoreMap, String> {
         let o = CombineOptions { bg_thresh: self.options.bg_thresh, top_k: self.options.top_k, logit_scale: self.logit_scale().await? };
         let background = if self.options.background_prompts.is_empty() {
@@ -644,6 +645,6 @@ mod tests {
 
         s.options.extra_short_sides = vec![size - 1];
         let e = block_on(s.encode_image(&image)).unwrap_err();
-        assert_eq!(e, format!("extra short sides: {} is below the model's input size {size}", size - 1));
+        assert_eq!(e, format!("extra short sides: {} is below the window side {size} px", size - 1));
     }
 }

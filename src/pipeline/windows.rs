@@ -32,15 +32,16 @@ pub fn parse_short_sides(text: &str) -> Result<Vec<usize>, String> {
 }
 
 /// Extra scales (src/pipeline/mod.rs `SegmentOptions::extra_short_sides`): each at least the
-/// window (`input_size`), none the primary `short_side` again nor listed twice, at most 8 (each
-/// is a full pass of windows over the image).
-pub fn validate_extra_short_sides(sides: &[usize], short_side: usize, input_size: usize) -> Result<(), String> {
+/// window side (`window`: the model's input size unless set otherwise), none the primary
+/// `short_side` again nor listed twice, at most 8 (each is a full pass of windows over the
+/// image).
+pub fn validate_extra_short_sides(sides: &[usize], short_side: usize, window: usize) -> Result<(), String> {
     if sides.len() > 8 {
         return Err(format!("{} short sides listed, at most 8", sides.len()));
     }
     for (i, &s) in sides.iter().enumerate() {
-        if s < input_size {
-            return Err(format!("{s} is below the model's input size {input_size}"));
+        if s < window {
+            return Err(format!("{s} is below the window side {window} px"));
         }
         if s == short_side {
             return Err(format!("{s} is the short side itself"));
@@ -87,7 +88,7 @@ mod tests {
         assert_eq!(parse_short_sides("128, 192,224").unwrap(), vec![128, 192, 224]);
         assert!(parse_short_sides("128,big").unwrap_err().contains("\"big\" is not a size"));
         assert!(validate_extra_short_sides(&[128, 224], 160, 96).is_ok());
-        assert_eq!(validate_extra_short_sides(&[64], 160, 96).unwrap_err(), "64 is below the model's input size 96");
+        assert_eq!(validate_extra_short_sides(&[64], 160, 96).unwrap_err(), "64 is below the window side 96 px");
         assert_eq!(validate_extra_short_sides(&[160], 160, 96).unwrap_err(), "160 is the short side itself");
         assert_eq!(validate_extra_short_sides(&[128, 128], 160, 96).unwrap_err(), "128 is listed twice");
         assert!(validate_extra_short_sides(&[100; 9], 160, 96).unwrap_err().contains("at most 8"));

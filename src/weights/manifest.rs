@@ -187,7 +187,7 @@ mod tests {
             (WindowProtocol { short_side: size * 2, stride: size + 1, extra_short_sides: Vec::new() }, "windows.stride".to_string()),
             (
                 WindowProtocol { short_side: size * 2, stride: 8, extra_short_sides: vec![size - 1] },
-                format!("windows.extra_short_sides: {} is below the model's input size {size}", size - 1),
+                format!("windows.extra_short_sides: {} is below the window side {size} px", size - 1),
             ),
             (
                 WindowProtocol { short_side: size * 2, stride: 8, extra_short_sides: vec![size * 3, size * 2] },

@@ -28,7 +28,7 @@ pub struct ExportArgs {
     #[arg(long, requires = "short_side")]
     stride: Option<usize>,
     /// More short sides of that protocol, comma-separated (see `segclip eval
-    /// --extra-short-sides`).
+    /// --extra-short-sides`; "none": one scale).
     #[arg(long, requires = "short_side")]
     extra_short_sides: Option<String>,
     /// Superpixel snapping recorded in the manifest as the model's default, "SCALE,SIGMA,MIN_SIZE"
@@ -53,6 +53,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let windows = match (args.short_side, args.stride) {
         (Some(short_side), Some(stride)) => {
             let extra_short_sides = match &args.extra_short_sides {
+                Some(t) if t.trim().eq_ignore_ascii_case("none") => Vec::new(),
                 Some(t) => segclip::pipeline::windows::parse_short_sides(t).map_err(|e| anyhow::anyhow!("--extra-short-sides: {e}"))?,
                 None => Vec::new(),
             };

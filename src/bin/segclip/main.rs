@@ -158,6 +158,13 @@ impl ProtocolArgs {
         if let Some(v) = self.stride {
             o.stride = v;
         }
+        if self.extra_short_sides.is_some() {
+            // Checked here, so a bad list is named by its flag before any image is read.
+            let size = segmenter.config.image_size;
+            let or_size = |v: usize| if v == 0 { size } else { v };
+            segclip::pipeline::windows::validate_extra_short_sides(&o.extra_short_sides, or_size(o.short_side), or_size(o.window))
+                .map_err(|e| anyhow::anyhow!("--extra-short-sides: {e}"))?;
+        }
         Ok(o.bg_thresh)
     }
 }

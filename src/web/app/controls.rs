@@ -47,6 +47,7 @@ pub(super) fn use_default_labels(defaults: &[&str]) {
         a.hidden = vec![false; a.labels.len()];
         a.features = None;
         a.result = None;
+        a.image_serial += 1;
     }
     render_chips();
 }
@@ -281,6 +282,7 @@ pub(super) fn set_image(rgb: Rgb, note: Option<String>) {
         a.image = Some(rgb);
         a.features = None;
         a.result = None;
+        a.image_serial += 1;
     }
     if let Some(el) = dom::element("placeholder") {
         let _ = el.set_attribute("hidden", "");

@@ -61,25 +61,44 @@ pub(super) fn schedule() {
     });
 }
 
+/// Whether a computation started at (`generation`, `image_serial`) still answers the page's
+/// current model and image.
+fn still_current(generation: u64, image_serial: u64) -> bool {
+    let a = app();
+    let a = a.borrow();
+    a.generation == generation && a.image_serial == image_serial
+}
+
 /// Paints an interim segmentation (a first scale's, an unrefined one) while the final one is
-/// computed, unless the model was replaced meanwhile, and lets the browser show it; returns the
-/// time from the request to that paint.
-async fn show_interim(interim: Segmentation, generation: u64, requested: f64) -> Option<f64> {
-    if app().borrow().generation != generation {
+/// computed and lets the browser show it; returns the time from the request to that paint, or
+/// `None` (nothing painted) when the model or the image changed meanwhile. The first time in a
+/// run, the result it replaced goes to `replaced`, for the run to put back if it fails.
+async fn show_interim(
+    interim: Segmentation,
+    (generation, image_serial): (u64, u64),
+    requested: f64,
+    replaced: &mut Option<Option<Segmentation>>,
+) -> Option<f64> {
+    if !still_current(generation, image_serial) {
         return None;
     }
-    app().borrow_mut().result = Some(interim);
+    let before = std::mem::replace(&mut app().borrow_mut().result, Some(interim));
+    replaced.get_or_insert(before);
     paint();
     let shown = now() - requested;
     yield_to_browser().await;
     Some(shown)
 }
 
+/// What `compute` returns from its work when the model or the image changed under it: nothing to
+/// store, and the pending run starts over.
+const STALE: &str = "stale";
+
 pub(super) async fn compute(requested: f64) -> Result<(), String> {
     let app = app();
-    let (mut segmenter, image, features, labels_now, bg, generation) = {
+    let (mut segmenter, image, features, labels_now, bg, started) = {
         let mut a = app.borrow_mut();
-        let generation = a.generation;
+        let started = (a.generation, a.image_serial);
         let Some(s) = a.segmenter.take() else {
             return Ok(());
         };
@@ -87,7 +106,7 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
             a.segmenter = Some(s);
             return Ok(());
         };
-        (s, image, a.features.take(), a.labels.clone(), a.bg_thresh, generation)
+        (s, image, a.features.take(), a.labels.clone(), a.bg_thresh, started)
     };
     dom::set_busy(true);
     // Let the browser show the busy state before a long image encode; a label edit on cached
@@ -96,8 +115,10 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
         yield_to_browser().await;
     }
     segmenter.options.bg_thresh = bg;
+    let mut replaced = None;
     let outcome: Result<(ImageFeatures, Segmentation, Timings), String> = async {
         let mut t = Timings::default();
+        let mut embeddings = None;
         let features = match features {
             Some(f) => f,
             None => {
@@ -106,13 +127,21 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
                 let mut encode_ms = now() - t0;
                 yield_to_browser().await;
                 // A model with more scales (weights/manifest.json `windows.extra_short_sides`)
-                // runs ~6 times the windows of its first scale (the bundled one: 108 against 18);
-                // the first scale's map is painted meanwhile, and the averaged one replaces it.
-                // Painted only, like the refinement's preview below.
+                // runs more windows than its first scale (the bundled one, on a square scene: 108
+                // against 18); the first scale's map is painted meanwhile, and the averaged one
+                // replaces it. Painted only, like the refinement's preview below.
                 if !segmenter.options.extra_short_sides.is_empty() && segmenter.dense_protocol().is_none() {
-                    let embeddings = segmenter.encode_labels(&labels_now).await?;
-                    let first = segmenter.combine(&f, &labels_now, &embeddings).await?;
-                    t.first_scale_ms = show_interim(first, generation, requested).await;
+                    let t0 = now();
+                    let e = segmenter.encode_labels(&labels_now).await?;
+                    t.text_ms = now() - t0;
+                    let t0 = now();
+                    let first = segmenter.combine(&f, &labels_now, &e).await?;
+                    t.combine_ms = now() - t0;
+                    embeddings = Some(e);
+                    t.first_scale_ms = show_interim(first, started, requested, &mut replaced).await;
+                    if t.first_scale_ms.is_none() {
+                        return Err(STALE.to_string());
+                    }
                     let t0 = now();
                     segmenter.add_extra_scales(&image, &mut f).await?;
                     encode_ms += now() - t0;
@@ -121,28 +150,38 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
                 f
             }
         };
-        let t0 = now();
-        let embeddings = segmenter.encode_labels(&labels_now).await?;
-        t.text_ms = now() - t0;
+        let embeddings = match embeddings {
+            Some(e) => e,
+            None => {
+                let t0 = now();
+                let e = segmenter.encode_labels(&labels_now).await?;
+                t.text_ms = now() - t0;
+                e
+            }
+        };
         // A label edit on cached features under the model's refinement (src/pipeline/refine.rs)
         // paints the unrefined map first: the refinement's passes take ~40 ms on the CPU
         // fallback (docs/benchmarks.md), and this way the edit shows at the speed it had without
         // them; the refined map replaces it when ready. The preview is painted only: the status
         // and the label map it publishes are the refined result's.
+        // (`combine_ms` sums every combination of the run: the interim one and the final one.)
         let t0 = now();
         let two_steps = if t.image_ms.is_none() { segmenter.combine_unrefined(&features, &labels_now, &embeddings).await? } else { None };
         let result = match two_steps {
             Some((preview, map)) => {
                 let unrefined_ms = now() - t0;
-                t.preview_ms = show_interim(preview, generation, requested).await;
+                t.preview_ms = show_interim(preview, started, requested, &mut replaced).await;
+                if t.preview_ms.is_none() {
+                    return Err(STALE.to_string());
+                }
                 let t0 = now();
                 let result = segmenter.refine_combined(&features, &labels_now, map);
-                t.combine_ms = unrefined_ms + (now() - t0);
+                t.combine_ms += unrefined_ms + (now() - t0);
                 result
             }
             None => {
                 let result = segmenter.combine(&features, &labels_now, &embeddings).await?;
-                t.combine_ms = now() - t0;
+                t.combine_ms += now() - t0;
                 result
             }
         };
@@ -150,12 +189,18 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
     }
     .await;
     let mut a = app.borrow_mut();
-    if a.generation != generation {
+    if a.generation != started.0 {
         // The model was replaced meanwhile (own weights, or a lost GPU): this result is stale.
         a.pending = true;
         return Ok(());
     }
     a.segmenter = Some(segmenter);
+    if a.image_serial != started.1 {
+        // A new image (or new default labels) came meanwhile: these features and this result
+        // are of the old one.
+        a.pending = true;
+        return Ok(());
+    }
     match outcome {
         Ok((features, result, timings)) => {
             a.features = Some(features);
@@ -165,6 +210,15 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
             message("", false);
             Ok(())
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            // An interim map painted before the failure is not a result: the page shows and
+            // publishes what it had before this run.
+            if let Some(before) = replaced {
+                a.result = before;
+                drop(a);
+                paint();
+            }
+            Err(e)
+        }
     }
 }

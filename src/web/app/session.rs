@@ -158,8 +158,8 @@ pub(super) async fn warm_up() {
     let blank = Rgb { width: size, height: size, pixels: vec![128; size * size * 3] };
     // One window of the model's input size is enough to compile the shaders and size the
     // buffers every later window reuses; the model's own settings (the bundled one: 3x3 windows
-    // and three more scales, mirrored, superpixels, refinement, weights/manifest.json) would
-    // multiply the wait before the page is ready by ~108 on the CPU fallback for nothing. They
+    // and three more scales, mirrored, superpixels, refinement, weights/manifest.json) would run
+    // 108 windows of the blank image instead of one before the page is ready, for nothing. They
     // are restored afterwards.
     let settings = segmenter.options.clone();
     segmenter.options.short_side = 0;

@@ -57,6 +57,9 @@ pub(super) struct App {
     pub(super) model_bytes: Vec<u8>,
     /// Bumped when the model is replaced; a computation started before is discarded.
     pub(super) generation: u64,
+    /// Bumped when the image (or the default labels) change and the cached features are
+    /// dropped; a computation started before paints and stores nothing, and runs again.
+    pub(super) image_serial: u64,
 }
 
 thread_local! {

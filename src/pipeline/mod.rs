@@ -317,20 +317,9 @@ impl Segmenter {
             (Some(_), ImageModel::Groups(_)) => Some(refine::affinity(&prepared.rgb, prepared.width, prepared.height)?),
             _ => None,
         };
-        let flip = o.flip && matches!(self.model, ImageModel::Groups(_));
-        let windows = self.encode_windows(&prepared).await?;
-        let mirrored = if flip { self.encode_windows(&prepared.mirrored()).await? } else { Vec::new() };
+        let ScaleFeatures { resized, windows, mirrored } = self.encode_scale(&prepared).await?;
         self.counters.images_encoded += 1;
-        Ok(ImageFeatures {
-            width: image.width,
-            height: image.height,
-            resized: (prepared.width, prepared.height),
-            windows,
-            mirrored,
-            segments,
-            affinity,
-            extra_scales: Vec::new(),
-        })
+        Ok(ImageFeatures { width: image.width, height: image.height, resized, windows, mirrored, segments, affinity, extra_scales: Vec::new() })
     }
 
     /// The windows of `image` at each of `SegmentOptions::extra_short_sides` (SegCLIP models
@@ -339,14 +328,20 @@ impl Segmenter {
         if !matches!(self.model, ImageModel::Groups(_)) {
             return Ok(());
         }
-        let flip = self.options.flip;
         for side in self.options.extra_short_sides.clone() {
-            let p = preprocess::prepare(image, side, self.options.long_cap);
-            let windows = self.encode_windows(&p).await?;
-            let mirrored = if flip { self.encode_windows(&p.mirrored()).await? } else { Vec::new() };
-            features.extra_scales.push(ScaleFeatures { resized: (p.width, p.height), windows, mirrored });
+            let prepared = preprocess::prepare(image, side, self.options.long_cap);
+            let scale = self.encode_scale(&prepared).await?;
+            features.extra_scales.push(scale);
         }
         Ok(())
+    }
+
+    /// The windows of one rescaled image, and of its mirror with `flip` (SegCLIP models only).
+    async fn encode_scale(&mut self, prepared: &preprocess::Prepared) -> Result<ScaleFeatures, String> {
+        let flip = self.options.flip && matches!(self.model, ImageModel::Groups(_));
+        let windows = self.encode_windows(prepared).await?;
+        let mirrored = if flip { self.encode_windows(&prepared.mirrored()).await? } else { Vec::new() };
+        Ok(ScaleFeatures { resized: (prepared.width, prepared.height), windows, mirrored })
     }
 
     /// The image tower over every window of a prepared image.
@@ -583,18 +578,24 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_combination_in_two_steps_ends_where_combine_does() {
-        // A freshly initialised model of the test size, with the CLIP tokenizer's vocabulary.
+    /// A freshly initialised model of the test size with the CLIP tokenizer's vocabulary and no
+    /// background threshold, a 48x40 image of varied pixels, and three labels.
+    fn tiny_segmenter() -> (Segmenter, Rgb, Vec<String>) {
         let config = SegClipConfig { vocab_size: 49408, ..SegClipConfig::tiny() };
         let device = Device::default();
         let tokenizer = ClipTokenizer::from_bytes(include_bytes!("../../static/tokenizer.json")).unwrap();
         let mut s = Segmenter::new(SegClip::new(&config, &device), config, tokenizer, device).unwrap();
         s.options.bg_thresh = 0.0;
-        s.options.refine = Some(refine::RefineParams { iterations: 3 });
         let pixels: Vec<u8> = (0..48 * 40 * 3).map(|i| ((i * 7919) % 251) as u8).collect();
         let image = Rgb::new(48, 40, pixels).unwrap();
         let labels: Vec<String> = ["cat", "dog", "sofa"].iter().map(|l| l.to_string()).collect();
+        (s, image, labels)
+    }
+
+    #[test]
+    fn a_combination_in_two_steps_ends_where_combine_does() {
+        let (mut s, image, labels) = tiny_segmenter();
+        s.options.refine = Some(refine::RefineParams { iterations: 3 });
         let embeddings = block_on(s.encode_labels(&labels)).unwrap();
         let features = block_on(s.encode_image(&image)).unwrap();
         let whole = block_on(s.combine(&features, &labels, &embeddings)).unwrap();
@@ -610,21 +611,14 @@ mod tests {
 
     #[test]
     fn more_scales_are_encoded_in_two_steps_or_one_and_change_the_map() {
-        let config = SegClipConfig { vocab_size: 49408, ..SegClipConfig::tiny() };
-        let device = Device::default();
-        let tokenizer = ClipTokenizer::from_bytes(include_bytes!("../../static/tokenizer.json")).unwrap();
-        let mut s = Segmenter::new(SegClip::new(&config, &device), config.clone(), tokenizer, device).unwrap();
-        s.options.bg_thresh = 0.0;
+        let (mut s, image, labels) = tiny_segmenter();
         s.options.flip = true;
-        let pixels: Vec<u8> = (0..48 * 40 * 3).map(|i| ((i * 7919) % 251) as u8).collect();
-        let image = Rgb::new(48, 40, pixels).unwrap();
-        let labels: Vec<String> = ["cat", "dog", "sofa"].iter().map(|l| l.to_string()).collect();
         let embeddings = block_on(s.encode_labels(&labels)).unwrap();
         let one_scale = block_on(s.encode_image(&image)).unwrap();
         assert!(one_scale.extra_scales.is_empty());
         let plain = block_on(s.combine(&one_scale, &labels, &embeddings)).unwrap();
 
-        let size = config.image_size;
+        let size = s.config.image_size;
         s.options.extra_short_sides = vec![size + 8, size * 2];
         let windows_before = s.counters.windows_encoded;
         let whole = block_on(s.encode_image(&image)).unwrap();

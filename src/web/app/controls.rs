@@ -45,9 +45,7 @@ pub(super) fn use_default_labels(defaults: &[&str]) {
         }
         a.labels = defaults.iter().map(|s| s.to_string()).collect();
         a.hidden = vec![false; a.labels.len()];
-        a.features = None;
-        a.result = None;
-        a.image_serial += 1;
+        a.forget_features();
     }
     render_chips();
 }
@@ -280,9 +278,7 @@ pub(super) fn set_image(rgb: Rgb, note: Option<String>) {
         let app = app();
         let mut a = app.borrow_mut();
         a.image = Some(rgb);
-        a.features = None;
-        a.result = None;
-        a.image_serial += 1;
+        a.forget_features();
     }
     if let Some(el) = dom::element("placeholder") {
         let _ = el.set_attribute("hidden", "");

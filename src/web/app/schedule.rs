@@ -118,7 +118,10 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
     let mut replaced = None;
     let outcome: Result<(ImageFeatures, Segmentation, Timings), String> = async {
         let mut t = Timings::default();
-        let mut embeddings = None;
+        // The labels first: the first scale's interim map below needs them too.
+        let t0 = now();
+        let embeddings = segmenter.encode_labels(&labels_now).await?;
+        t.text_ms = now() - t0;
         let features = match features {
             Some(f) => f,
             None => {
@@ -132,12 +135,8 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
                 // replaces it. Painted only, like the refinement's preview below.
                 if !segmenter.options.extra_short_sides.is_empty() && segmenter.dense_protocol().is_none() {
                     let t0 = now();
-                    let e = segmenter.encode_labels(&labels_now).await?;
-                    t.text_ms = now() - t0;
-                    let t0 = now();
-                    let first = segmenter.combine(&f, &labels_now, &e).await?;
+                    let first = segmenter.combine(&f, &labels_now, &embeddings).await?;
                     t.combine_ms = now() - t0;
-                    embeddings = Some(e);
                     t.first_scale_ms = show_interim(first, started, requested, &mut replaced).await;
                     if t.first_scale_ms.is_none() {
                         return Err(STALE.to_string());
@@ -148,15 +147,6 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
                 }
                 t.image_ms = Some(encode_ms);
                 f
-            }
-        };
-        let embeddings = match embeddings {
-            Some(e) => e,
-            None => {
-                let t0 = now();
-                let e = segmenter.encode_labels(&labels_now).await?;
-                t.text_ms = now() - t0;
-                e
             }
         };
         // A label edit on cached features under the model's refinement (src/pipeline/refine.rs)

@@ -92,8 +92,7 @@ pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
         a.model_name = name.to_string();
         a.model_bytes = bytes.to_vec();
         a.generation += 1;
-        a.features = None;
-        a.result = None;
+        a.forget_features();
     }
     let c = &file.config;
     dom::set_text(

@@ -62,6 +62,17 @@ pub(super) struct App {
     pub(super) image_serial: u64,
 }
 
+impl App {
+    /// Drops the cached image features and the result made from them (a new image, new default
+    /// labels, a new model); a computation running meanwhile sees `image_serial` change and
+    /// stores nothing.
+    pub(super) fn forget_features(&mut self) {
+        self.features = None;
+        self.result = None;
+        self.image_serial += 1;
+    }
+}
+
 thread_local! {
     static APP: Rc<RefCell<App>> = Rc::new(RefCell::new(App { bg_thresh: 0.8, alpha: 0.55, ..Default::default() }));
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use segclip::model::dense::{gaussian_bias, DenseClip, DenseMethod, DenseProtocol};
+use segclip::model::dense::{dense_patch_positions, gaussian_bias, DenseClip, DenseMethod, DenseProtocol};
 use segclip::model::SegClipConfig;
 use segclip::pipeline::{block_on, Rgb, Segmenter};
 use segclip::tokenizer::ClipTokenizer;
@@ -97,6 +97,9 @@ fn label_maps_match(device: Device, backend: &str) {
         segmenter.options.short_side = h;
         segmenter.options.window = f.json["window"].as_u64().unwrap() as usize;
         segmenter.options.stride = f.json["stride"].as_u64().unwrap() as usize;
+        // This reference has no background class (the defaults' is `default_protocols_match`).
+        segmenter.options.whole_image = false;
+        segmenter.options.background_prompts.clear();
         let features = block_on(segmenter.encode_image(&image)).unwrap();
         assert_eq!(features.windows.len(), 2, "two windows of 64 over 96 columns");
         let result = block_on(segmenter.combine(&features, &labels, &queries)).unwrap();
@@ -106,6 +109,82 @@ fn label_maps_match(device: Device, backend: &str) {
         let background = want.data.iter().filter(|&&v| v == 0.0).count();
         println!("{backend}: {method} label map: {:.3}% of pixels as PyTorch's ({background} background there)", share * 100.0);
         assert!(share >= 0.995, "{backend}: {method}: only {:.2}% of pixels agree with PyTorch's label map", share * 100.0);
+    }
+}
+
+/// The methods' default VOC21 protocols as a converted file carries them, with no setting
+/// changed: NACLIP's whole image at short side 336 (positional table interpolated to 42 x 63),
+/// ClearCLIP's 448-pixel windows at stride 224 on a 448 short side, and each one's background
+/// class in the one softmax. The words' embeddings are the fixture's (its CLIP cannot read the
+/// real tokenizer's ids), stored in the segmenter's label cache as the page restores them.
+fn default_protocols_match(device: Device, backend: &str) {
+    let f = fixture();
+    let config: SegClipConfig = f.model_config().unwrap();
+    let model = model(&config, &device);
+    let rgb = f.get("wide_rgb").unwrap();
+    let [h, w, 3] = rgb.shape[..] else { panic!("wide_rgb shape {:?}", rgb.shape) };
+    let image = Rgb::new(w, h, rgb.data.iter().map(|&v| v as u8).collect()).unwrap();
+    let queries: Vec<Vec<f32>> = f.rows("queries", |v| v).unwrap();
+    let labels: Vec<String> = (1..=queries.len()).map(|i| format!("query {i}")).collect();
+    let tokenizer = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("static/tokenizer.json")).unwrap();
+    for method in DenseMethod::ALL {
+        let protocol = DenseProtocol::for_method(method);
+        let words: Vec<Vec<f32>> = f.rows(&format!("{method}_background"), |v| v).unwrap();
+        let seg_config = SegClipConfig { vocab_size: 49408, ..config.clone() };
+        let tok = ClipTokenizer::from_bytes(&tokenizer).unwrap();
+        let mut segmenter = Segmenter::new_dense(model.clone(), protocol.clone(), seg_config, tok, device.clone()).unwrap();
+        assert_eq!(segmenter.options.whole_image, method == DenseMethod::Naclip);
+        assert_eq!(segmenter.options.background_prompts, protocol.background, "{method}: the protocol's words");
+        let names: Vec<String> = (1..=words.len()).map(|i| format!("background word {i}")).collect();
+        segmenter.options.background_prompts = names.clone();
+        segmenter.add_label_embeddings(names.into_iter().zip(words).collect()).unwrap();
+        segmenter.add_label_embeddings(labels.iter().cloned().zip(queries.clone()).collect()).unwrap();
+        // One window per call: this CLIP's patches are 8 px, so a 448 window is a 56 x 56 grid
+        // whose attention (3 heads, 3137^2) is 118 MB a window, and two at once pass a software
+        // Vulkan device's largest buffer.
+        segmenter.options.batch = 1;
+        let features = block_on(segmenter.encode_image(&image)).unwrap();
+        let expected_windows = if method == DenseMethod::Naclip { 1 } else { 2 };
+        assert_eq!(features.windows.len(), expected_windows, "{method}");
+        assert_eq!(features.resized, (w * protocol.short_side / h, protocol.short_side), "{method}");
+        let embeddings = block_on(segmenter.encode_labels(&labels)).unwrap();
+        assert_eq!(segmenter.counters.prompts_encoded, 0, "every embedding came from the cache");
+        let result = block_on(segmenter.combine(&features, &labels, &embeddings)).unwrap();
+        let want = f.get(&format!("{method}_default_label_map")).unwrap();
+        let same = result.label_map.iter().zip(&want.data).filter(|(&a, &b)| a as f32 == b).count();
+        let share = same as f64 / want.data.len() as f64;
+        let background = want.data.iter().filter(|&&v| v == 0.0).count();
+        println!("{backend}: {method} default protocol: {:.3}% of pixels as PyTorch's ({background} background there)", share * 100.0);
+        assert!(share >= 0.995, "{backend}: {method}: only {:.2}% of pixels agree with PyTorch's default-protocol map", share * 100.0);
+    }
+}
+
+#[test]
+fn default_protocols_match_pytorch_on_the_cpu() {
+    default_protocols_match(Device::flex(), "cpu");
+}
+
+#[test]
+fn default_protocols_match_pytorch_on_wgpu() {
+    let device = segclip::backend::device(segclip::backend::BackendKind::Wgpu).expect("a wgpu device (lavapipe in the tests)");
+    default_protocols_match(device, "wgpu");
+}
+
+/// The interpolated positional tables (channel 0) of both methods' grids, tight: the label
+/// maps alone would miss a slightly different resampling.
+#[test]
+fn interpolated_positions_are_the_methods() {
+    let f = fixture();
+    let config: SegClipConfig = f.model_config().unwrap();
+    let device = Device::flex();
+    let model = model(&config, &device);
+    for (name, rows, cols) in [("naclip_default_pos_embed_c0", 42, 63), ("clearclip_default_pos_embed_c0", 56, 56)] {
+        let want = f.get(name).unwrap();
+        let table = dense_patch_positions(model.visual.positional_embedding.val(), rows, cols);
+        let got: Vec<f32> = table.narrow(1, 0, 1).into_data().try_to_vec::<f32>().unwrap();
+        let err = got.iter().zip(&want.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!("{name}: max abs error {err:.1e}");
+        assert!(err < 1e-5, "{name}: differs by {err}");
     }
 }
 

@@ -27,7 +27,6 @@ use serde::{Deserialize, Serialize};
 use super::config::SegClipConfig;
 use super::layers::{blocks, layer_norm, ResidualBlock};
 use super::text::{TextTower, TokenBatch};
-use super::vision::patch_positions;
 use super::MAX_LOGIT_SCALE;
 
 /// Which change of the last block.
@@ -78,7 +77,8 @@ pub enum TemplateSet {
 
 /// How a dense file segments: the method and the inference settings its authors evaluate VOC
 /// with (background included), stored in the weights file's header so that a converted file
-/// segments the same way in the CLI and the page.
+/// segments the same way in the CLI and the page. Files written before the windows and the
+/// background words were recorded get the method's own on reading (`with_method_defaults`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DenseProtocol {
     pub method: DenseMethod,
@@ -87,14 +87,36 @@ pub struct DenseProtocol {
     /// The cosine logits are multiplied by this before the softmax over labels: NACLIP 40
     /// (`logit_scale=40` in naclip.py), ClearCLIP 50 (clearclip_segmentor.py).
     pub logit_scale: f32,
-    /// A pixel whose best label probability is below this is background: the VOC21 configs'
+    /// A pixel whose best class probability is below this is background: the VOC21 configs'
     /// `prob_thd`, NACLIP 0.1 (configs/cfg_voc21.py), ClearCLIP 0.5.
     pub bg_thresh: f32,
     pub templates: TemplateSet,
+    /// The image's short side in pixels before inference (long side capped at 2048): NACLIP
+    /// 336, ClearCLIP 448 (their VOC21 test pipelines). 0: the model's input size.
+    #[serde(default)]
+    pub short_side: usize,
+    /// Sliding-window side and stride in pixels of the rescaled image: ClearCLIP 448 / 224.
+    /// Window 0: the whole image in one pass, positional embeddings interpolated to its grid
+    /// (NACLIP's `slide_crop=0`).
+    #[serde(default)]
+    pub window: usize,
+    #[serde(default)]
+    pub stride: usize,
+    /// The background class (class 0): its words compete with the labels in one softmax, the
+    /// class scoring the best of its words, and a pixel it wins is background (the methods'
+    /// `configs/cls_voc21.txt` first line). A word typed as a label leaves this list.
+    #[serde(default)]
+    pub background: Vec<String>,
 }
 
+/// NACLIP's background words for VOC21 (sinahmr/NACLIP `configs/cls_voc21.txt`, first line).
+pub const NACLIP_VOC_BACKGROUND: [&str; 26] = [
+    "sky", "wall", "tree", "wood", "grass", "road", "sea", "river", "mountain", "sands", "desk", "bed", "building", "cloud",
+    "lamp", "door", "window", "wardrobe", "ceiling", "shelf", "curtain", "stair", "floor", "hill", "rail", "fence",
+];
+
 impl DenseProtocol {
-    /// The method's own settings.
+    /// The method's own VOC21 settings.
     pub fn for_method(method: DenseMethod) -> Self {
         match method {
             DenseMethod::Naclip => Self {
@@ -103,11 +125,33 @@ impl DenseProtocol {
                 logit_scale: 40.0,
                 bg_thresh: 0.1,
                 templates: TemplateSet::OpenAiImagenet80,
+                short_side: 336,
+                window: 0,
+                stride: 0,
+                background: NACLIP_VOC_BACKGROUND.iter().map(|w| w.to_string()).collect(),
             },
-            DenseMethod::Clearclip => {
-                Self { method, gaussian_std: 0.0, logit_scale: 50.0, bg_thresh: 0.5, templates: TemplateSet::OpenAiImagenet80 }
-            }
+            DenseMethod::Clearclip => Self {
+                method,
+                gaussian_std: 0.0,
+                logit_scale: 50.0,
+                bg_thresh: 0.5,
+                templates: TemplateSet::OpenAiImagenet80,
+                short_side: 448,
+                window: 448,
+                stride: 224,
+                background: vec!["background".to_string()],
+            },
         }
+    }
+
+    /// A protocol read from a file written before `short_side`, the windows and the background
+    /// words were recorded (`short_side` 0) takes the method's own.
+    pub fn with_method_defaults(self) -> Self {
+        if self.short_side != 0 {
+            return self;
+        }
+        let own = Self::for_method(self.method);
+        Self { short_side: own.short_side, window: own.window, stride: own.stride, background: own.background, ..self }
     }
 
     /// The prompt templates, ready for `SegmentOptions::templates`.
@@ -128,8 +172,64 @@ impl DenseProtocol {
         if self.method == DenseMethod::Naclip && !(self.gaussian_std.is_finite() && self.gaussian_std > 0.0) {
             return Err(format!("NACLIP's gaussian_std must be positive, found {}", self.gaussian_std));
         }
+        if self.window > 0 && !(1..=self.window).contains(&self.stride) {
+            return Err(format!("stride must be in 1..={} (the window), found {}", self.window, self.stride));
+        }
+        if self.short_side > 8192 || self.window > 8192 {
+            return Err(format!("short_side and window must be at most 8192 px, found {} and {}", self.short_side, self.window));
+        }
+        if self.background.len() > 256 || self.background.iter().any(|w| w.trim().is_empty() || w.len() > 200) {
+            return Err("background must be at most 256 non-empty words of at most 200 bytes".into());
+        }
         Ok(())
     }
+}
+
+/// The positional table for a `rows x cols` patch grid as NACLIP's and ClearCLIP's
+/// `interpolate_pos_encoding` makes it: the square `base x base` table resized bicubically
+/// (PyTorch's kernel, A = -0.75, `align_corners=False`) with scale factors `(n + 0.1) / base`
+/// per axis, which PyTorch uses as given (`recompute_scale_factor` unset): output position `i`
+/// samples the table at `(i + 0.5) * base / (n + 0.1) - 0.5`. Unchanged for the native square
+/// grid. Runs on the device as two products with host-made weight matrices. [rows * cols, W].
+pub fn dense_patch_positions(table: Tensor<2>, rows: usize, cols: usize) -> Tensor<2> {
+    let [n, w] = table.dims();
+    let device = table.device();
+    let patches = table.narrow(0, 1, n - 1);
+    let base = ((n - 1) as f64).sqrt().round() as usize;
+    assert_eq!(base * base, n - 1, "positional table of {} patch rows, not a square grid", n - 1);
+    if rows == base && cols == base {
+        return patches;
+    }
+    let wy = Tensor::<2>::from_data(TensorData::new(bicubic_weights(base, rows), [rows, base]), &device);
+    let wx = Tensor::<2>::from_data(TensorData::new(bicubic_weights(base, cols), [cols, base]), &device);
+    // [base, base * W] -> rows: [rows, base, W]
+    let by_rows = wy.matmul(patches.reshape([base, base * w])).reshape([rows, base, w]);
+    // Each row's base positions -> cols: [rows, cols, base] x [rows, base, W].
+    let wx = wx.unsqueeze::<3>().expand([rows, cols, base]);
+    wx.matmul(by_rows).reshape([rows * cols, w])
+}
+
+/// PyTorch's bicubic interpolation weights from `input` positions to `output` ones with the
+/// scale factor `(output + 0.1) / input`: [output, input], each row summing to 1, taps beyond
+/// the edge folded onto it.
+pub fn bicubic_weights(input: usize, output: usize) -> Vec<f32> {
+    const A: f64 = -0.75;
+    let cubic1 = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let cubic2 = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    // PyTorch keeps the reciprocal of the given scale factor in float.
+    let scale = (1.0 / ((output as f64 + 0.1) / input as f64)) as f32 as f64;
+    let mut out = vec![0f32; output * input];
+    for i in 0..output {
+        let real = scale * (i as f64 + 0.5) - 0.5;
+        let floor = real.floor();
+        let t = real - floor;
+        let taps = [cubic2(t + 1.0), cubic1(t), cubic1(1.0 - t), cubic2(2.0 - t)];
+        for (k, weight) in taps.iter().enumerate() {
+            let at = (floor as i64 - 1 + k as i64).clamp(0, input as i64 - 1) as usize;
+            out[i * input + at] += *weight as f32;
+        }
+    }
+    out
 }
 
 /// NACLIP's attention addition for a `rows x cols` patch grid, [1 + P, 1 + P] row-major with the
@@ -199,7 +299,7 @@ impl DenseVisionTower {
         let x = self.conv1.forward(images); // [B, W, rows, cols]
         let [b, w, rows, cols] = x.dims();
         let patches =
-            x.reshape([b, w, rows * cols]).swap_dims(1, 2) + patch_positions(self.positional_embedding.val(), rows, cols).unsqueeze::<3>();
+            x.reshape([b, w, rows * cols]).swap_dims(1, 2) + dense_patch_positions(self.positional_embedding.val(), rows, cols).unsqueeze::<3>();
         let class = self.class_embedding.val() + self.positional_embedding.val().narrow(0, 0, 1).reshape([w]);
         let class = class.reshape([1, 1, w]).expand([b, 1, w]);
         let mut x = self.ln_pre.forward(Tensor::cat(vec![class, patches], 1));
@@ -268,5 +368,35 @@ mod tests {
         assert_eq!("naclip".parse::<DenseMethod>(), Ok(DenseMethod::Naclip));
         assert_eq!("clearclip".parse::<DenseMethod>(), Ok(DenseMethod::Clearclip));
         assert!("sclip".parse::<DenseMethod>().unwrap_err().contains("naclip or clearclip"));
+    }
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::*;
+
+    #[test]
+    fn bicubic_weights_sum_to_one_and_keep_the_native_grid_near_itself() {
+        for (input, output) in [(14, 21), (14, 42), (8, 63), (7, 7)] {
+            let w = bicubic_weights(input, output);
+            for row in w.chunks(input) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+            }
+        }
+        // n = base: the +0.1 still shifts the samples a little (as NACLIP does for a
+        // non-square image with one native side).
+        let w = bicubic_weights(7, 7);
+        assert!((w[0] - 1.0).abs() < 0.01 && w[0] != 1.0, "{}", w[0]);
+        assert!(w[1] != 0.0, "the neighbour takes a little weight");
+    }
+
+    #[test]
+    fn the_native_square_grid_keeps_its_table() {
+        let device = Device::flex();
+        let table = Tensor::<2>::random([10, 3], Distribution::Normal(0.0, 1.0), &device);
+        let same = dense_patch_positions(table.clone(), 3, 3).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(same, table.clone().narrow(0, 1, 9).into_data().try_to_vec::<f32>().unwrap());
+        let wide = dense_patch_positions(table, 3, 5);
+        assert_eq!(wide.dims(), [15, 3]);
     }
 }

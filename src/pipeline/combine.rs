@@ -263,15 +263,20 @@ pub fn label_map(map: &ScoreMap, width: usize, height: usize) -> (Vec<u8>, Vec<f
 }
 
 /// The dense protocol (NACLIP's and ClearCLIP's segmentors, mmseg's sliding-window inference):
-/// per window, the cosine logits of every patch against every label, bilinearly upsampled from
-/// the patch grid to the window; summed over the windows of the rescaled image (`resized_size`) and
-/// divided by each pixel's window count; resized to `width x height`; softmax of
-/// `logit_scale` x logits over the labels; background (0) where the best probability is below
-/// `bg_thresh`, else 1 + the best label. Returns the label map and each pixel's best probability.
+/// per window, the cosine logits of every patch against every word (the labels, then the
+/// background class's words), bilinearly upsampled from the patch grid to the window; summed
+/// over the windows of the rescaled image (`resized_size`) and divided by each pixel's window
+/// count; resized to `width x height`; one softmax of `logit_scale` x logits over all words; per
+/// class the best probability of its words (class 0 the background words', each label its own,
+/// as the methods' `postprocess_result` does); background (0) where class 0 wins (a tie
+/// included) or the best class's probability is below `bg_thresh`, else 1 + the best label.
+/// Returns the label map and each pixel's best class probability.
+#[allow(clippy::too_many_arguments)]
 pub fn dense_label_map(
     resized_size: (usize, usize),
     windows: &[(WindowFeatures, Vec<usize>)],
     labels: &[Vec<f32>],
+    background: &[Vec<f32>],
     logit_scale: f32,
     bg_thresh: f32,
     width: usize,
@@ -281,29 +286,37 @@ pub fn dense_label_map(
     if n == 0 {
         return (vec![0; width * height], vec![0.0; width * height]);
     }
+    let words: Vec<&Vec<f32>> = labels.iter().chain(background).collect();
+    let m = words.len();
     let (rw, rh) = resized_size;
-    let mut average = WindowAverage::new(rw, rh, n);
+    let mut average = WindowAverage::new(rw, rh, m);
     for (f, _) in windows {
         let [rows, cols] = f.grid;
         let e = f.patches.len() / (rows * cols).max(1);
-        // Logits [P, N], interleaved for the resize.
-        let mut logits = Vec::with_capacity(rows * cols * n);
+        // Logits [P, M], interleaved for the resize.
+        let mut logits = Vec::with_capacity(rows * cols * m);
         for patch in f.patches.chunks_exact(e) {
-            logits.extend(labels.iter().map(|t| dot(patch, t)));
+            logits.extend(words.iter().map(|t| dot(patch, t)));
         }
-        let up = resize_bilinear(&logits, cols, rows, n, f.window.width, f.window.height);
-        average.add(f.window, |i| &up[i * n..(i + 1) * n]);
+        let up = resize_bilinear(&logits, cols, rows, m, f.window.width, f.window.height);
+        average.add(f.window, |i| &up[i * m..(i + 1) * m]);
     }
-    let logits = ScoreMap { width: rw, height: rh, channels: n, scores: average.finish() };
+    let logits = ScoreMap { width: rw, height: rh, channels: m, scores: average.finish() };
     let mut map = Vec::with_capacity(width * height);
     let mut best_probs = Vec::with_capacity(width * height);
-    let mut probs = vec![0f32; n];
-    for pixel in resized(&logits, width, height).chunks_exact(n) {
+    let mut probs = vec![0f32; m];
+    for pixel in resized(&logits, width, height).chunks_exact(m) {
         probs.iter_mut().zip(pixel).for_each(|(p, &v)| *p = v * logit_scale);
         softmax_in_place(&mut probs);
-        let best = argmax(&probs);
-        map.push(if probs[best] < bg_thresh { 0 } else { best as u8 + 1 });
-        best_probs.push(probs[best]);
+        let best = argmax(&probs[..n]);
+        let background_best = probs[n..].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if background_best >= probs[best] {
+            map.push(0);
+            best_probs.push(background_best);
+        } else {
+            map.push(if probs[best] < bg_thresh { 0 } else { best as u8 + 1 });
+            best_probs.push(probs[best]);
+        }
     }
     (map, best_probs)
 }
@@ -361,12 +374,36 @@ mod tests {
             ..WindowFeatures::default()
         };
         let windows = [(f, Vec::new())];
-        let (map, probs) = dense_label_map((4, 2), &windows, &labels, 40.0, 0.1, 4, 2);
+        let (map, probs) = dense_label_map((4, 2), &windows, &labels, &[], 40.0, 0.1, 4, 2);
         assert_eq!(&map[..4], &[1, 1, 1, 1], "logits are interpolated before the softmax");
         assert!((probs[3] - 0.5).abs() < 1e-6, "the right edge is a tie: {}", probs[3]);
         // At threshold 0.9 the undecided right edge is background.
-        let (map, _) = dense_label_map((4, 2), &windows, &labels, 40.0, 0.9, 4, 2);
+        let (map, _) = dense_label_map((4, 2), &windows, &labels, &[], 40.0, 0.9, 4, 2);
         assert_eq!(&map[..4], &[1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn background_words_share_one_softmax_and_class_zero_takes_their_best() {
+        // Three patches over a 6x1 window: label 0's, between label 0 and the wall, the sky's.
+        let labels = vec![unit(&[1.0, 0.0, 0.0])];
+        let background = vec![unit(&[0.0, 1.0, 0.0]), unit(&[0.0, 0.0, 1.0])];
+        let f = WindowFeatures {
+            window: Window { x: 0, y: 0, width: 3, height: 1 },
+            grid: [1, 3],
+            patches: [unit(&[1.0, 0.0, 0.0]), unit(&[1.0, 0.9, 0.0]), unit(&[0.0, 0.0, 1.0])].concat(),
+            ..WindowFeatures::default()
+        };
+        let windows = [(f, Vec::new())];
+        let (map, probs) = dense_label_map((3, 1), &windows, &labels, &background, 40.0, 0.1, 3, 1);
+        assert_eq!(map, vec![1, 1, 0], "the sky's patch is background, the others the label's");
+        // The middle patch: one softmax over the label and both words (not over classes).
+        let logits = [dot(&unit(&[1.0, 0.9, 0.0]), &labels[0]), dot(&unit(&[1.0, 0.9, 0.0]), &background[0]), dot(&unit(&[1.0, 0.9, 0.0]), &background[1])];
+        let mut p: Vec<f32> = logits.iter().map(|l| l * 40.0).collect();
+        softmax_in_place(&mut p);
+        assert!((probs[1] - p[0]).abs() < 1e-6, "{} vs {}", probs[1], p[0]);
+        // Without the words the label wins everywhere.
+        let (map, _) = dense_label_map((3, 1), &windows, &labels, &[], 40.0, 0.1, 3, 1);
+        assert_eq!(map, vec![1, 1, 1]);
     }
 
     #[test]

@@ -31,10 +31,12 @@ pub struct SegmentOptions {
     /// Prompt templates; several are averaged (embeddings normalised, averaged, renormalised).
     pub templates: Vec<String>,
     pub bg_thresh: f32,
-    /// Background prompts (SegCLIP models only): texts that compete with the labels for each
-    /// group, a group they win being background (src/pipeline/combine.rs `group_scores`). Empty
+    /// Background prompts: texts that compete with the labels, a region they win being
+    /// background. SegCLIP models: per group (src/pipeline/combine.rs `group_scores`); empty
     /// for the release's threshold rule alone; a model trained to name its backgrounds carries
-    /// them in its weights file's header (src/weights/format.rs).
+    /// them in its weights file's header (src/weights/format.rs). Dense models: the words of
+    /// the background class, from the file's protocol (`DenseProtocol::background`); a word
+    /// that is also a label is left out.
     pub background_prompts: Vec<String>,
     pub top_k: usize,
     /// Short side of the rescaled image; 0 = the model's input size (224 for the release, as the
@@ -44,6 +46,9 @@ pub struct SegmentOptions {
     /// Window side and stride in pixels of the rescaled image; 0 = the model's input size.
     pub window: usize,
     pub stride: usize,
+    /// The whole rescaled image in one pass instead of windows, positional embeddings
+    /// interpolated to its grid (NACLIP's protocol; `window` and `stride` unused).
+    pub whole_image: bool,
     /// Windows encoded per model call (bounds memory).
     pub batch: usize,
     /// Not in the release: SegCLIP models only. When set, every Felzenszwalb superpixel of the
@@ -80,6 +85,7 @@ impl Default for SegmentOptions {
             long_cap: 2048,
             window: 0,
             stride: 0,
+            whole_image: false,
             batch: 4,
             superpixels: None,
             flip: false,
@@ -96,6 +102,7 @@ impl SegmentOptions {
     pub fn use_windows(&mut self, w: crate::weights::manifest::WindowProtocol) {
         self.short_side = w.short_side;
         self.window = 0;
+        self.whole_image = false;
         self.stride = w.stride;
         self.extra_short_sides = w.extra_short_sides;
     }
@@ -229,8 +236,8 @@ impl Segmenter {
         })
     }
 
-    /// A segmenter for a plain CLIP run densely; its options start at the protocol's templates
-    /// and background threshold, and windows of the model's input size at half that stride.
+    /// A segmenter for a plain CLIP run densely; its options start at the protocol's: short
+    /// side, the whole image or its windows, templates, background words and threshold.
     pub fn new_dense(
         model: DenseClip,
         protocol: DenseProtocol,
@@ -238,14 +245,16 @@ impl Segmenter {
         tokenizer: ClipTokenizer,
         device: Device,
     ) -> Result<Self, String> {
-        let (templates, bg_thresh) = (protocol.template_strings(), protocol.bg_thresh);
-        let half = config.image_size / 2;
+        let p = protocol.clone();
         let mut s = Self::build(ImageModel::Dense(model, protocol), config, tokenizer, device)?;
-        // Overlapping windows at half the input size (224 / 112 for CLIP ViT-B/16), as the
-        // methods' sliding-window configs overlap theirs.
-        s.options.stride = half;
-        s.options.templates = templates;
-        s.options.bg_thresh = bg_thresh;
+        let o = &mut s.options;
+        o.short_side = p.short_side;
+        o.whole_image = p.window == 0;
+        o.window = p.window;
+        o.stride = p.stride;
+        o.templates = p.template_strings();
+        o.bg_thresh = p.bg_thresh;
+        o.background_prompts = p.background;
         Ok(s)
     }
 
@@ -284,6 +293,35 @@ impl Segmenter {
         };
         self.logit_scale = Some(s);
         Ok(s)
+    }
+
+    /// The background words in use with these labels: a word typed as a label is a label.
+    pub fn background_words(&self, labels: &[String]) -> Vec<String> {
+        let typed: std::collections::HashSet<String> = labels.iter().map(|l| l.trim().to_lowercase()).collect();
+        self.options.background_prompts.iter().filter(|w| !typed.contains(&w.trim().to_lowercase())).cloned().collect()
+    }
+
+    /// The embeddings this segmenter has computed with the current templates, to keep across
+    /// sessions (the page stores them beside the weights).
+    pub fn cached_label_embeddings(&self) -> Vec<(String, Vec<f32>)> {
+        let key = self.options.templates.join("\u{1f}");
+        let mut out: Vec<(String, Vec<f32>)> =
+            self.label_cache.iter().filter(|((k, _), _)| *k == key).map(|((_, label), v)| (label.clone(), v.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Adds embeddings computed before (by this model, with the current templates): those
+    /// labels skip the text tower. An embedding of the wrong size is refused.
+    pub fn add_label_embeddings(&mut self, embeddings: Vec<(String, Vec<f32>)>) -> Result<(), String> {
+        let key = self.options.templates.join("\u{1f}");
+        for (label, v) in embeddings {
+            if v.len() != self.config.embed_dim {
+                return Err(format!("a stored embedding of \"{label}\" has {} values, the model's have {}", v.len(), self.config.embed_dim));
+            }
+            self.label_cache.insert((key.clone(), label), v);
+        }
+        Ok(())
     }
 
     /// Forgets cached label embeddings (after a warm-up, so counters describe user work only).
@@ -349,7 +387,11 @@ impl Segmenter {
         let o = &self.options;
         let crop = if o.window == 0 { self.config.image_size } else { o.window };
         let stride = if o.stride == 0 { crop } else { o.stride };
-        let wins = windows::windows(prepared.width, prepared.height, crop, stride);
+        let wins = if o.whole_image {
+            vec![windows::Window { x: 0, y: 0, width: prepared.width, height: prepared.height }]
+        } else {
+            windows::windows(prepared.width, prepared.height, crop, stride)
+        };
         let mut out = Vec::with_capacity(wins.len());
         // Windows of one size go through the model together, `batch` at a time.
         let mut i = 0;
@@ -456,10 +498,13 @@ impl Segmenter {
     pub async fn combine(&mut self, features: &ImageFeatures, labels: &[String], embeddings: &[Vec<f32>]) -> Result<Segmentation, String> {
         if matches!(self.model, ImageModel::Dense(..)) {
             let scale = self.logit_scale().await?;
+            let background = self.background_words(labels);
+            let background = if background.is_empty() { Vec::new() } else { self.encode_labels(&background).await? };
             let (label_map, scores) = combine::dense_label_map(
                 features.resized,
                 &features.windows,
                 embeddings,
+                &background,
                 scale,
                 self.options.bg_thresh,
                 features.width,
@@ -590,6 +635,24 @@ mod tests {
         let image = Rgb::new(48, 40, pixels).unwrap();
         let labels: Vec<String> = ["cat", "dog", "sofa"].iter().map(|l| l.to_string()).collect();
         (s, image, labels)
+    }
+
+    #[test]
+    fn a_word_typed_as_a_label_leaves_the_background_and_stored_embeddings_skip_the_text_tower() {
+        let (mut s, _, _) = tiny_segmenter();
+        s.options.background_prompts = vec!["wall".into(), "sky".into(), "Window".into()];
+        assert_eq!(s.background_words(&["WALL".into(), "cat".into(), " window".into()]), vec!["sky".to_string()]);
+        let labels: Vec<String> = vec!["cat".into()];
+        let first = block_on(s.encode_labels(&labels)).unwrap();
+        let stored = s.cached_label_embeddings();
+        assert_eq!(stored, vec![("cat".to_string(), first[0].clone())]);
+        s.clear_label_cache();
+        s.add_label_embeddings(stored).unwrap();
+        let prompts = s.counters.prompts_encoded;
+        assert_eq!(block_on(s.encode_labels(&labels)).unwrap(), first);
+        assert_eq!(s.counters.prompts_encoded, prompts, "a stored embedding went through the text tower again");
+        let e = s.add_label_embeddings(vec![("dog".into(), vec![0.0; 3])]).unwrap_err();
+        assert!(e.contains("\"dog\"") && e.contains("3 values"), "{e}");
     }
 
     #[test]

@@ -199,3 +199,45 @@ pub fn save_bytes(bytes: &[u8], mime: &str, name: &str) {
 pub fn input(id: &str) -> Option<web_sys::HtmlInputElement> {
     element(id)?.dyn_into().ok()
 }
+
+/// The Cache API cache `name`, where the page has one (secure contexts only).
+pub async fn open_cache(name: &str) -> Option<web_sys::Cache> {
+    let storage = web_sys::window()?.caches().ok()?;
+    JsFuture::from(storage.open(name)).await.ok()?.dyn_into().ok()
+}
+
+/// The cached response for `key`, if any.
+pub async fn cached_response(cache: &web_sys::Cache, key: &str) -> Option<web_sys::Response> {
+    let r = JsFuture::from(cache.match_with_str(key)).await.ok()?;
+    r.dyn_into().ok()
+}
+
+pub async fn response_bytes(response: &web_sys::Response) -> Result<Vec<u8>, String> {
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{e:?}"))?).await.map_err(|e| format!("{e:?}"))?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// Stores `bytes` under `key` with their length in an `x-segclip-bytes` header; the error says
+/// when the browser's storage quota is full.
+pub async fn cache_put(cache: &web_sys::Cache, key: &str, bytes: &[u8], mime: &str) -> Result<(), String> {
+    // A Blob made from a view into wasm memory: the bytes are copied once, into the browser's
+    // blob store, not into the JS heap.
+    // SAFETY: the view is consumed by the Blob constructor before anything can allocate.
+    let view = unsafe { js_sys::Uint8Array::view(bytes) };
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&js_sys::Array::of1(&view), &options).map_err(|e| format!("{e:?}"))?;
+    let init = web_sys::ResponseInit::new();
+    let headers = web_sys::Headers::new().map_err(|e| format!("{e:?}"))?;
+    let _ = headers.set("x-segclip-bytes", &bytes.len().to_string());
+    init.set_headers(&headers);
+    let response = web_sys::Response::new_with_opt_blob_and_init(Some(&blob), &init).map_err(|e| format!("{e:?}"))?;
+    JsFuture::from(cache.put_with_str(key, &response)).await.map(|_| ()).map_err(|e| {
+        let name = Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
+        if name == "QuotaExceededError" {
+            "the browser's storage quota is full (free some in the site settings, or Forget another model)".to_string()
+        } else {
+            format!("{e:?}")
+        }
+    })
+}

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
 
@@ -84,7 +84,7 @@ fn preview(names: &[String]) -> String {
 /// Axes that keep their own int8 scale ("output channels") for a tensor of this name and rank;
 /// `None` keeps the tensor in f32 (small or position-like tensors, where 8 bits cost accuracy
 /// for no size gain).
-fn int8_channel_axes(name: &str, shape: &[usize]) -> Option<Vec<usize>> {
+pub fn int8_channel_axes(name: &str, shape: &[usize]) -> Option<Vec<usize>> {
     let numel: usize = shape.iter().product();
     if numel < 1024 || name.contains("positional_embedding") || name.contains("semantic_center") {
         return None;
@@ -141,79 +141,181 @@ fn write_file(
     dtype: StorageDtype,
     tensors: &BTreeMap<String, HostTensor>,
 ) -> Result<Vec<u8>, WeightsError> {
-    // (name, dtype, shape, bytes), in name order: the checksum covers the bytes in this order.
-    let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let header = FileHeader { config, dense, background_prompts, tokenizer_sha256, dtype };
+    let mut planned = Vec::new();
     for (name, t) in tensors {
-        let f32_bytes = || t.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
-        match dtype {
-            StorageDtype::F32 => entries.push((name.clone(), Dtype::F32, t.shape.clone(), f32_bytes())),
-            StorageDtype::F16 => {
-                entries.push((name.clone(), Dtype::F16, t.shape.clone(), quant::to_f16_bytes(&t.data)))
-            }
-            StorageDtype::Int8 => match int8_channel_axes(name, &t.shape) {
-                Some(axes) => {
-                    let q = quant::quantize_int8(&t.data, &t.shape, &axes);
-                    entries.push((name.clone(), Dtype::I8, t.shape.clone(), q.values.iter().map(|&v| v as u8).collect()));
-                    entries.push((
-                        format!("{name}{SCALE_SUFFIX}"),
-                        Dtype::F32,
-                        q.scale_shape,
-                        q.scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    ));
-                }
-                None => entries.push((name.clone(), Dtype::F32, t.shape.clone(), f32_bytes())),
-            },
-        }
+        planned.extend(stored_tensors(name, &t.shape, dtype));
     }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut hasher = Sha256::new();
-    for (_, _, _, bytes) in &entries {
-        hasher.update(bytes);
+    let plan = FilePlan::new(&header, planned)?;
+    let mut bytes = vec![0u8; plan.total_len()];
+    for (name, t) in tensors {
+        encode_tensor(&plan, &mut bytes, name, &t.data, &t.shape, dtype);
     }
-    let config_json = serde_json::to_string(config).expect("config serialises");
-    let mut metadata: HashMap<String, String> = [
-        ("format", FORMAT_NAME.to_string()),
-        ("format_version", FORMAT_VERSION.to_string()),
-        ("config", config_json),
-        ("tokenizer_sha256", tokenizer_sha256.to_string()),
-        ("dtype", dtype.to_string()),
-        ("data_sha256", hex(&hasher.finalize())),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    if let Some(protocol) = dense {
-        metadata.insert("dense".into(), serde_json::to_string(protocol).expect("protocol serialises"));
-    }
-    if !background_prompts.is_empty() {
-        metadata.insert("background_prompts".into(), serde_json::to_string(background_prompts).expect("strings serialise"));
-    }
-    let views = entries
-        .iter()
-        .map(|(name, dt, shape, bytes)| {
-            TensorView::new(*dt, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| WeightsError::Corrupt(format!("tensor '{name}': {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| WeightsError::Corrupt(e.to_string()))?;
-    Ok(canonical_header(bytes))
+    plan.finish(&mut bytes);
+    Ok(bytes)
 }
 
-/// Rewrites the JSON header with its keys sorted (same length, same padding), so the same
-/// tensors always give the same bytes and the manifest's SHA-256 is reproducible: safetensors
-/// writes `__metadata__` in a HashMap's random order.
-fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
-    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n]) else { return bytes };
-    // serde_json's Map is a BTreeMap here (no `preserve_order`): keys come out sorted.
-    let sorted = header.to_string().into_bytes();
-    if sorted.len() > n {
-        return bytes;
+/// What a weights file's `__metadata__` says about its model.
+pub struct FileHeader<'a> {
+    pub config: &'a SegClipConfig,
+    pub dense: Option<&'a DenseProtocol>,
+    pub background_prompts: &'a [String],
+    pub tokenizer_sha256: &'a str,
+    pub dtype: StorageDtype,
+}
+
+impl FileHeader<'_> {
+    /// The metadata strings, all but the checksum of the tensor data.
+    fn metadata(&self) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = [
+            ("format", FORMAT_NAME.to_string()),
+            ("format_version", FORMAT_VERSION.to_string()),
+            ("config", serde_json::to_string(self.config).expect("config serialises")),
+            ("tokenizer_sha256", self.tokenizer_sha256.to_string()),
+            ("dtype", self.dtype.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(protocol) = self.dense {
+            m.insert("dense".into(), serde_json::to_string(protocol).expect("protocol serialises"));
+        }
+        if !self.background_prompts.is_empty() {
+            m.insert("background_prompts".into(), serde_json::to_string(self.background_prompts).expect("strings serialise"));
+        }
+        m
     }
-    bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
-    bytes[8 + sorted.len()..8 + n].fill(b' ');
-    bytes
+}
+
+/// One tensor as a weights file stores it: name, dtype, shape; its bytes come later.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+}
+
+/// The tensors a parameter of this name and shape becomes in a file of `dtype`: itself, and for
+/// int8 its scales (`int8_channel_axes` decides which tensors are quantised).
+pub fn stored_tensors(name: &str, shape: &[usize], dtype: StorageDtype) -> Vec<StoredTensor> {
+    let tensor = |name: String, dtype, shape: Vec<usize>| StoredTensor { name, dtype, shape };
+    match dtype {
+        StorageDtype::F32 => vec![tensor(name.into(), Dtype::F32, shape.to_vec())],
+        StorageDtype::F16 => vec![tensor(name.into(), Dtype::F16, shape.to_vec())],
+        StorageDtype::Int8 => match int8_channel_axes(name, shape) {
+            Some(axes) => {
+                let scale_shape = shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { d } else { 1 }).collect();
+                vec![tensor(name.into(), Dtype::I8, shape.to_vec()), tensor(format!("{name}{SCALE_SUFFIX}"), Dtype::F32, scale_shape)]
+            }
+            None => vec![tensor(name.into(), Dtype::F32, shape.to_vec())],
+        },
+    }
+}
+
+/// Writes one parameter's values (f32, our layout) into its place in a planned file, quantised
+/// or converted as `stored_tensors` planned it.
+pub fn encode_tensor(plan: &FilePlan, file: &mut [u8], name: &str, data: &[f32], shape: &[usize], dtype: StorageDtype) {
+    let place = |n: &str| plan.range(n).unwrap_or_else(|| panic!("tensor '{n}' is not in the file's plan"));
+    let f32_into = |out: &mut [u8], values: &[f32]| {
+        for (o, v) in out.chunks_exact_mut(4).zip(values) {
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+    };
+    match (dtype, int8_channel_axes(name, shape)) {
+        (StorageDtype::F16, _) => file[place(name)].copy_from_slice(&quant::to_f16_bytes(data)),
+        (StorageDtype::Int8, Some(axes)) => {
+            let q = quant::quantize_int8(data, shape, &axes);
+            for (o, &v) in file[place(name)].iter_mut().zip(&q.values) {
+                *o = v as u8;
+            }
+            f32_into(&mut file[place(&format!("{name}{SCALE_SUFFIX}"))], &q.scales);
+        }
+        _ => f32_into(&mut file[place(name)], data),
+    }
+}
+
+/// Where every tensor of a weights file goes, decided from names, dtypes and shapes before any
+/// data exists: so a converter can write each tensor into its final place as it arrives
+/// (src/weights/stream.rs) and the whole file is allocated once. The layout is the one
+/// `safetensors::serialize` gives (tensors by descending dtype, then by name; the JSON header
+/// padded with spaces to a multiple of 8), with the header's keys sorted, so that the same
+/// tensors always give the same bytes and the manifest's SHA-256 is reproducible.
+pub struct FilePlan {
+    metadata: BTreeMap<String, String>,
+    /// In data order: name, dtype, shape, byte range within the data.
+    entries: Vec<(String, Dtype, Vec<usize>, std::ops::Range<usize>)>,
+    index: HashMap<String, usize>,
+    header_len: usize,
+    data_len: usize,
+}
+
+impl FilePlan {
+    pub fn new(header: &FileHeader, mut tensors: Vec<StoredTensor>) -> Result<Self, WeightsError> {
+        tensors.sort_by(|a, b| b.dtype.cmp(&a.dtype).then(a.name.cmp(&b.name)));
+        let mut entries = Vec::with_capacity(tensors.len());
+        let mut index = HashMap::with_capacity(tensors.len());
+        let mut offset = 0usize;
+        for t in tensors {
+            let len = t.shape.iter().product::<usize>() * t.dtype.bitsize() / 8;
+            if index.insert(t.name.clone(), entries.len()).is_some() {
+                return Err(WeightsError::Corrupt(format!("tensor '{}' is written twice", t.name)));
+            }
+            entries.push((t.name, t.dtype, t.shape, offset..offset + len));
+            offset += len;
+        }
+        let mut plan = Self { metadata: header.metadata(), entries, index, header_len: 0, data_len: offset };
+        // The checksum is 64 hex digits whatever its value: the header's length is known now.
+        plan.header_len = plan.header_json(&"0".repeat(64)).len();
+        Ok(plan)
+    }
+
+    /// The whole file's length in bytes.
+    pub fn total_len(&self) -> usize {
+        8 + self.header_len + self.data_len
+    }
+
+    /// The byte range of tensor `name` within the whole file.
+    pub fn range(&self, name: &str) -> Option<std::ops::Range<usize>> {
+        let start = 8 + self.header_len;
+        self.index.get(name).map(|&i| {
+            let r = &self.entries[i].3;
+            start + r.start..start + r.end
+        })
+    }
+
+    /// The JSON header with this data checksum, keys sorted, padded to a multiple of 8.
+    fn header_json(&self, data_sha256: &str) -> Vec<u8> {
+        let mut meta = self.metadata.clone();
+        meta.insert("data_sha256".into(), data_sha256.into());
+        let mut header = serde_json::Map::new();
+        header.insert("__metadata__".into(), serde_json::to_value(meta).expect("strings serialise"));
+        for (name, dtype, shape, range) in &self.entries {
+            header.insert(
+                name.clone(),
+                serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [range.start, range.end] }),
+            );
+        }
+        // serde_json's Map is a BTreeMap here (no `preserve_order`): keys come out sorted.
+        let mut json = serde_json::Value::Object(header).to_string().into_bytes();
+        json.resize(json.len().next_multiple_of(8), b' ');
+        json
+    }
+
+    /// Completes a file whose tensors are all in place: hashes the tensor data in name order
+    /// and writes the length and the header in front.
+    pub fn finish(&self, file: &mut [u8]) {
+        assert_eq!(file.len(), self.total_len(), "a weights file of the planned length");
+        let mut names: Vec<&String> = self.index.keys().collect();
+        names.sort();
+        let mut hasher = Sha256::new();
+        for name in names {
+            hasher.update(&file[self.range(name).expect("a planned tensor")]);
+        }
+        let json = self.header_json(&hex(&hasher.finalize()));
+        debug_assert_eq!(json.len(), self.header_len);
+        file[..8].copy_from_slice(&(self.header_len as u64).to_le_bytes());
+        file[8..8 + self.header_len].copy_from_slice(&json);
+    }
 }
 
 /// Parses and verifies a weights file. Works on bytes, so the page uses it unchanged.
@@ -257,6 +359,7 @@ pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
         Some(text) => {
             let protocol: DenseProtocol =
                 serde_json::from_str(text).map_err(|e| WeightsError::Field { field: "dense", message: e.to_string() })?;
+            let protocol = protocol.with_method_defaults();
             protocol.validate().map_err(|message| WeightsError::Field { field: "dense", message })?;
             Some(protocol)
         }
@@ -366,6 +469,48 @@ mod canonical_tests {
         }
         let file = read(&first).unwrap();
         assert_eq!(file.tensors["b.bias"].data, vec![1.0, 2.0, 3.0]);
+    }
+
+    /// The planned writer gives the bytes `safetensors::serialize` gives for the same tensors,
+    /// with the header's keys sorted (how files were written before the plan existed, so their
+    /// manifest hashes stay reproducible).
+    #[test]
+    fn the_planned_layout_is_safetensors_own_with_sorted_keys() {
+        use safetensors::tensor::TensorView;
+        let config = SegClipConfig::tiny();
+        let mut tensors = BTreeMap::new();
+        let big: Vec<f32> = (0..2048).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        tensors.insert("z.mlp.weight".to_string(), HostTensor::new(vec![32, 64], big.clone()));
+        tensors.insert("a.weight".to_string(), HostTensor::new(vec![64, 32], big));
+        tensors.insert("b.bias".to_string(), HostTensor::new(vec![3], vec![1.0, 2.0, 3.0]));
+        let ours = write(&config, "abc", StorageDtype::Int8, &tensors).unwrap();
+
+        let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, t) in &tensors {
+            match int8_channel_axes(name, &t.shape) {
+                Some(axes) => {
+                    let q = quant::quantize_int8(&t.data, &t.shape, &axes);
+                    entries.push((name.clone(), Dtype::I8, t.shape.clone(), q.values.iter().map(|&v| v as u8).collect()));
+                    let scales = q.scales.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    entries.push((format!("{name}{SCALE_SUFFIX}"), Dtype::F32, q.scale_shape, scales));
+                }
+                None => entries.push((name.clone(), Dtype::F32, t.shape.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect())),
+            }
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut hasher = Sha256::new();
+        entries.iter().for_each(|e| hasher.update(&e.3));
+        let header = FileHeader { config: &config, dense: None, background_prompts: &[], tokenizer_sha256: "abc", dtype: StorageDtype::Int8 };
+        let mut metadata: HashMap<String, String> = header.metadata().into_iter().collect();
+        metadata.insert("data_sha256".into(), hex(&hasher.finalize()));
+        let views = entries.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()));
+        let mut theirs = safetensors::serialize(views, Some(metadata)).unwrap();
+        // Their header with its keys sorted, same length and padding.
+        let n = u64::from_le_bytes(theirs[..8].try_into().unwrap()) as usize;
+        let sorted = serde_json::from_slice::<serde_json::Value>(&theirs[8..8 + n]).unwrap().to_string().into_bytes();
+        theirs[8..8 + sorted.len()].copy_from_slice(&sorted);
+        theirs[8 + sorted.len()..8 + n].fill(b' ');
+        assert_eq!(ours, theirs);
     }
 }
 

@@ -154,7 +154,8 @@ pub fn import_tensors(
     };
     let config = match config {
         Some(c) => c,
-        None => keymap::infer_config(&clip_like, layout).map_err(ImportError::Layout)?,
+        None => keymap::infer_config(&clip_like.iter().map(|(k, t)| (k.clone(), t.shape.clone())).collect(), layout, None)
+            .map_err(ImportError::Layout)?,
     };
     config.validate().map_err(ImportError::Layout)?;
     let release = match layout {
@@ -163,4 +164,119 @@ pub fn import_tensors(
     };
     let tensors = keymap::release_to_ours(release, &config, training, &mut unused).map_err(ImportError::Layout)?;
     Ok(Imported { layout, config, tensors, unused })
+}
+
+/// Converts a plain CLIP checkpoint file (safetensors in either hub layout, or an OpenAI torch
+/// zip-pickle) into a dense weights file with the streamed converter the page uses
+/// (src/weights/stream.rs): a safetensors file is fed in chunks exactly as a download is.
+/// `progress` is called with (bytes read, bytes in all).
+pub fn convert_dense_file(
+    path: &Path,
+    options: super::stream::ConvertOptions,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<super::stream::Converted, ImportError> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let err = |message: String| ImportError::Read { path: shown.clone(), message };
+    let conversion_err = |e: super::stream::ConvertError| ImportError::Read { path: shown.clone(), message: e.to_string() };
+    let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let total = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    let mut head = [0u8; 9];
+    let n = file.read(&mut head).map_err(|e| err(e.to_string()))?;
+    if n >= 2 && &head[..2] == b"PK" {
+        drop(file);
+        return convert_dense_zip(path, options).map_err(|e| match e {
+            ImportError::Read { message, .. } => err(message),
+            other => other,
+        });
+    }
+    let mut converter = super::stream::StreamConverter::new(options);
+    converter.push(&head[..n]).map_err(conversion_err)?;
+    let mut buffer = vec![0u8; 8 << 20];
+    let mut read = n as u64;
+    loop {
+        let n = file.read(&mut buffer).map_err(|e| err(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        converter.push(&buffer[..n]).map_err(conversion_err)?;
+        read += n as u64;
+        progress(read, total);
+    }
+    converter.finish().map_err(conversion_err)
+}
+
+/// The torch zip-pickle case of `convert_dense_file`: the tensors come whole from burn-store's
+/// reader, one at a time.
+fn convert_dense_zip(path: &Path, options: super::stream::ConvertOptions) -> Result<super::stream::Converted, ImportError> {
+    use super::stream::{DenseConversion, SourceTensor};
+    use burn::store::pytorch_reader::DType as D;
+    use safetensors::tensor::Dtype;
+    let shown = path.display().to_string();
+    let err = |message: String| ImportError::Read { path: shown.clone(), message };
+    if is_torchscript(path) {
+        // Refused there, with the one-line command that re-saves its weights.
+        read_checkpoint(path)?;
+    }
+    let reader = burn::store::pytorch_reader::PytorchReader::new(path).map_err(|e| err(e.to_string()))?;
+    let mut tensors: Vec<_> = reader.into_tensors().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let sources: Vec<SourceTensor> = tensors
+        .iter()
+        .map(|(name, t)| SourceTensor {
+            name: name.clone(),
+            dtype: match t.dtype() {
+                D::F32 => Dtype::F32,
+                D::F16 => Dtype::F16,
+                D::BF16 => Dtype::BF16,
+                D::F64 => Dtype::F64,
+                _ => Dtype::I64,
+            },
+            shape: t.shape().to_vec(),
+        })
+        .collect();
+    let conversion_err = |e: super::stream::ConvertError| ImportError::Read { path: shown.clone(), message: e.to_string() };
+    let mut conversion = DenseConversion::plan(&sources, &options).map_err(conversion_err)?;
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        if matches!(sources[i].dtype, Dtype::I64) {
+            continue;
+        }
+        let bytes = t.read().map_err(|e| err(format!("tensor '{name}': {e}")))?;
+        conversion.feed(i, &bytes).map_err(conversion_err)?;
+    }
+    conversion.finish().map_err(conversion_err)
+}
+
+/// The layout of a checkpoint file, read from its keys alone (a safetensors header, or a torch
+/// zip-pickle's index).
+pub fn sniff_layout(path: &Path) -> Result<SourceLayout, ImportError> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let err = |message: String| ImportError::Read { path: shown.clone(), message };
+    let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut head = [0u8; 9];
+    let n = f.read(&mut head).map_err(|e| err(e.to_string()))?;
+    if n < 9 {
+        return Err(err(format!("only {n} bytes long: not a checkpoint")));
+    }
+    let keys: BTreeSet<String> = if head[8] == b'{' {
+        let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) as usize;
+        if len > super::stream::MAX_HEADER_BYTES {
+            return Err(err(format!("a safetensors header of {len} bytes is over the {} limit", super::stream::MAX_HEADER_BYTES)));
+        }
+        let mut json = vec![b'{'; len];
+        f.read_exact(&mut json[1..]).map_err(|e| err(format!("reading its header: {e}")))?;
+        let header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&json).map_err(|e| err(format!("unreadable safetensors header: {e}")))?;
+        header.into_iter().map(|(k, _)| k).filter(|k| k != "__metadata__").collect()
+    } else if &head[..2] == b"PK" {
+        if is_torchscript(path) {
+            read_checkpoint(path)?;
+        }
+        let reader = burn::store::pytorch_reader::PytorchReader::new(path).map_err(|e| err(e.to_string()))?;
+        reader.into_tensors().into_keys().collect()
+    } else {
+        return Err(err("neither a torch zip archive nor a safetensors file".into()));
+    };
+    keymap::detect_layout(&keys).map_err(err)
 }

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::sync::LazyLock;
+
 use regex::Regex;
 
 use super::format::HostTensor;
@@ -50,8 +52,8 @@ pub fn detect_layout(keys: &BTreeSet<String>) -> Result<SourceLayout, String> {
 
 
 /// How a tensor's layout changes on the way in.
-#[derive(Clone, Copy, Debug)]
-enum Transform {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
     /// Same layout.
     Keep,
     /// PyTorch Linear [out, in] -> burn Linear [in, out].
@@ -122,6 +124,46 @@ fn compiled(rules: &[(&'static str, &'static str, Transform)]) -> Vec<(Regex, &'
     rules.iter().map(|(p, r, t)| (Regex::new(p).expect("valid key rule"), *r, *t)).collect()
 }
 
+static INFERENCE_RULES: LazyLock<Vec<(Regex, &'static str, Transform)>> = LazyLock::new(|| compiled(RULES));
+static ALL_RULES: LazyLock<Vec<(Regex, &'static str, Transform)>> = LazyLock::new(|| {
+    let mut all = RULES.to_vec();
+    all.extend_from_slice(TRAINING_RULES);
+    compiled(&all)
+});
+static SUFFIXES: LazyLock<Vec<(Regex, &'static str, Transform)>> = LazyLock::new(|| compiled(SUFFIX_RULES));
+static TRAINING_ONLY_KEYS: LazyLock<Vec<Regex>> = LazyLock::new(|| TRAINING_ONLY.iter().map(|p| Regex::new(p).unwrap()).collect());
+
+/// Where one source key goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyTarget {
+    /// Our parameter name and the layout change on the way.
+    Ours(String, Transform),
+    /// Deliberately not loaded, with the reason.
+    Unused(&'static str),
+}
+
+/// One release-layout key -> our name and transform; `None` when no rule knows the key. With
+/// `training`, the reconstruction branch is mapped too; otherwise it is unused.
+pub fn release_key(key: &str, training: bool) -> Option<KeyTarget> {
+    if !training && TRAINING_ONLY_KEYS.iter().any(|r| r.is_match(key)) {
+        return Some(KeyTarget::Unused("training-only (masked reconstruction branch)"));
+    }
+    let rules = if training { &*ALL_RULES } else { &*INFERENCE_RULES };
+    let (re, replacement, transform) = rules.iter().find(|(re, _, _)| re.is_match(key))?;
+    let mut name = re.replace(key, *replacement).into_owned();
+    let mut transform = *transform;
+    for (re, replacement, t) in SUFFIXES.iter() {
+        if re.is_match(&name) {
+            name = re.replace(&name, *replacement).into_owned();
+            if transform == Transform::Keep {
+                transform = *t;
+            }
+            break;
+        }
+    }
+    Some(KeyTarget::Ours(name, transform))
+}
+
 /// Maps release-layout tensors to our parameter names; unknown keys are an error naming them.
 /// With `training`, the reconstruction branch is mapped too; otherwise it is reported unused.
 pub fn release_to_ours(
@@ -130,52 +172,56 @@ pub fn release_to_ours(
     training: bool,
     unused: &mut Vec<(String, &'static str)>,
 ) -> Result<BTreeMap<String, HostTensor>, String> {
-    let rules = if training {
-        let mut all = RULES.to_vec();
-        all.extend_from_slice(TRAINING_RULES);
-        compiled(&all)
-    } else {
-        compiled(RULES)
-    };
-    let suffixes = compiled(SUFFIX_RULES);
-    let keep_training = training;
-    let training_only: Vec<Regex> = TRAINING_ONLY.iter().map(|p| Regex::new(p).unwrap()).collect();
     let mut out = BTreeMap::new();
     let mut unknown = Vec::new();
     for (key, tensor) in release {
-        if !keep_training && training_only.iter().any(|r| r.is_match(&key)) {
-            unused.push((key, "training-only (masked reconstruction branch)"));
-            continue;
-        }
-        let Some((re, replacement, transform)) = rules.iter().find(|(re, _, _)| re.is_match(&key)) else {
-            unknown.push(key);
-            continue;
-        };
-        let mut name = re.replace(&key, *replacement).into_owned();
-        let mut transform = *transform;
-        for (re, replacement, t) in &suffixes {
-            if re.is_match(&name) {
-                name = re.replace(&name, *replacement).into_owned();
-                if matches!(transform, Transform::Keep) {
-                    transform = *t;
-                }
-                break;
+        match release_key(&key, training) {
+            None => unknown.push(key),
+            Some(KeyTarget::Unused(reason)) => unused.push((key, reason)),
+            Some(KeyTarget::Ours(name, transform)) => {
+                let tensor = apply_transform(transform, tensor, config.vision_heads).map_err(|m| format!("{key}: {m}"))?;
+                out.insert(name, tensor);
             }
         }
-        let tensor = apply(transform, tensor, config.vision_heads).map_err(|m| format!("{key}: {m}"))?;
-        out.insert(name, tensor);
     }
     if !unknown.is_empty() {
-        return Err(format!(
-            "{} checkpoint key(s) match no SegCLIP parameter: {}",
-            unknown.len(),
-            unknown.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
-        ));
+        return Err(unknown_keys(&unknown, "SegCLIP parameter"));
     }
     Ok(out)
 }
 
-fn apply(transform: Transform, t: HostTensor, heads: usize) -> Result<HostTensor, String> {
+fn unknown_keys(unknown: &[String], what: &str) -> String {
+    format!("{} checkpoint key(s) match no {what}: {}", unknown.len(), unknown.iter().take(8).cloned().collect::<Vec<_>>().join(", "))
+}
+
+/// The shape a tensor of `shape` takes under `transform` (`heads` for grouped convolutions).
+pub fn transformed_shape(transform: Transform, shape: &[usize], heads: usize) -> Result<Vec<usize>, String> {
+    match transform {
+        Transform::Keep => Ok(shape.to_vec()),
+        Transform::Transpose => match shape {
+            [rows, cols] => Ok(vec![*cols, *rows]),
+            _ => Err(format!("expected a matrix, found shape {shape:?}")),
+        },
+        Transform::GroupedConv => match shape {
+            [w, d, 1] if *w == heads * d => Ok(vec![heads, *d, *d]),
+            _ => Err(format!("expected a grouped conv weight [{heads} x d, d, 1], found {shape:?}")),
+        },
+        Transform::Scalar => match shape.iter().product::<usize>() {
+            1 => Ok(vec![1]),
+            _ => Err(format!("expected a scalar, found shape {shape:?}")),
+        },
+        Transform::Matrix => {
+            let n = shape.len();
+            if n < 2 || shape[..n - 2].iter().any(|&d| d != 1) {
+                return Err(format!("expected [L, W], found {shape:?}"));
+            }
+            Ok(shape[n - 2..].to_vec())
+        }
+    }
+}
+
+/// Changes a tensor's layout (`heads` for grouped convolutions).
+pub fn apply_transform(transform: Transform, t: HostTensor, heads: usize) -> Result<HostTensor, String> {
     match transform {
         Transform::Keep => Ok(t),
         Transform::Transpose => {
@@ -259,12 +305,32 @@ pub fn segclip_to_dense(tensors: BTreeMap<String, HostTensor>, split: usize) -> 
         .collect()
 }
 
-/// Hugging Face CLIPModel keys -> OpenAI keys (q/k/v projections packed into `in_proj`).
-pub fn huggingface_to_openai(
-    hf: BTreeMap<String, HostTensor>,
-    unused: &mut Vec<(String, &'static str)>,
-) -> Result<BTreeMap<String, HostTensor>, String> {
-    const RENAMES: &[(&str, &str)] = &[
+/// Where one Hugging Face `CLIPModel` key goes in the OpenAI layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HfKey {
+    /// An OpenAI key, with the layout change on the way (the projections are Linear weights in
+    /// Hugging Face's layout, plain matrices in OpenAI's).
+    OpenAi(String, Transform),
+    /// One of the q, k, v projections (`slot` 0, 1, 2) that OpenAI packs into
+    /// `{prefix}.attn.in_proj_{kind}` along its first axis.
+    Packed { prefix: String, kind: String, slot: usize },
+    /// A buffer, not a weight.
+    Unused(&'static str),
+}
+
+impl HfKey {
+    /// The OpenAI key this one becomes (the packed key for q, k, v).
+    pub fn openai_key(&self) -> Option<String> {
+        match self {
+            HfKey::OpenAi(k, _) => Some(k.clone()),
+            HfKey::Packed { prefix, kind, .. } => Some(format!("{prefix}.attn.in_proj_{kind}")),
+            HfKey::Unused(_) => None,
+        }
+    }
+}
+
+static HF_RENAMES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+    [
         (r"^vision_model\.embeddings\.patch_embedding\.weight$", "visual.conv1.weight"),
         (r"^vision_model\.embeddings\.class_embedding$", "visual.class_embedding"),
         (r"^vision_model\.embeddings\.position_embedding\.weight$", "visual.positional_embedding"),
@@ -276,45 +342,66 @@ pub fn huggingface_to_openai(
         (r"^text_model\.final_layer_norm\.(weight|bias)$", "ln_final.$1"),
         (r"^text_model\.encoder\.layers\.(\d+)\.(.+)$", "transformer.resblocks.$1.$2"),
         (r"^logit_scale$", "logit_scale"),
-    ];
-    const BLOCK: &[(&str, &str)] = &[
+    ]
+    .iter()
+    .map(|(p, r)| (Regex::new(p).unwrap(), *r))
+    .collect()
+});
+static HF_BLOCK: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+    [
         (r"\.self_attn\.out_proj\.", ".attn.out_proj."),
         (r"\.layer_norm1\.", ".ln_1."),
         (r"\.layer_norm2\.", ".ln_2."),
         (r"\.mlp\.fc1\.", ".mlp.c_fc."),
         (r"\.mlp\.fc2\.", ".mlp.c_proj."),
-    ];
-    let renames: Vec<(Regex, &str)> = RENAMES.iter().map(|(p, r)| (Regex::new(p).unwrap(), *r)).collect();
-    let block: Vec<(Regex, &str)> = BLOCK.iter().map(|(p, r)| (Regex::new(p).unwrap(), *r)).collect();
-    let qkv = Regex::new(r"^(.+)\.self_attn\.(q|k|v)_proj\.(weight|bias)$").unwrap();
+    ]
+    .iter()
+    .map(|(p, r)| (Regex::new(p).unwrap(), *r))
+    .collect()
+});
+static HF_QKV: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(.+)\.self_attn\.(q|k|v)_proj\.(weight|bias)$").unwrap());
 
+/// One Hugging Face `CLIPModel` key -> the OpenAI layout; `None` when no rule knows it.
+pub fn hf_key(key: &str) -> Option<HfKey> {
+    match key {
+        "visual_projection.weight" => return Some(HfKey::OpenAi("visual.proj".into(), Transform::Transpose)),
+        "text_projection.weight" => return Some(HfKey::OpenAi("text_projection".into(), Transform::Transpose)),
+        _ if key.ends_with("position_ids") => return Some(HfKey::Unused("buffer (position ids)")),
+        _ => {}
+    }
+    let (re, replacement) = HF_RENAMES.iter().find(|(re, _)| re.is_match(key))?;
+    let mut name = re.replace(key, *replacement).into_owned();
+    if let Some(c) = HF_QKV.captures(&name) {
+        let slot = match &c[2] {
+            "q" => 0,
+            "k" => 1,
+            _ => 2,
+        };
+        return Some(HfKey::Packed { prefix: c[1].to_string(), kind: c[3].to_string(), slot });
+    }
+    for (re, replacement) in HF_BLOCK.iter() {
+        name = re.replace(&name, *replacement).into_owned();
+    }
+    Some(HfKey::OpenAi(name, Transform::Keep))
+}
+
+/// Hugging Face CLIPModel keys -> OpenAI keys (q/k/v projections packed into `in_proj`).
+pub fn huggingface_to_openai(
+    hf: BTreeMap<String, HostTensor>,
+    unused: &mut Vec<(String, &'static str)>,
+) -> Result<BTreeMap<String, HostTensor>, String> {
     let mut out = BTreeMap::new();
     let mut pending: BTreeMap<(String, String), [Option<HostTensor>; 3]> = BTreeMap::new();
     let mut unknown = Vec::new();
     for (key, t) in hf {
-        if key == "visual_projection.weight" || key == "text_projection.weight" {
-            let name = if key.starts_with("visual") { "visual.proj" } else { "text_projection" };
-            out.insert(name.to_string(), apply(Transform::Transpose, t, 1)?);
-            continue;
+        match hf_key(&key) {
+            None => unknown.push(key),
+            Some(HfKey::Unused(reason)) => unused.push((key, reason)),
+            Some(HfKey::OpenAi(name, transform)) => {
+                out.insert(name, apply_transform(transform, t, 1)?);
+            }
+            Some(HfKey::Packed { prefix, kind, slot }) => pending.entry((prefix, kind)).or_default()[slot] = Some(t),
         }
-        if key.ends_with("position_ids") {
-            unused.push((key, "buffer (position ids)"));
-            continue;
-        }
-        let Some((re, replacement)) = renames.iter().find(|(re, _)| re.is_match(&key)) else {
-            unknown.push(key);
-            continue;
-        };
-        let mut name = re.replace(&key, *replacement).into_owned();
-        if let Some(c) = qkv.captures(&name) {
-            let slot = match &c[2] { "q" => 0, "k" => 1, _ => 2 };
-            pending.entry((c[1].to_string(), c[3].to_string())).or_default()[slot] = Some(t);
-            continue;
-        }
-        for (re, replacement) in &block {
-            name = re.replace(&name, *replacement).into_owned();
-        }
-        out.insert(name, t);
     }
     for ((prefix, kind), parts) in pending {
         let [Some(q), Some(k), Some(v)] = parts else {
@@ -326,21 +413,39 @@ pub fn huggingface_to_openai(
         out.insert(format!("{prefix}.attn.in_proj_{kind}"), HostTensor::new(shape, data));
     }
     if !unknown.is_empty() {
-        return Err(format!(
-            "{} Hugging Face key(s) match no CLIP parameter: {}",
-            unknown.len(),
-            unknown.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
-        ));
+        return Err(unknown_keys(&unknown, "CLIP parameter").replace("checkpoint key(s)", "Hugging Face key(s)"));
     }
     Ok(out)
 }
 
-/// Reads the config off tensor shapes (release layout, `clip.` prefix). Heads follow the
-/// release's rule, width / 64; pass a config explicitly for models that break it.
-pub fn infer_config(t: &BTreeMap<String, HostTensor>, layout: SourceLayout) -> Result<SegClipConfig, String> {
-    let shape = |key: &str| {
-        t.get(key).map(|x| x.shape.clone()).ok_or_else(|| format!("checkpoint lacks '{key}'"))
+static OPENAI_VISUAL_BLOCK: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^visual\.transformer\.resblocks\.(\d+)\.(.+)$").unwrap());
+static STAGE1_BLOCK: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^visual\.stage1\.(\d+)\.(.+)$").unwrap());
+
+/// One OpenAI-layout key -> the dense model's name (src/model/dense.rs) and transform: the
+/// release's rules with every image block kept in one list (`visual.blocks.n`).
+pub fn dense_key(openai_key: &str) -> Option<KeyTarget> {
+    let release = match OPENAI_VISUAL_BLOCK.captures(openai_key) {
+        Some(c) => format!("clip.visual.transformer.layers0.{}.{}", &c[1], &c[2]),
+        None => format!("clip.{openai_key}"),
     };
+    match release_key(&release, false)? {
+        KeyTarget::Ours(name, transform) => {
+            let name = STAGE1_BLOCK.replace(&name, "visual.blocks.$1.$2").into_owned();
+            Some(KeyTarget::Ours(name, transform))
+        }
+        unused => Some(unused),
+    }
+}
+
+/// Reads the config off tensor shapes (release layout, `clip.` prefix). Heads follow the
+/// release's rule, width / 64, unless `heads` gives them (image tower, text tower); pass a
+/// config explicitly for models that break it otherwise.
+pub fn infer_config(
+    t: &BTreeMap<String, Vec<usize>>,
+    layout: SourceLayout,
+    heads: Option<(usize, usize)>,
+) -> Result<SegClipConfig, String> {
+    let shape = |key: &str| t.get(key).cloned().ok_or_else(|| format!("checkpoint lacks '{key}'"));
     let count = |pattern: &str| {
         let re = Regex::new(pattern).unwrap();
         t.keys().filter_map(|k| re.captures(k).map(|c| c[1].parse::<usize>().unwrap())).max().map(|m| m + 1).unwrap_or(0)
@@ -351,7 +456,11 @@ pub fn infer_config(t: &BTreeMap<String, HostTensor>, layout: SourceLayout) -> R
     let grid = (positions as f64).sqrt().round() as usize;
     let token = shape("clip.token_embedding.weight")?;
     let text_width = token[1];
+    let given = heads;
     let heads = |w: usize, what: &str| {
+        if let Some((vision, text)) = given {
+            return Ok(if what == "image tower" { vision } else { text });
+        }
         if w % 64 == 0 {
             Ok(w / 64)
         } else {
@@ -372,7 +481,7 @@ pub fn infer_config(t: &BTreeMap<String, HostTensor>, layout: SourceLayout) -> R
             (n, n.saturating_sub(2).max(1))
         }
     };
-    let centers = t.get("clip.visual.transformer.semantic_layer2.semantic_center").map(|c| c.shape[c.shape.len() - 2]);
+    let centers = t.get("clip.visual.transformer.semantic_layer2.semantic_center").map(|c| c[c.len().saturating_sub(2)]);
     let fc = shape("clip.transformer.resblocks.0.mlp.c_fc.weight")?;
     Ok(SegClipConfig {
         image_size: grid * patch,
@@ -395,7 +504,7 @@ pub fn infer_config(t: &BTreeMap<String, HostTensor>, layout: SourceLayout) -> R
         mlp_ratio: fc[0] / text_width,
         // The reconstruction branch's sizes where the file has it (heads are not stored: the
         // release's decoder uses 8).
-        decoder_width: t.get("vis_mae_decoder.decoder_embed.weight").map(|w| w.shape[0]).unwrap_or(width / 2),
+        decoder_width: t.get("vis_mae_decoder.decoder_embed.weight").map(|w| w[0]).unwrap_or(width / 2),
         decoder_heads: 8,
         conv_stem: 0,
         patchify_stem: 0,

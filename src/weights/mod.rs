@@ -4,10 +4,11 @@ pub mod format;
 pub mod manifest;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod import;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod keymap;
 pub mod model_io;
+pub mod presets;
 pub mod quant;
+pub mod stream;
 
 pub use format::{HostTensor, WeightsError, WeightsFile};
 pub use quant::StorageDtype;

@@ -60,9 +60,14 @@ pub fn quantize_int8(data: &[f32], shape: &[usize], kept: &[usize]) -> Quantized
     let values = data
         .iter()
         .enumerate()
-        .map(|(i, &v)| (v / scales[scale_index(i, shape, &scale_shape)]).round().clamp(-127.0, 127.0) as i8)
+        .map(|(i, &v)| quantize_value(v, scales[scale_index(i, shape, &scale_shape)]))
         .collect();
     Quantized { values, scale_shape, scales }
+}
+
+/// One value on its channel's int8 grid.
+pub fn quantize_value(v: f32, scale: f32) -> i8 {
+    (v / scale).round().clamp(-127.0, 127.0) as i8
 }
 
 /// Dequantises int8 `values` of `shape` with `scales` of `scale_shape`.

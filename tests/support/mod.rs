@@ -2,6 +2,8 @@
 //! Chromium driven over WebDriver (chromedriver + fantoccini).
 #![allow(dead_code)]
 
+pub mod hub;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,35 +3,36 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use segclip::model::dense::{DenseClip, DenseMethod, DenseProtocol};
+use segclip::model::dense::DenseMethod;
 use segclip::model::{SegClip, SegClipConfig};
-use segclip::weights::keymap::{detect_layout, SourceLayout};
+use segclip::weights::keymap::SourceLayout;
+use segclip::weights::stream::ConvertOptions;
 use segclip::weights::{format, import, model_io, StorageDtype};
 
 #[derive(clap::Args)]
 pub struct ConvertArgs {
     /// Checkpoint to read: SegCLIP release or OpenAI CLIP state dict (.pt/.pth/.bin zip-pickle),
     /// or Hugging Face CLIP (.safetensors).
-    input: PathBuf,
+    pub input: PathBuf,
     /// Weights file to write.
-    output: PathBuf,
+    pub output: PathBuf,
     /// Storage dtype of the output.
     #[arg(long, default_value = "f32")]
-    dtype: StorageDtype,
+    pub dtype: StorageDtype,
     /// Model config (JSON) to use instead of the one read off the tensor shapes; needed when the
     /// head count is not width / 64.
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// The tokenizer the weights are meant for (default: this build's); its SHA-256 goes into
     /// the file.
     #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    pub tokenizer: Option<PathBuf>,
     /// How the file segments, recorded in its header. A plain CLIP checkpoint defaults to
     /// `naclip` (training-free, every patch named; `clearclip` is the other dense method);
     /// `segclip` gives it a freshly initialised group module instead (a start for training).
     /// A SegCLIP checkpoint always segments with its own groups.
     #[arg(long)]
-    method: Option<String>,
+    pub method: Option<String>,
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
@@ -47,21 +48,12 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         Some(path) => std::fs::read(path).with_context(|| format!("reading the tokenizer {}", path.display()))?,
         None => crate::TOKENIZER_JSON.to_vec(),
     };
-    let raw = import::read_checkpoint(&args.input)?;
-    let keys: std::collections::BTreeSet<String> = raw.keys().cloned().collect();
-    let layout = detect_layout(&keys).map_err(anyhow::Error::msg).with_context(|| args.input.display().to_string())?;
-    let dense = match (args.method.as_deref(), layout) {
-        (Some("segclip"), _) | (None, SourceLayout::SegClip) => None,
-        (Some(m), SourceLayout::SegClip) => bail!(
-            "{}: a SegCLIP checkpoint segments with its own group module; --method {m} is for plain CLIP checkpoints",
-            args.input.display()
-        ),
-        (Some(m), _) => Some(m.parse::<DenseMethod>().map_err(|e| anyhow::anyhow!("--method: {e}, or segclip"))?),
-        (None, _) => Some(DenseMethod::Naclip),
-    };
-    if let Some(method) = dense {
-        return convert_dense(&args, raw, config, method, &tokenizer);
+    let method = dense_method(&args)?;
+    if let Some(method) = method {
+        let heads = config.as_ref().map(|c| (c.vision_heads, c.text_heads));
+        return convert_dense(&args, method, heads, &tokenizer);
     }
+    let raw = import::read_checkpoint(&args.input)?;
     let imported = import::import_tensors(raw, config, false)?;
     println!("{}: {} checkpoint", args.input.display(), imported.layout);
     println!("config: {}", serde_json::to_string(&imported.config)?);
@@ -109,29 +101,54 @@ fn write_output(args: &ConvertArgs, bytes: &[u8], what: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// A plain CLIP for a dense method: CLIP's own towers, every tensor from the checkpoint, the
-/// method's protocol in the header.
-fn convert_dense(
-    args: &ConvertArgs,
-    raw: std::collections::BTreeMap<String, segclip::weights::HostTensor>,
-    config: Option<SegClipConfig>,
-    method: DenseMethod,
-    tokenizer: &[u8],
-) -> anyhow::Result<()> {
-    let imported = import::import_dense_tensors(raw, config)?;
-    let protocol = DenseProtocol::for_method(method);
-    println!("{}: {} checkpoint, for dense segmentation with {method}", args.input.display(), imported.layout);
-    println!("config: {}", serde_json::to_string(&imported.config)?);
-    println!("protocol: {}", serde_json::to_string(&protocol)?);
+/// The method the output segments with: `None` for SegCLIP (a SegCLIP checkpoint, or a CLIP
+/// given a fresh group module with `--method segclip`), else the dense method (NACLIP unless
+/// `--method` says otherwise).
+fn dense_method(args: &ConvertArgs) -> anyhow::Result<Option<DenseMethod>> {
+    let layout = import::sniff_layout(&args.input)?;
+    Ok(match (args.method.as_deref(), layout) {
+        (Some("segclip"), _) | (None, SourceLayout::SegClip) => None,
+        (Some(m), SourceLayout::SegClip) => bail!(
+            "{}: a SegCLIP checkpoint segments with its own group module; --method {m} is for plain CLIP checkpoints",
+            args.input.display()
+        ),
+        (Some(m), _) => Some(m.parse::<DenseMethod>().map_err(|e| anyhow::anyhow!("--method: {e}, or segclip"))?),
+        (None, _) => Some(DenseMethod::Naclip),
+    })
+}
+
+/// A plain CLIP for a dense method, through the streamed converter the page uses
+/// (src/weights/stream.rs): CLIP's own towers, every tensor from the checkpoint, the method's
+/// protocol in the header. The result is loaded once to check it before it is written.
+fn convert_dense(args: &ConvertArgs, method: DenseMethod, heads: Option<(usize, usize)>, tokenizer: &[u8]) -> anyhow::Result<()> {
+    let options = ConvertOptions {
+        method,
+        dtype: args.dtype,
+        tokenizer_sha256: format::sha256_hex(tokenizer),
+        heads,
+        source_sha256: None,
+    };
+    let bar = crate::progress::bytes_bar("converting");
+    let converted = import::convert_dense_file(&args.input, options, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    println!("{}: {} checkpoint, for dense segmentation with {method}", args.input.display(), converted.layout);
+    println!("config: {}", serde_json::to_string(&converted.config)?);
+    println!("protocol: {}", serde_json::to_string(&converted.protocol)?);
+    check_dense(&converted.bytes).with_context(|| format!("{}: the converted file does not load", args.input.display()))?;
+    report_unused(&converted.unused);
+    write_output(args, &converted.bytes, &format!(", {method}"))
+}
+
+/// Loads a converted dense file once: every parameter present, with its shape.
+pub fn check_dense(bytes: &[u8]) -> anyhow::Result<()> {
+    let file = format::read(bytes)?;
     let device = segclip::backend::device(segclip::backend::BackendKind::Cpu).map_err(anyhow::Error::msg)?;
-    let mut model = DenseClip::new(&imported.config, &device);
-    // Every parameter must come from the checkpoint: nothing of a dense CLIP is trained here.
-    model_io::apply_tensors(&mut model, &imported.tensors, false).with_context(|| args.input.display().to_string())?;
-    println!("loaded {} tensors", imported.tensors.len());
-    report_unused(&imported.unused);
-    // All of the model's tensors and nothing else (checked above), so these are what it holds.
-    let bytes = format::write_dense(&imported.config, &protocol, &format::sha256_hex(tokenizer), args.dtype, &imported.tensors)?;
-    write_output(args, &bytes, &format!(", {method}"))
+    model_io::load_dense_model(&file, &device)?;
+    println!("loaded {} tensors", file.tensors.len());
+    Ok(())
 }
 
 fn summarise(keys: &[String]) -> String {

@@ -4,6 +4,8 @@ mod bench;
 mod convert;
 mod eval;
 mod export;
+mod fetch;
+mod progress;
 mod segment;
 mod synth;
 mod train;
@@ -39,9 +41,10 @@ pub struct ProtocolArgs {
     /// Context 0.25, COCO-Object 0.65 in the SegCLIP release).
     #[arg(long)]
     bg_thresh: Option<f32>,
-    /// Background prompts, comma-separated: texts that compete with the labels for each group,
-    /// a group they win being background. Default: the ones the weights file's header
-    /// carries, else none (the release's threshold rule alone). "none" turns them off.
+    /// Background prompts, comma-separated: texts that compete with the labels, a region they win
+    /// being background (a dense file: the words of its background class). Default: the ones
+    /// the weights file's header carries, else none (the release's threshold rule alone).
+    /// "none" turns them off.
     #[arg(long)]
     background_prompts: Option<String>,
     /// Labels kept from the image-level ranking before groups are named (the release: 5).
@@ -93,9 +96,9 @@ impl ProtocolArgs {
     /// Sets `segmenter`'s options for the weights at `weights` (the bundled model when `None`);
     /// returns the background threshold in use.
     pub fn apply(&self, segmenter: &mut segclip::pipeline::Segmenter, weights: Option<&std::path::Path>) -> anyhow::Result<f32> {
-        if segmenter.dense_protocol().is_some() && (self.background_prompts.is_some() || self.top_k.is_some() || self.superpixels.is_some() || self.flip.is_some() || self.refine.is_some() || self.extra_short_sides.is_some()) {
+        if segmenter.dense_protocol().is_some() && (self.top_k.is_some() || self.superpixels.is_some() || self.flip.is_some() || self.refine.is_some() || self.extra_short_sides.is_some()) {
             anyhow::bail!(
-                "--background-prompts, --top-k, --superpixels, --flip, --refine and --extra-short-sides apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely"
+                "--top-k, --superpixels, --flip, --refine and --extra-short-sides apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely"
             );
         }
         let entry = manifest_entry(weights)?;
@@ -154,6 +157,7 @@ impl ProtocolArgs {
         }
         if let Some(v) = self.window {
             o.window = v;
+            o.whole_image = false;
         }
         if let Some(v) = self.stride {
             o.stride = v;
@@ -283,6 +287,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Convert a SegCLIP, OpenAI CLIP or Hugging Face CLIP checkpoint to a segclip weights file.
     Convert(convert::ConvertArgs),
+    /// Download a model from the presets (weights/presets.json) and convert it as it streams in.
+    Fetch(fetch::FetchArgs),
     /// Measure encode, segmentation and training-step speed on the available backends.
     Bench(bench::BenchArgs),
     /// Run a numeric self-check on a backend and report what it is.
@@ -303,6 +309,7 @@ fn main() -> ExitCode {
         Command::Train(args) => report(train::run(args)),
         Command::Export(args) => report(export::run(args)),
         Command::Convert(args) => report(convert::run(args)),
+        Command::Fetch(args) => report(fetch::run(args)),
         Command::Bench(args) => report(bench::run(args)),
         Command::Backend { backend } => match run_selfcheck(backend) {
             Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 
+use super::models;
 use super::schedule::schedule;
 use super::session::load_weights;
 use super::state::*;
@@ -222,6 +223,16 @@ pub(super) fn wire_controls() -> Result<(), String> {
         let name = if l == 0 { "background".to_string() } else { r.labels[l - 1].label.clone() };
         dom::set_text("hover", &format!("({x}, {y}): {name}, score {:.3}", r.scores[i]));
     })?;
+    on::<web_sys::Event>("model-select", "change", |_| models::describe_selected())?;
+    on::<web_sys::MouseEvent>("model-load", "click", |_| spawn_local(models::load_selected()))?;
+    on::<web_sys::MouseEvent>("download-cancel", "click", |_| models::cancel_download())?;
+    on::<web_sys::MouseEvent>("use-photo-model", "click", |_| spawn_local(models::load_photo_preset()))?;
+    on::<web_sys::MouseEvent>("cached-models", "click", |e| {
+        let id = e.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()).and_then(|t| t.get_attribute("data-forget"));
+        if let Some(id) = id {
+            spawn_local(async move { models::forget(&id).await });
+        }
+    })?;
     on::<web_sys::MouseEvent>("download-overlay", "click", |_| download("overlay"))?;
     on::<web_sys::MouseEvent>("download-mask", "click", |_| download("mask"))?;
     wire_drop_and_paste()
@@ -278,6 +289,7 @@ pub(super) fn set_image(rgb: Rgb, note: Option<String>) {
         let app = app();
         let mut a = app.borrow_mut();
         a.image = Some(rgb);
+        a.image_is_sample = note.is_some();
         a.forget_features();
     }
     if let Some(el) = dom::element("placeholder") {

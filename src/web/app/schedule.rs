@@ -108,6 +108,7 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
         };
         (s, image, a.features.take(), a.labels.clone(), a.bg_thresh, started)
     };
+    let prompts_before = segmenter.counters.prompts_encoded;
     dom::set_busy(true);
     // Let the browser show the busy state before a long image encode; a label edit on cached
     // features is short, and yielding there cost ~10 ms of a 51 ms repaint.
@@ -193,11 +194,21 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
     }
     match outcome {
         Ok((features, result, timings)) => {
+            let photo_on_emoji_model = !a.image_is_sample
+                && a.segmenter.as_ref().is_some_and(|s| s.dense_protocol().is_none())
+                && a.bundled.as_ref().is_some_and(|b| b.file == a.model_name)
+                && result.background_share >= PHOTO_HINT_BACKGROUND;
+            let share = result.background_share;
             a.features = Some(features);
             a.result = Some(result);
             a.timings = timings;
+            let keep_labels = a.labels_cache_key.clone().filter(|_| a.segmenter.as_ref().is_some_and(|s| s.counters.prompts_encoded > prompts_before));
             drop(a);
             message("", false);
+            show_photo_hint(photo_on_emoji_model, share);
+            if let Some(key) = keep_labels {
+                spawn_local(save_label_embeddings(key));
+            }
             Ok(())
         }
         Err(e) => {
@@ -210,5 +221,46 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
             }
             Err(e)
         }
+    }
+}
+
+/// The share of a visitor's photo painted as background above which the page says the emoji
+/// model does not know photos (the bundled model paints 96.5-100% of photos so).
+const PHOTO_HINT_BACKGROUND: f64 = 0.95;
+
+/// Shows or hides the line that offers the photo model.
+fn show_photo_hint(show: bool, background_share: f64) {
+    let Some(hint) = dom::element("photo-hint") else { return };
+    if show {
+        dom::set_text(
+            "photo-hint-text",
+            &format!(
+                "The emoji model painted {:.0}% of this photo as background: it knows 19 classes of emoji art, not photos.",
+                background_share * 100.0
+            ),
+        );
+        let _ = hint.remove_attribute("hidden");
+    } else {
+        let _ = hint.set_attribute("hidden", "");
+    }
+    dom::merge_status("photo_hint", &serde_json::json!(show));
+}
+
+/// Keeps the loaded model's label embeddings in the models cache under `key`, so a later visit
+/// skips the text tower for them (the background words' 80 prompts each are the costly part).
+pub(super) async fn save_label_embeddings(key: String) {
+    let embeddings = {
+        let a = app();
+        let a = a.borrow();
+        match a.segmenter.as_ref() {
+            Some(s) if a.labels_cache_key.as_deref() == Some(key.as_str()) => s.cached_label_embeddings(),
+            _ => return,
+        }
+    };
+    let Some(cache) = dom::open_cache(super::models_cache()).await else { return };
+    let json = serde_json::to_vec(&embeddings).unwrap_or_default();
+    match dom::cache_put(&cache, &key, &json, "application/json").await {
+        Ok(()) => dom::merge_status("saved_label_embeddings", &serde_json::json!(embeddings.len())),
+        Err(e) => dom::log(&format!("label embeddings not kept: {e}")),
     }
 }

@@ -32,28 +32,38 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
             let path = format!("weights/{file}");
             let (bytes, origin) = dom::fetch_cached_verified(&path, Some(&entry.sha256), "progress", "progress-text").await?;
             dom::merge_status("weights_origin", &serde_json::json!(if origin == dom::Origin::Cache { "cache" } else { "network" }));
-            // The model's own default threshold (its model card says how it was chosen).
-            if let Some(t) = entry.bg_thresh {
-                set_bg_thresh(t as f32);
-            }
             load_weights(&bytes, &file)?;
-            // The model's own windows (src/weights/manifest.rs `windows`); weights loaded later
-            // by the user start from the defaults again, as the CLI's do without a manifest.
-            // The warm-up runs with them and publishes the status afterwards.
-            // Its superpixel snapping and mirrored-image averaging too (src/pipeline/mod.rs).
-            if let Some(s) = app().borrow_mut().segmenter.as_mut() {
-                if let Some(w) = entry.windows {
-                    s.options.use_windows(w);
-                }
-                s.options.superpixels = entry.superpixels;
-                s.options.flip = entry.flip;
-                s.options.refine = entry.refine;
+            apply_manifest_entry(&entry);
+            {
+                let state = app();
+                let mut a = state.borrow_mut();
+                a.preset_id = a.presets.as_ref().and_then(|p| {
+                    p.presets.iter().find(|p| matches!(&p.source, crate::weights::presets::Source::Bundled { file: f } if *f == file)).map(|p| p.id.clone())
+                });
+                a.bundled = Some(entry);
             }
             warm_up().await;
         }
         None => dom::set_text("model", "No bundled model in this build yet: load a weights file with \"Use my own weights\"."),
     }
     Ok(())
+}
+
+/// The bundled model's own settings from its manifest entry: threshold, windows (its
+/// `windows`), superpixel snapping, mirrored-image averaging and refinement. Weights loaded
+/// later by the user start from the defaults again, as the CLI's do without a manifest.
+pub(super) fn apply_manifest_entry(entry: &crate::weights::manifest::ManifestEntry) {
+    if let Some(t) = entry.bg_thresh {
+        set_bg_thresh(t as f32);
+    }
+    if let Some(s) = app().borrow_mut().segmenter.as_mut() {
+        if let Some(w) = entry.windows.clone() {
+            s.options.use_windows(w);
+        }
+        s.options.superpixels = entry.superpixels;
+        s.options.flip = entry.flip;
+        s.options.refine = entry.refine;
+    }
 }
 
 /// Sets the background threshold the next combination uses, and shows it on the slider.
@@ -89,6 +99,8 @@ pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
     {
         let mut a = app.borrow_mut();
         a.segmenter = Some(segmenter);
+        a.preset_id = None;
+        a.labels_cache_key = None;
         a.model_name = name.to_string();
         a.model_bytes = bytes.to_vec();
         a.generation += 1;
@@ -168,16 +180,33 @@ pub(super) async fn warm_up() {
     segmenter.options.superpixels = None;
     segmenter.options.refine = None;
     segmenter.options.extra_short_sides = Vec::new();
+    let mut label_ms = 0.0;
     let outcome = async {
         segmenter.encode_image(&blank).await?;
-        segmenter.encode_labels(&["object".to_string()]).await
+        let t0 = now();
+        let r = segmenter.encode_labels(&["object".to_string()]).await;
+        label_ms = now() - t0;
+        r
     }
     .await;
+    let prompts = segmenter.options.templates.len();
     segmenter.options = settings;
     segmenter.counters = Default::default();
     segmenter.clear_label_cache();
     let ms = now() - t0;
     dom::merge_status("warm_up_ms", &serde_json::json!(ms));
+    dom::merge_status("label_cost_ms", &serde_json::json!(label_ms));
+    // The GPU allocator reports its pool; the CPU backend has none.
+    let on_cpu = segmenter.device.memory_pool_usage().is_none();
+    let advice = if label_ms > 1000.0 && on_cpu {
+        " That is slow: a browser with WebGPU, or a smaller model, makes it faster."
+    } else {
+        ""
+    };
+    dom::set_text(
+        "label-cost",
+        &format!("A new label costs about {:.1} s here ({prompts} prompt{} through the text tower; each is computed once).{advice}", label_ms / 1e3, if prompts == 1 { "" } else { "s" }),
+    );
     dom::set_text("timings", &format!("Warm-up: {ms:.0} ms"));
     if let Err(e) = outcome {
         dom::log(&format!("warm-up: {e}"));

@@ -57,6 +57,15 @@ pub(super) struct App {
     pub(super) model_bytes: Vec<u8>,
     /// Bumped when the model is replaced; a computation started before is discarded.
     pub(super) generation: u64,
+    /// The presets (weights/presets.json) and the one loaded, when the model came from them.
+    pub(super) presets: Option<crate::weights::presets::Presets>,
+    pub(super) preset_id: Option<String>,
+    /// Where the loaded model's label embeddings are kept between visits (Cache API key).
+    pub(super) labels_cache_key: Option<String>,
+    /// The bundled model's manifest entry, to load it again from the picker.
+    pub(super) bundled: Option<crate::weights::manifest::ManifestEntry>,
+    /// The image is one of the page's generated samples (not a visitor's photo).
+    pub(super) image_is_sample: bool,
     /// Bumped when the image (or the default labels) change and the cached features are
     /// dropped; a computation started before paints and stores nothing, and runs again.
     pub(super) image_serial: u64,

@@ -221,8 +221,8 @@ async fn a_hub_model_is_downloaded_converted_cached_and_forgotten() {
     // A full quota: the model loads, the page says it is not kept.
     browser.eval("(Cache.prototype.put = function () { return Promise.reject(new DOMException('full', 'QuotaExceededError')); }, true)").await;
     assert_eq!(load(&browser, "quota").await, Ok("network".to_string()));
-    let m = message(&browser).await;
-    assert!(m.contains("quota"), "{m}");
+    let note = browser.eval("document.getElementById('model-note').textContent").await;
+    assert!(note.as_str().unwrap_or_default().contains("quota"), "{note}");
     // Cancel leaves nothing behind.
     browser.eval("(delete window.segclipStatus.model_origin, delete window.segclipStatus.model_error, delete window.segclipStatus.download, true)").await;
     browser.eval("(document.getElementById('model-select').value = 'slow', document.getElementById('model-load').click(), true)").await;
@@ -253,6 +253,11 @@ async fn a_hub_model_is_downloaded_converted_cached_and_forgotten() {
     assert!(cached.contains(&"tiny".to_string()) && !cached.contains(&"quota".to_string()), "cached: {cached:?}");
     assert_eq!(load(&browser, "tiny").await, Ok("cache".to_string()));
     assert_eq!(hub.request_count(), requests, "the cached model made a request");
+    // A model that is not kept cannot come now: the page says why (the network is gone, as
+    // the page sees an offline hub), and the cached model stays.
+    let e = load(&browser, "gated").await.expect_err("no network");
+    assert!(e.contains("could not be fetched") || e.contains("offline"), "{e}");
+    assert!(status(&browser).await["app"]["model"].as_str().unwrap_or_default().contains("tiny"));
     let restored = status(&browser).await["restored_label_embeddings"].as_u64().unwrap_or(0);
     assert!(restored >= 27, "the kept label embeddings were not restored ({restored})");
     browser.client.find(Locator::Id("image-input")).await.unwrap().send_keys(image.to_str().unwrap()).await.unwrap();

@@ -262,7 +262,8 @@ async fn page_segments_with_a_dense_clip_file() {
     assert!((bg.as_f64().unwrap_or(-1.0) - 0.1).abs() < 1e-6, "the slider is at NACLIP's threshold: {bg}");
     let shown = browser.eval("document.getElementById('bg-value').textContent").await;
     assert_eq!(shown.as_str(), Some("0.10"), "the threshold shown beside the slider");
-    assert_eq!(status["app"]["counters"]["prompts_encoded"], 3 * 80, "{status}");
+    // The three labels and NACLIP's 26 background words, 80 templates each.
+    assert_eq!(status["app"]["counters"]["prompts_encoded"], (3 + 26) * 80, "{status}");
     let page_mask = label_map(&browser).await;
 
     let cli_out = dir.join("page-cli-dense");

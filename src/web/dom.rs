@@ -136,7 +136,7 @@ const WEIGHTS_CACHE: &str = "segclip-weights-v1";
 /// with progress, checked against `sha`, and stored. A stale or damaged cached copy is replaced.
 /// Without the Cache API (an insecure context), it is a plain checked download.
 pub async fn fetch_cached_verified(path: &str, sha: Option<&str>, progress_id: &str, text_id: &str) -> Result<(Vec<u8>, Origin), String> {
-    let cache = open_cache().await;
+    let cache = open_cache(WEIGHTS_CACHE).await;
     if let Some(cache) = &cache {
         if let Some(bytes) = cached_bytes(cache, path).await {
             if sha.is_none_or(|s| crate::weights::format::sha256_hex(&bytes) == s) {
@@ -171,12 +171,6 @@ async fn cached_bytes(cache: &web_sys::Cache, path: &str) -> Option<Vec<u8>> {
     Some(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
-async fn open_cache() -> Option<web_sys::Cache> {
-    let window = web_sys::window()?;
-    // `caches` is missing outside secure contexts; reading it then throws.
-    let storage = window.caches().ok()?;
-    JsFuture::from(storage.open(WEIGHTS_CACHE)).await.ok()?.dyn_into().ok()
-}
 
 /// Offers `bytes` as a download named `name`.
 pub fn save_bytes(bytes: &[u8], mime: &str, name: &str) {
@@ -202,6 +196,7 @@ pub fn input(id: &str) -> Option<web_sys::HtmlInputElement> {
 
 /// The Cache API cache `name`, where the page has one (secure contexts only).
 pub async fn open_cache(name: &str) -> Option<web_sys::Cache> {
+    // `caches` is missing outside secure contexts; reading it then throws.
     let storage = web_sys::window()?.caches().ok()?;
     JsFuture::from(storage.open(name)).await.ok()?.dyn_into().ok()
 }

@@ -189,10 +189,13 @@ pub(super) async fn load_preset(id: &str) {
                 a.labels_cache_key = (!matches!(p.source, Source::Bundled { .. })).then(|| labels_key(&p));
             }
             dom::merge_status("model_origin", &serde_json::json!(origin));
-            match note {
-                Some(note) => message(&format!("Loaded {} ({origin}), {note}", p.name), true),
-                None => message(&format!("Loaded {} ({origin}).", p.name), false),
-            }
+            // The note stays beside the model (a later run clears the message line).
+            let line = match &note {
+                Some(note) => format!("Loaded {} ({origin}), {note}", p.name),
+                None => format!("Loaded {} ({origin}).", p.name),
+            };
+            dom::set_text("model-note", if note.is_some() { &line } else { "" });
+            message(&line, note.is_some());
             warm_up().await;
             // After the warm-up, which starts the label cache afresh.
             if let Some(cache) = dom::open_cache(models_cache_name()).await {

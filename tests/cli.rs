@@ -311,3 +311,21 @@ fn bench_reports_every_measurement_with_its_throughput() {
         assert!(m["median_ms"].as_f64().unwrap() > 0.0 && m["gflops_per_s"].as_f64().unwrap() > 0.0, "{m}");
     }
 }
+
+/// The bundled model on a photo-like image paints it background and says why, with the photo
+/// preset to fetch instead.
+#[test]
+fn segment_says_when_the_bundled_model_does_not_know_a_photo() {
+    let dir = scratch("photo-hint");
+    let image = dir.join("photo.png");
+    image::RgbImage::from_fn(96, 72, |x, y| image::Rgb([(100 + x / 2) as u8, (120 + y / 3) as u8, 140])).save(&image).unwrap();
+    let out = dir.join("out");
+    let run = segclip(&["segment", image.to_str().unwrap(), "--labels", "cat, sofa", "--out", out.to_str().unwrap()]);
+    let log = text(&run);
+    assert!(run.status.success(), "{log}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("photo.json")).unwrap()).unwrap();
+    let share = summary["result"]["background_share"].as_f64().unwrap();
+    assert_eq!(share >= 0.95, log.contains("knows 19 classes of emoji art"), "background {share}: {log}");
+    assert!(share >= 0.95, "the bundled model named {:.0}% of a plain gradient", (1.0 - share) * 100.0);
+    assert!(log.contains("segclip fetch tinyclip-8m"), "{log}");
+}

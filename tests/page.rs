@@ -13,7 +13,7 @@ use segclip::data::Split;
 use segclip::eval::ConfusionMatrix;
 use segclip::model::{SegClip, SegClipConfig};
 use segclip::weights::{format, model_io, StorageDtype};
-use support::{dist_dir, output_dir, serve, Browser};
+use support::{copy_dir, dist_dir, output_dir, serve, Browser};
 
 static BROWSER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -289,19 +289,6 @@ async fn page_segments_on_webgpu() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_segments_on_the_cpu_fallback() {
     segment_and_check(false).await;
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// The windows the test manifest gives its bundled model (the test model's input size is 224),

@@ -122,6 +122,12 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
         // The labels first: the first scale's interim map below needs them too.
         let t0 = now();
         let embeddings = segmenter.encode_labels(&labels_now).await?;
+        // A dense model's background words go through the text tower here too (once per model:
+        // they are cached), so the text time says what the words cost.
+        let words = segmenter.background_words(&labels_now);
+        if segmenter.dense_protocol().is_some() && !words.is_empty() {
+            segmenter.encode_labels(&words).await?;
+        }
         t.text_ms = now() - t0;
         let features = match features {
             Some(f) => f,

@@ -17,11 +17,6 @@ use crate::weights::presets::{Preset, Presets, Source};
 use crate::weights::stream::{ConvertOptions, StreamConverter};
 use crate::weights::{format, StorageDtype};
 
-/// The Cache API cache that holds converted models and their label embeddings.
-fn models_cache_name() -> &'static str {
-    super::models_cache()
-}
-
 thread_local! {
     /// Set by the Cancel button; the download loop stops at its next chunk.
     static CANCEL: Cell<bool> = const { Cell::new(false) };
@@ -100,7 +95,7 @@ fn labels_key(p: &Preset) -> String {
 
 /// Lists the cached models with their sizes and a Forget button each.
 pub(super) async fn render_cached() {
-    let Some(cache) = dom::open_cache(models_cache_name()).await else {
+    let Some(cache) = dom::open_cache(super::models_cache()).await else {
         dom::set_text("cached-models", "This browser keeps no models here (no Cache API in this context).");
         return;
     };
@@ -130,7 +125,7 @@ pub(super) async fn render_cached() {
 /// Forgets a cached model and its label embeddings.
 pub(super) async fn forget(id: &str) {
     let Some(p) = preset(id) else { return };
-    if let Some(cache) = dom::open_cache(models_cache_name()).await {
+    if let Some(cache) = dom::open_cache(super::models_cache()).await {
         let _ = JsFuture::from(cache.delete_with_str(&cache_key(&p))).await;
         let _ = JsFuture::from(cache.delete_with_str(&labels_key(&p))).await;
     }
@@ -198,7 +193,7 @@ pub(super) async fn load_preset(id: &str) {
             message(&line, note.is_some());
             warm_up().await;
             // After the warm-up, which starts the label cache afresh.
-            if let Some(cache) = dom::open_cache(models_cache_name()).await {
+            if let Some(cache) = dom::open_cache(super::models_cache()).await {
                 restore_label_embeddings(&cache, &p).await;
             }
         }
@@ -226,7 +221,7 @@ async fn load(p: &Preset) -> Result<(&'static str, Option<String>), String> {
             Ok(("bundled", None))
         }
         Source::Hub { .. } | Source::Release { .. } => {
-            let cache = dom::open_cache(models_cache_name()).await;
+            let cache = dom::open_cache(super::models_cache()).await;
             if let Some(cache) = &cache {
                 if let Some(r) = dom::cached_response(cache, &cache_key(p)).await {
                     let bytes = dom::response_bytes(&r).await?;

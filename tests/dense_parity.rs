@@ -71,6 +71,39 @@ fn features_match(device: Device, backend: &str) {
     assert!(rel_error(&narrow.data, &wide.data) > 100.0 * TOLERANCE, "the fixture's two widths are too alike to test the bias");
 }
 
+/// The fixture's CLIP through the importer, its 64 x 96 image, and its query embeddings as
+/// labels "query 1".."query Q".
+struct Pipeline {
+    f: Recording,
+    config: SegClipConfig,
+    model: DenseClip,
+    image: Rgb,
+    queries: Vec<Vec<f32>>,
+    labels: Vec<String>,
+}
+
+impl Pipeline {
+    fn new(device: &Device) -> Self {
+        let f = fixture();
+        let config: SegClipConfig = f.model_config().unwrap();
+        let model = model(&config, device);
+        let rgb = f.get("wide_rgb").unwrap();
+        let [h, w, 3] = rgb.shape[..] else { panic!("wide_rgb shape {:?}", rgb.shape) };
+        let image = Rgb::new(w, h, rgb.data.iter().map(|&v| v as u8).collect()).unwrap();
+        let queries: Vec<Vec<f32>> = f.rows("queries", |v| v).unwrap();
+        let labels: Vec<String> = (1..=queries.len()).map(|i| format!("query {i}")).collect();
+        Self { f, config, model, image, queries, labels }
+    }
+}
+
+/// A segmenter for the fixture's CLIP with `protocol`. The CLIP has a 320-token vocabulary; no
+/// text is encoded (the embeddings are given), so the segmenter is told the real tokenizer's.
+fn dense_segmenter(config: &SegClipConfig, model: &DenseClip, protocol: &DenseProtocol, device: &Device) -> Segmenter {
+    let tokenizer = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("static/tokenizer.json")).unwrap();
+    let config = SegClipConfig { vocab_size: 49408, ..config.clone() };
+    Segmenter::new_dense(model.clone(), protocol.clone(), config, ClipTokenizer::from_bytes(&tokenizer).unwrap(), device.clone()).unwrap()
+}
+
 /// Our label map against the fixture's `name` on at least 99.5% of the pixels.
 fn agree_with(f: &Recording, name: &str, ours: &[u8], what: &str) {
     let want = f.get(name).unwrap();
@@ -85,25 +118,14 @@ fn agree_with(f: &Recording, name: &str, ours: &[u8], what: &str) {
 /// scale and background rule) on the fixture's 64 x 96 image against the reference label maps,
 /// with the fixture's query embeddings as the labels'.
 fn label_maps_match(device: Device, backend: &str) {
-    let f = fixture();
-    let config: SegClipConfig = f.model_config().unwrap();
-    let model = model(&config, &device);
-    let rgb = f.get("wide_rgb").unwrap();
-    let [h, w, 3] = rgb.shape[..] else { panic!("wide_rgb shape {:?}", rgb.shape) };
-    let image = Rgb::new(w, h, rgb.data.iter().map(|&v| v as u8).collect()).unwrap();
-    let queries: Vec<Vec<f32>> = f.rows("queries", |v| v).unwrap();
-    let labels: Vec<String> = (1..=queries.len()).map(|i| format!("query {i}")).collect();
-    let tokenizer = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("static/tokenizer.json")).unwrap();
+    let Pipeline { f, config, model, image, queries, labels } = Pipeline::new(&device);
+    let h = image.height;
     for method in DenseMethod::ALL {
         let protocol = DenseProtocol::for_method(method);
         let settings = &f.json[method.name()];
         assert_eq!(protocol.logit_scale, settings["logit_scale"].as_f64().unwrap() as f32, "{method}: the fixture's scale");
         assert_eq!(protocol.bg_thresh, settings["prob_thd"].as_f64().unwrap() as f32, "{method}: the fixture's threshold");
-        // The fixture's CLIP has a 320-token vocabulary; no text is encoded here (the labels'
-        // embeddings are given), so the segmenter is told the real tokenizer's size.
-        let seg_config = SegClipConfig { vocab_size: 49408, ..config.clone() };
-        let tok = ClipTokenizer::from_bytes(&tokenizer).unwrap();
-        let mut segmenter = Segmenter::new_dense(model.clone(), protocol, seg_config, tok, device.clone()).unwrap();
+        let mut segmenter = dense_segmenter(&config, &model, &protocol, &device);
         segmenter.options.short_side = h;
         segmenter.options.window = f.json["window"].as_u64().unwrap() as usize;
         segmenter.options.stride = f.json["stride"].as_u64().unwrap() as usize;
@@ -123,21 +145,12 @@ fn label_maps_match(device: Device, backend: &str) {
 /// class in the one softmax. The words' embeddings are the fixture's (its CLIP cannot read the
 /// real tokenizer's ids), stored in the segmenter's label cache as the page restores them.
 fn default_protocols_match(device: Device, backend: &str) {
-    let f = fixture();
-    let config: SegClipConfig = f.model_config().unwrap();
-    let model = model(&config, &device);
-    let rgb = f.get("wide_rgb").unwrap();
-    let [h, w, 3] = rgb.shape[..] else { panic!("wide_rgb shape {:?}", rgb.shape) };
-    let image = Rgb::new(w, h, rgb.data.iter().map(|&v| v as u8).collect()).unwrap();
-    let queries: Vec<Vec<f32>> = f.rows("queries", |v| v).unwrap();
-    let labels: Vec<String> = (1..=queries.len()).map(|i| format!("query {i}")).collect();
-    let tokenizer = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("static/tokenizer.json")).unwrap();
+    let Pipeline { f, config, model, image, queries, labels } = Pipeline::new(&device);
+    let (w, h) = (image.width, image.height);
     for method in DenseMethod::ALL {
         let protocol = DenseProtocol::for_method(method);
         let words: Vec<Vec<f32>> = f.rows(&format!("{method}_background"), |v| v).unwrap();
-        let seg_config = SegClipConfig { vocab_size: 49408, ..config.clone() };
-        let tok = ClipTokenizer::from_bytes(&tokenizer).unwrap();
-        let mut segmenter = Segmenter::new_dense(model.clone(), protocol.clone(), seg_config, tok, device.clone()).unwrap();
+        let mut segmenter = dense_segmenter(&config, &model, &protocol, &device);
         assert_eq!(segmenter.options.whole_image, method == DenseMethod::Naclip);
         assert_eq!(segmenter.options.background_prompts, protocol.background, "{method}: the protocol's words");
         let names: Vec<String> = (1..=words.len()).map(|i| format!("background word {i}")).collect();

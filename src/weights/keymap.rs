@@ -190,7 +190,8 @@ pub fn release_to_ours(
     Ok(out)
 }
 
-fn unknown_keys(unknown: &[String], what: &str) -> String {
+/// "N checkpoint key(s) match no {what}: the first eight".
+pub(crate) fn unknown_keys(unknown: &[String], what: &str) -> String {
     format!("{} checkpoint key(s) match no {what}: {}", unknown.len(), unknown.iter().take(8).cloned().collect::<Vec<_>>().join(", "))
 }
 
@@ -413,7 +414,7 @@ pub fn huggingface_to_openai(
         out.insert(format!("{prefix}.attn.in_proj_{kind}"), HostTensor::new(shape, data));
     }
     if !unknown.is_empty() {
-        return Err(unknown_keys(&unknown, "CLIP parameter").replace("checkpoint key(s)", "Hugging Face key(s)"));
+        return Err(unknown_keys(&unknown, "CLIP parameter"));
     }
     Ok(out)
 }
@@ -456,10 +457,9 @@ pub fn infer_config(
     let grid = (positions as f64).sqrt().round() as usize;
     let token = shape("clip.token_embedding.weight")?;
     let text_width = token[1];
-    let given = heads;
-    let heads = |w: usize, what: &str| {
-        if let Some((vision, text)) = given {
-            return Ok(if what == "image tower" { vision } else { text });
+    let derive = |given: Option<usize>, w: usize, what: &str| {
+        if let Some(h) = given {
+            return Ok(h);
         }
         if w % 64 == 0 {
             Ok(w / 64)
@@ -487,7 +487,7 @@ pub fn infer_config(
         image_size: grid * patch,
         patch_size: patch,
         vision_width: width,
-        vision_heads: heads(width, "image tower")?,
+        vision_heads: derive(heads.map(|h| h.0), width, "image tower")?,
         vision_layers,
         group_after,
         num_centers: centers.unwrap_or(8),
@@ -497,7 +497,7 @@ pub fn infer_config(
         },
         embed_dim: shape("clip.visual.proj")?[1],
         text_width,
-        text_heads: heads(text_width, "text tower")?,
+        text_heads: derive(heads.map(|h| h.1), text_width, "text tower")?,
         text_layers: count(r"^clip\.transformer\.resblocks\.(\d+)\."),
         context_length: shape("clip.positional_embedding")?[0],
         vocab_size: token[0],

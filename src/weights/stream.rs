@@ -153,13 +153,9 @@ impl DenseConversion {
                         unused.push((s.name.clone(), reason));
                         None
                     }
-                    Some(k @ HfKey::OpenAi(..)) | Some(k @ HfKey::Packed { .. }) => {
-                        let (transform, slot) = match &k {
-                            HfKey::OpenAi(_, t) => (*t, None),
-                            HfKey::Packed { slot, .. } => (Transform::Keep, Some(*slot)),
-                            HfKey::Unused(_) => unreachable!(),
-                        };
-                        Some((k.openai_key().expect("a mapped key"), transform, slot))
+                    Some(HfKey::OpenAi(key, transform)) => Some((key, transform, None)),
+                    Some(packed @ HfKey::Packed { slot, .. }) => {
+                        Some((packed.openai_key().expect("a packed key"), Transform::Keep, Some(slot)))
                     }
                 },
                 _ => Some((s.name.clone(), Transform::Keep, None)),
@@ -167,11 +163,7 @@ impl DenseConversion {
             openai.push(mapped);
         }
         if !unknown.is_empty() {
-            return Err(ConvertError::NotClip(format!(
-                "{} key(s) match no CLIP parameter: {}",
-                unknown.len(),
-                unknown.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
-            )));
+            return Err(ConvertError::NotClip(keymap::unknown_keys(&unknown, "CLIP parameter")));
         }
         // Shapes in the OpenAI layout (release prefix) to read the config off.
         let mut shapes = BTreeMap::new();

@@ -20,7 +20,8 @@ pub struct ConvertArgs {
     #[arg(long, default_value = "f32")]
     pub dtype: StorageDtype,
     /// Model config (JSON) to use instead of the one read off the tensor shapes; needed when the
-    /// head count is not width / 64.
+    /// head count is not width / 64. For a plain CLIP converted for a dense method only its
+    /// head counts are taken (the rest is read off the shapes).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The tokenizer the weights are meant for (default: this build's); its SHA-256 goes into

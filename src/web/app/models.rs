@@ -177,12 +177,7 @@ pub(super) async fn load_preset(id: &str) {
     show_progress(false);
     match outcome {
         Ok((origin, note)) => {
-            {
-                let state = app();
-                let mut a = state.borrow_mut();
-                a.preset_id = Some(p.id.clone());
-                a.labels_cache_key = (!matches!(p.source, Source::Bundled { .. })).then(|| labels_key(&p));
-            }
+            app().borrow_mut().labels_cache_key = (!matches!(p.source, Source::Bundled { .. })).then(|| labels_key(&p));
             dom::merge_status("model_origin", &serde_json::json!(origin));
             // The note stays beside the model (a later run clears the message line).
             let line = match &note {

@@ -34,14 +34,7 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
             dom::merge_status("weights_origin", &serde_json::json!(if origin == dom::Origin::Cache { "cache" } else { "network" }));
             load_weights(&bytes, &file)?;
             apply_manifest_entry(&entry);
-            {
-                let state = app();
-                let mut a = state.borrow_mut();
-                a.preset_id = a.presets.as_ref().and_then(|p| {
-                    p.presets.iter().find(|p| matches!(&p.source, crate::weights::presets::Source::Bundled { file: f } if *f == file)).map(|p| p.id.clone())
-                });
-                a.bundled = Some(entry);
-            }
+            app().borrow_mut().bundled = Some(entry);
             warm_up().await;
         }
         None => dom::set_text("model", "No bundled model in this build yet: load a weights file with \"Use my own weights\"."),
@@ -99,7 +92,6 @@ pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
     {
         let mut a = app.borrow_mut();
         a.segmenter = Some(segmenter);
-        a.preset_id = None;
         a.labels_cache_key = None;
         a.model_name = name.to_string();
         a.model_bytes = bytes.to_vec();

@@ -57,9 +57,8 @@ pub(super) struct App {
     pub(super) model_bytes: Vec<u8>,
     /// Bumped when the model is replaced; a computation started before is discarded.
     pub(super) generation: u64,
-    /// The presets (weights/presets.json) and the one loaded, when the model came from them.
+    /// The presets (weights/presets.json).
     pub(super) presets: Option<crate::weights::presets::Presets>,
-    pub(super) preset_id: Option<String>,
     /// Where the loaded model's label embeddings are kept between visits (Cache API key).
     pub(super) labels_cache_key: Option<String>,
     /// The bundled model's manifest entry, to load it again from the picker.

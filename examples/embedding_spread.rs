@@ -36,10 +36,11 @@ fn cosine_stats(rows: &[Vec<f32>]) -> (f32, f32) {
 fn main() {
     let path = std::env::args().nth(1).expect("usage: embedding_spread WEIGHTS");
     let bytes = std::fs::read(&path).unwrap();
-    let file = segclip::weights::format::read(&bytes).unwrap();
+    let file = segclip::weights::format::read_for_model(&bytes, segclip::weights::Residency::F32).unwrap();
+    let config = file.config.clone();
     let device = Device::flex();
-    let model = segclip::weights::model_io::load_model(&file, &device).unwrap();
-    let c = &file.config;
+    let model = segclip::weights::model_io::load_model(file, &device).unwrap();
+    let c = &config;
     let s = c.image_size;
     let scenes = 16;
     let mut pixels = Vec::with_capacity(scenes * 3 * s * s);

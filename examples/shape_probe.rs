@@ -126,15 +126,16 @@ fn main() {
     let n_train: usize = args.get(2).map_or(400, |a| a.parse().expect("TRAIN_SCENES: a number"));
     let n_val: usize = args.get(3).map_or(200, |a| a.parse().expect("VAL_SCENES: a number"));
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let file = segclip::weights::format::read(&bytes).unwrap();
+    let file = segclip::weights::format::read_for_model(&bytes, segclip::weights::Residency::F32).unwrap();
+    let config = file.config.clone();
     let device = Device::flex();
-    let trained = segclip::weights::model_io::load_model(&file, &device).unwrap();
+    let trained = segclip::weights::model_io::load_model(file, &device).unwrap();
     // Seeded, so the untrained figures repeat from run to run.
     device.seed(42);
-    let fresh = SegClip::new(&file.config, &device);
+    let fresh = SegClip::new(&config, &device);
     for (name, model) in [("untrained (fresh initialisation)", &fresh), ("these weights", &trained)] {
-        let (train_x, train_shape, train_colour) = object_samples(model, &file.config, Split::Train, n_train, &device);
-        let (test_x, test_shape, test_colour) = object_samples(model, &file.config, Split::Val, n_val, &device);
+        let (train_x, train_shape, train_colour) = object_samples(model, &config, Split::Train, n_train, &device);
+        let (test_x, test_shape, test_colour) = object_samples(model, &config, Split::Val, n_val, &device);
         let (xs, xt) = standardise(&train_x, &test_x);
         // Colour is the control: it is plain in the pixels, so a probe that finds colour but not
         // shape says shape is missing from the features, not that the probe is too weak.

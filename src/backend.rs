@@ -66,3 +66,8 @@ mod native {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::*;
+
+/// Whether `device` is the CPU backend (flex): the one that reports no GPU memory pool.
+pub fn is_cpu(device: &burn::tensor::Device) -> bool {
+    device.memory_pool_usage().is_none()
+}

@@ -25,7 +25,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::config::SegClipConfig;
-use super::layers::{blocks, layer_norm, ResidualBlock};
+use super::layers::{blocks, lazy_param, layer_norm, random_param, ResidualBlock};
 use super::text::{TextTower, TokenBatch};
 use super::MAX_LOGIT_SCALE;
 
@@ -283,12 +283,12 @@ impl DenseVisionTower {
         let p = c.patch_size;
         Self {
             conv1: Conv2dConfig::new([3, w], [p, p]).with_stride([p, p]).with_bias(false).init(device),
-            class_embedding: Param::from_tensor(Tensor::random([w], Distribution::Normal(0.0, scale), device)),
-            positional_embedding: Param::from_tensor(Tensor::random([c.num_patches() + 1, w], Distribution::Normal(0.0, scale), device)),
+            class_embedding: random_param([w], Distribution::Normal(0.0, scale), device),
+            positional_embedding: random_param([c.num_patches() + 1, w], Distribution::Normal(0.0, scale), device),
             ln_pre: layer_norm(w, device),
             blocks: blocks(c.vision_layers, w, c.vision_heads, c.mlp_ratio, device),
             ln_post: layer_norm(w, device),
-            proj: Param::from_tensor(Tensor::random([w, c.embed_dim], Distribution::Normal(0.0, scale), device)),
+            proj: random_param([w, c.embed_dim], Distribution::Normal(0.0, scale), device),
         }
     }
 
@@ -316,7 +316,7 @@ impl DenseVisionTower {
             }
             DenseMethod::Clearclip => last.attn.same_side_attention(h, false, None),
         };
-        let tokens = self.ln_post.forward(y).matmul(self.proj.val().unsqueeze::<3>());
+        let tokens = self.ln_post.forward(y).matmul(self.proj.val().dequantize().unsqueeze::<3>());
         let e = tokens.dims()[2];
         DenseOutput { patch_embed: tokens.narrow(1, 1, rows * cols).reshape([b, rows * cols, e]), grid: [rows, cols] }
     }
@@ -337,7 +337,7 @@ impl DenseClip {
         Self {
             visual: DenseVisionTower::new(config, device),
             text: TextTower::new(config, device),
-            logit_scale: Param::from_tensor(Tensor::from_floats([MAX_LOGIT_SCALE.ln() as f32], device)),
+            logit_scale: lazy_param([1], device, |device| Tensor::from_floats([MAX_LOGIT_SCALE.ln() as f32], device)),
         }
     }
 

@@ -7,7 +7,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
-use super::layers::{layer_norm, linear, quick_gelu, Attention, Mlp};
+use super::layers::{apply_linear, lazy_param, layer_norm, linear, quick_gelu, random_param, Attention, Mlp};
 
 /// One pre-norm cross-attention layer updating the centers:
 /// `C = C + MHA(ln_x(C), ln_k([C; P]), ln_k([C; P]))`, then `C = C + MLP(ln_2(C))`.
@@ -49,7 +49,7 @@ pub struct GroupProjection {
 
 impl GroupProjection {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        quick_gelu(self.fc2.forward(gelu(self.fc1.forward(self.ln.forward(x)))))
+        quick_gelu(apply_linear(&self.fc2, gelu(apply_linear(&self.fc1, self.ln.forward(x)))))
     }
 }
 
@@ -98,13 +98,13 @@ impl GroupModule {
         let d = width / heads;
         // Conv1d default (kaiming-uniform, a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = d.
         let bound = 1.0 / (d as f64).sqrt();
-        let block_diag = || Param::from_tensor(Tensor::random([heads, d, d], Distribution::Uniform(-bound, bound), device));
+        let block_diag = || random_param([heads, d, d], Distribution::Uniform(-bound, bound), device);
         Self {
             // Truncated normal (std 0.02): values beyond 2 std are rare enough that a plain normal
             // clipped to +-0.04 matches it for training purposes.
-            semantic_center: Param::from_tensor(
-                Tensor::random([centers, width], Distribution::Normal(0.0, 0.02), device).clamp(-0.04, 0.04),
-            ),
+            semantic_center: lazy_param([centers, width], device, move |device| {
+                Tensor::random([centers, width], Distribution::Normal(0.0, 0.02), device).clamp(-0.04, 0.04)
+            }),
             norm: layer_norm(width, device),
             cross_att: (0..layers).map(|_| CrossAttentionLayer::new(width, heads, mlp_ratio, device)).collect(),
             cross_ln: layer_norm(width, device),
@@ -138,8 +138,8 @@ impl GroupModule {
         let q = self.cross_ln.forward(centers);
 
         let pn = self.norm.forward(patches);
-        let k = self.k_ln.forward(Self::block_diagonal(self.k_proj.val(), pn.clone()));
-        let v = Self::block_diagonal(self.v_proj.val(), pn);
+        let k = self.k_ln.forward(Self::block_diagonal(self.k_proj.val().dequantize(), pn.clone()));
+        let v = Self::block_diagonal(self.v_proj.val().dequantize(), pn);
 
         // Un-scaled logits A = Q K^T [B, L, P]; assignment over the centers (dim 1).
         let logits = q.clone().matmul(k.swap_dims(1, 2));

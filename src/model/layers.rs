@@ -1,10 +1,10 @@
 //! The building blocks both towers share: CLIP's pre-LN residual block, its packed multi-head
 //! attention and its QuickGELU MLP (docs/segclip.md, "Image encoder": blocks).
 
-use burn::module::Module;
+use burn::module::{Module, Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, Initializer};
 use burn::tensor::activation::{sigmoid, softmax};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Distribution, Shape, Tensor};
 
 /// CLIP's LayerNorm epsilon.
 pub const LN_EPS: f64 = 1e-5;
@@ -19,6 +19,40 @@ pub fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear 
         .with_bias(bias)
         .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
         .init(device)
+}
+
+/// A parameter of `shape` whose value `init` makes on first use, as burn's own layers do
+/// (`Initializer::init_with`). A model built to be loaded from a file never uses its fresh
+/// values: the loader replaces each parameter first, so loading draws no random numbers and
+/// allocates nothing it throws away.
+pub fn lazy_param<const D: usize>(
+    shape: [usize; D],
+    device: &Device,
+    init: impl FnOnce(&Device) -> Tensor<D> + Send + Sync + 'static,
+) -> Param<Tensor<D>> {
+    Param::uninitialized(
+        ParamId::new(),
+        move |device, require_grad| {
+            let tensor = init(device);
+            if require_grad { tensor.require_grad() } else { tensor }
+        },
+        device.clone(),
+        true,
+        Shape::new(shape),
+    )
+}
+
+/// A parameter drawn from `distribution` on first use (`lazy_param`).
+pub fn random_param<const D: usize>(shape: [usize; D], distribution: Distribution, device: &Device) -> Param<Tensor<D>> {
+    lazy_param(shape, device, move |device| Tensor::random(shape, distribution, device))
+}
+
+/// `layer.forward(x)`, with a weight held as int8 (`weights::Residency::Int8`) dequantised
+/// first. Either way the layer computes with the same f32 values through the same kernel, so a
+/// model gives the same outputs however its weights are held (burn's own quantized linear
+/// takes another kernel).
+pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    burn::tensor::module::linear(x, layer.weight.val().dequantize(), layer.bias.as_ref().map(|b| b.val()))
 }
 
 /// QuickGELU: x * sigmoid(1.702 x), CLIP's activation.
@@ -39,7 +73,7 @@ impl Mlp {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.c_proj.forward(quick_gelu(self.c_fc.forward(x)))
+        apply_linear(&self.c_proj, quick_gelu(apply_linear(&self.c_fc, x)))
     }
 }
 
@@ -65,7 +99,7 @@ impl Attention {
     /// Self-attention over `x` [B, N, W]; `mask` is an additive [N, N] bias (causal text mask).
     pub fn self_attention(&self, x: Tensor<3>, mask: Option<Tensor<2>>) -> Tensor<3> {
         let w = self.width();
-        let qkv = self.in_proj.forward(x);
+        let qkv = apply_linear(&self.in_proj, x);
         let q = qkv.clone().narrow(2, 0, w);
         let k = qkv.clone().narrow(2, w, w);
         let v = qkv.narrow(2, 2 * w, w);
@@ -75,7 +109,7 @@ impl Attention {
     /// Cross-attention: queries from `query` [B, Nq, W], keys and values from `context` [B, Nk, W].
     pub fn cross_attention(&self, query: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
         let w = self.width();
-        let weight = self.in_proj.weight.val();
+        let weight = self.in_proj.weight.val().dequantize();
         let bias = self.in_proj.bias.as_ref().map(|b| b.val());
         let project = |x: Tensor<3>, start: usize| {
             let y = x.matmul(weight.clone().narrow(1, start, w).unsqueeze::<3>());
@@ -97,7 +131,7 @@ impl Attention {
     /// (src/model/dense.rs says where each method does this).
     pub fn same_side_attention(&self, x: Tensor<3>, keys: bool, bias: Option<Tensor<2>>) -> Tensor<3> {
         let w = self.width();
-        let qkv = self.in_proj.forward(x);
+        let qkv = apply_linear(&self.in_proj, x);
         let side = qkv.clone().narrow(2, if keys { w } else { 0 }, w);
         let v = qkv.narrow(2, 2 * w, w);
         self.attend(side.clone(), side, v, bias)
@@ -117,7 +151,7 @@ impl Attention {
             scores = scores + mask.unsqueeze::<4>();
         }
         let out = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, nq, w]);
-        self.out_proj.forward(out)
+        apply_linear(&self.out_proj, out)
     }
 }
 

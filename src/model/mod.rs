@@ -36,7 +36,7 @@ impl SegClip {
         Self {
             visual: vision::VisionTower::new(config, device),
             text: text::TextTower::new(config, device),
-            logit_scale: Param::from_tensor(Tensor::from_floats([MAX_LOGIT_SCALE.ln() as f32], device)),
+            logit_scale: layers::lazy_param([1], device, |device| Tensor::from_floats([MAX_LOGIT_SCALE.ln() as f32], device)),
             recon: None,
         }
     }

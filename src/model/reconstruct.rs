@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::SegClipConfig;
 use super::group::Assignment;
-use super::layers::{blocks, linear, quick_gelu, Attention, ResidualBlock};
+use super::layers::{blocks, linear, quick_gelu, random_param, Attention, ResidualBlock};
 use super::vision::VisionTower;
 
 /// timm's ViT block, as MAE's decoder uses it: LayerNorm eps 1e-6, GELU MLP.
@@ -110,7 +110,7 @@ impl ReconstructionHeads {
             rec_proj: linear(c.num_centers, c.num_centers, true, device),
             blocks: blocks(c.mae_blocks, c.vision_width, c.vision_heads, c.mlp_ratio, device),
             decoder: MaeDecoder {
-                mask_token: Param::from_tensor(Tensor::random([1, 1, d], burn::tensor::Distribution::Normal(0.0, 0.02), device)),
+                mask_token: random_param([1, 1, d], burn::tensor::Distribution::Normal(0.0, 0.02), device),
                 decoder_pos_embed: Param::from_tensor(positions).set_require_grad(false),
                 decoder_embed: linear(c.vision_width, d, true, device),
                 decoder_blocks: (0..c.decoder_layers).map(|_| DecoderBlock::new(d, c.decoder_heads, device)).collect(),

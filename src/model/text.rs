@@ -6,7 +6,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use super::config::SegClipConfig;
-use super::layers::{blocks, layer_norm, ResidualBlock};
+use super::layers::{blocks, layer_norm, random_param, ResidualBlock};
 
 #[derive(Module, Debug)]
 pub struct TextTower {
@@ -76,18 +76,10 @@ impl TextTower {
             token_embedding: EmbeddingConfig::new(c.vocab_size, w)
                 .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
                 .init(device),
-            positional_embedding: Param::from_tensor(Tensor::random(
-                [c.context_length, w],
-                Distribution::Normal(0.0, 0.01),
-                device,
-            )),
+            positional_embedding: random_param([c.context_length, w], Distribution::Normal(0.0, 0.01), device),
             blocks: blocks(c.text_layers, w, c.text_heads, c.mlp_ratio, device),
             ln_final: layer_norm(w, device),
-            text_projection: Param::from_tensor(Tensor::random(
-                [w, c.embed_dim],
-                Distribution::Normal(0.0, (w as f64).powf(-0.5)),
-                device,
-            )),
+            text_projection: random_param([w, c.embed_dim], Distribution::Normal(0.0, (w as f64).powf(-0.5)), device),
         }
     }
 
@@ -96,8 +88,12 @@ impl TextTower {
         let (t, n) = (tokens.rows, tokens.len);
         let context = self.positional_embedding.dims()[0];
         assert!(n <= context, "token sequences of length {n} exceed the text context {context}");
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(tokens.ids.clone(), [t, n]), device);
-        let mut x = self.token_embedding.forward(ids)
+        // The token table's rows for these ids: the embedding lookup, done as a row select so a
+        // table kept as int8 is dequantised for those rows only (a lookup dequantises all of it).
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(tokens.ids.clone(), [t * n]), device);
+        let table = self.token_embedding.weight.val();
+        let w = table.dims()[1];
+        let mut x = table.select(0, ids).dequantize().reshape([t, n, w])
             + self.positional_embedding.val().narrow(0, 0, n).unsqueeze::<3>();
         let mask = causal_mask(n, device);
         for block in &self.blocks {
@@ -107,7 +103,7 @@ impl TextTower {
         let w = x.dims()[2];
         let rows: Vec<i64> = tokens.eot_positions.iter().enumerate().map(|(i, &p)| (i * n + p) as i64).collect();
         let at_eot = x.reshape([t * n, w]).select(0, Tensor::<1, Int>::from_data(TensorData::new(rows, [t]), device));
-        at_eot.matmul(self.text_projection.val())
+        at_eot.matmul(self.text_projection.val().dequantize())
     }
 }
 

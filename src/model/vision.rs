@@ -13,7 +13,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use super::config::SegClipConfig;
 use super::group::{Assignment, GroupModule, GroupOutput};
-use super::layers::{blocks, layer_norm, ResidualBlock};
+use super::layers::{blocks, layer_norm, random_param, ResidualBlock};
 
 /// The optional convolutional stem (`SegClipConfig::conv_stem`; not in the reference).
 #[derive(Module, Debug)]
@@ -142,18 +142,14 @@ impl VisionTower {
                 .with_stride([kernel, kernel])
                 .with_bias(false)
                 .init(device),
-            class_embedding: Param::from_tensor(Tensor::random([w], Distribution::Normal(0.0, scale), device)),
-            positional_embedding: Param::from_tensor(Tensor::random(
-                [c.num_patches() + 1, w],
-                Distribution::Normal(0.0, scale),
-                device,
-            )),
+            class_embedding: random_param([w], Distribution::Normal(0.0, scale), device),
+            positional_embedding: random_param([c.num_patches() + 1, w], Distribution::Normal(0.0, scale), device),
             ln_pre: layer_norm(w, device),
             stage1: blocks(c.group_after, w, c.vision_heads, c.mlp_ratio, device),
             group: GroupModule::new(w, c.vision_heads, c.num_centers, c.cross_layers, c.mlp_ratio, device),
             stage3: blocks(c.stage3_layers(), w, c.vision_heads, c.mlp_ratio, device),
             ln_post: layer_norm(w, device),
-            proj: Param::from_tensor(Tensor::random([w, c.embed_dim], Distribution::Normal(0.0, scale), device)),
+            proj: random_param([w, c.embed_dim], Distribution::Normal(0.0, scale), device),
         }
     }
 
@@ -192,7 +188,7 @@ impl VisionTower {
         }
         let pooled = z.clone().max_dim(1); // [B, 1, W]
         let tokens = self.ln_post.forward(Tensor::cat(vec![pooled, z], 1));
-        tokens.matmul(self.proj.val().unsqueeze::<3>())
+        tokens.matmul(self.proj.val().dequantize().unsqueeze::<3>())
     }
 
     /// Full image encoding; `images` [B, 3, H, W] already normalised with CLIP's mean and std.

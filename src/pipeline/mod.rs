@@ -259,17 +259,20 @@ impl Segmenter {
     }
 
     /// The segmenter a weights file describes: SegCLIP, or a dense CLIP with its protocol.
-    pub fn from_file(file: &WeightsFile, tokenizer: ClipTokenizer, device: Device) -> Result<Self, String> {
+    /// Takes the file's tensors (`format::read_for_model`): the model keeps their buffers.
+    pub fn from_file(file: WeightsFile<TensorData>, tokenizer: ClipTokenizer, device: Device) -> Result<Self, String> {
         let err = |e: WeightsError| e.to_string();
-        match &file.dense {
+        let config = file.config.clone();
+        match file.dense.clone() {
             None => {
-                let mut s = Self::new(model_io::load_model(file, &device).map_err(err)?, file.config.clone(), tokenizer, device)?;
-                s.options.background_prompts = file.background_prompts.clone();
+                let background = file.background_prompts.clone();
+                let mut s = Self::new(model_io::load_model(file, &device).map_err(err)?, config, tokenizer, device)?;
+                s.options.background_prompts = background;
                 Ok(s)
             }
             Some(protocol) => {
                 let model = model_io::load_dense_model(file, &device).map_err(err)?;
-                Self::new_dense(model, protocol.clone(), file.config.clone(), tokenizer, device)
+                Self::new_dense(model, protocol, config, tokenizer, device)
             }
         }
     }
@@ -642,6 +645,39 @@ mod tests {
         let image = Rgb::new(48, 40, pixels).unwrap();
         let labels: Vec<String> = ["cat", "dog", "sofa"].iter().map(|l| l.to_string()).collect();
         (s, image, labels)
+    }
+
+    /// The same int8 file loaded with its weights held as f32 and as int8 (dequantised per
+    /// layer as it runs) segments alike: the same scores and label maps, for a SegCLIP file and
+    /// a dense one.
+    #[test]
+    fn a_model_held_as_int8_segments_as_the_one_held_as_f32() {
+        use crate::model::dense::{DenseMethod, DenseProtocol};
+        use crate::weights::format::{self, Residency};
+        use crate::weights::{model_io, StorageDtype};
+        let config = SegClipConfig { vocab_size: 49408, ..SegClipConfig::tiny() };
+        // int8 residency is the CPU backend's (`model_io::apply_data` refuses it elsewhere).
+        let device = Device::flex();
+        let tensors = model_io::model_tensors(&SegClip::new(&config, &device));
+        let segclip = format::write(&config, "t", StorageDtype::Int8, &tensors).unwrap();
+        let tensors = model_io::model_tensors(&DenseClip::new(&config, &device));
+        let dense = format::write_dense(&config, &DenseProtocol::for_method(DenseMethod::Naclip), "t", StorageDtype::Int8, &tensors).unwrap();
+        let (_, image, labels) = tiny_segmenter();
+        for bytes in [segclip, dense] {
+            let run = |residency| {
+                let file = format::read_for_model(&bytes, residency).unwrap();
+                let tokenizer = ClipTokenizer::from_bytes(include_bytes!("../../static/tokenizer.json")).unwrap();
+                let mut s = Segmenter::from_file(file, tokenizer, device.clone()).unwrap();
+                s.options.bg_thresh = 0.0;
+                s.options.templates = vec!["a photo of a {}.".into(), "{}".into()];
+                block_on(s.segment(&image, &labels)).unwrap()
+            };
+            let (held_f32, held_int8) = (run(Residency::F32), run(Residency::Int8));
+            assert_eq!(held_f32.scores, held_int8.scores);
+            assert_eq!(held_f32.label_map, held_int8.label_map);
+            // Scores that vary over the image: equal ones would prove little.
+            assert!(held_f32.scores.iter().any(|&v| v != held_f32.scores[0]), "one score everywhere");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use burn::tensor::TensorData;
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
@@ -32,9 +33,10 @@ impl HostTensor {
     }
 }
 
-/// A decoded weights file.
+/// A decoded weights file; its tensors are host tensors (`read`), or tensor data ready for a
+/// model (`read_for_model`).
 #[derive(Clone, Debug)]
-pub struct WeightsFile {
+pub struct WeightsFile<T = HostTensor> {
     pub config: SegClipConfig,
     /// `None`: a SegCLIP model (segments with its groups). `Some`: a plain CLIP run densely
     /// (src/model/dense.rs), with its method and protocol (header field `dense`).
@@ -45,7 +47,39 @@ pub struct WeightsFile {
     pub background_prompts: Vec<String>,
     pub tokenizer_sha256: String,
     pub dtype: StorageDtype,
-    pub tensors: BTreeMap<String, HostTensor>,
+    pub tensors: BTreeMap<String, T>,
+}
+
+/// How a loaded model holds the tensors a file stores as int8.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Residency {
+    /// Dequantised once at load: the fastest encode, four bytes per weight.
+    #[default]
+    F32,
+    /// Kept as int8 and dequantised per layer as it runs (burn's quantized tensors): a quarter
+    /// of the memory, for some encode time. Only the int8 tensors of an int8 file; the rest
+    /// (and every tensor of an f32 or f16 file) load as f32.
+    Int8,
+}
+
+impl std::str::FromStr for Residency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "int8" | "i8" => Ok(Self::Int8),
+            other => Err(format!("unknown residency '{other}': expected f32 or int8")),
+        }
+    }
+}
+
+impl std::fmt::Display for Residency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Int8 => "int8",
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -318,8 +352,59 @@ impl FilePlan {
     }
 }
 
-/// Parses and verifies a weights file. Works on bytes, so the page uses it unchanged.
+/// Parses and verifies a weights file into host tensors (f32). Works on bytes, so the page uses
+/// it unchanged.
 pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
+    read_as(bytes, |stored| {
+        let data = stored.to_f32();
+        HostTensor { shape: stored.shape, data }
+    })
+}
+
+/// Parses and verifies a weights file into the tensor data a model keeps
+/// (`model_io::load_model`): each tensor decoded once, straight into the buffer the model then
+/// owns; with `Residency::Int8` the int8 tensors stay int8.
+pub fn read_for_model(bytes: &[u8], residency: Residency) -> Result<WeightsFile<TensorData>, WeightsError> {
+    read_as(bytes, |stored| stored.into_data(residency))
+}
+
+/// One tensor as a file stores it, about to become a host tensor or tensor data.
+pub struct Stored<'a> {
+    pub shape: Vec<usize>,
+    values: StoredValues<'a>,
+}
+
+enum StoredValues<'a> {
+    Float(Dtype, &'a [u8]),
+    Int8 { values: &'a [u8], scales: Vec<f32>, scale_shape: Vec<usize> },
+}
+
+impl Stored<'_> {
+    /// The values as f32 (int8 dequantised).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.values {
+            StoredValues::Float(dtype, bytes) => floats_to_f32(*dtype, bytes).expect("a float dtype"),
+            StoredValues::Int8 { values, scales, scale_shape } => quant::dequantize_int8_bytes(values, &self.shape, scales, scale_shape),
+        }
+    }
+
+    /// The values as tensor data: f32, or for int8 with `Residency::Int8` a quantized tensor.
+    pub fn into_data(self, residency: Residency) -> TensorData {
+        match (&self.values, residency) {
+            (StoredValues::Int8 { values, scales, scale_shape }, Residency::Int8) => {
+                let values = values.iter().map(|&b| b as i8).collect();
+                quant::resident_int8(values, &self.shape, scales, scale_shape)
+            }
+            _ => {
+                let data = self.to_f32();
+                TensorData::new(data, self.shape)
+            }
+        }
+    }
+}
+
+/// Parses and verifies a weights file, making each tensor with `make`.
+fn read_as<T>(bytes: &[u8], mut make: impl FnMut(Stored<'_>) -> T) -> Result<WeightsFile<T>, WeightsError> {
     if bytes.len() < 8 {
         return Err(WeightsError::NotSegclip(format!("only {} bytes long", bytes.len())));
     }
@@ -393,8 +478,8 @@ pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
     for name in names.iter().filter(|n| !n.ends_with(SCALE_SUFFIX)) {
         let view = st.tensor(name).map_err(|e| WeightsError::Corrupt(e.to_string()))?;
         let shape = view.shape().to_vec();
-        let data = match view.dtype() {
-            Dtype::F32 | Dtype::F16 => floats_to_f32(view.dtype(), view.data()).expect("a float dtype"),
+        let values = match view.dtype() {
+            Dtype::F32 | Dtype::F16 => StoredValues::Float(view.dtype(), view.data()),
             Dtype::I8 => {
                 let scale_name = format!("{name}{SCALE_SUFFIX}");
                 let scale = st.tensor(&scale_name).map_err(|_| WeightsError::Missing(vec![scale_name.clone()]))?;
@@ -407,14 +492,13 @@ pub fn read(bytes: &[u8]) -> Result<WeightsFile, WeightsError> {
                     return Err(WeightsError::Shape { tensor: scale_name, expected: shape.clone(), found: scale.shape().to_vec() });
                 }
                 let scales = floats_to_f32(Dtype::F32, scale.data()).expect("F32 is a float dtype");
-                let values: Vec<i8> = view.data().iter().map(|&b| b as i8).collect();
-                quant::dequantize_int8(&values, &shape, &scales, scale.shape())
+                StoredValues::Int8 { values: view.data(), scales, scale_shape: scale.shape().to_vec() }
             }
             other => {
                 return Err(WeightsError::Dtype { tensor: name.clone(), expected: "F32, F16 or I8".into(), found: format!("{other:?}") })
             }
         };
-        tensors.insert(name.clone(), HostTensor { shape, data });
+        tensors.insert(name.clone(), make(Stored { shape, values }));
     }
     Ok(WeightsFile { config, dense, background_prompts, tokenizer_sha256, dtype, tensors })
 }

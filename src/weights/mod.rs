@@ -10,5 +10,5 @@ pub mod presets;
 pub mod quant;
 pub mod stream;
 
-pub use format::{HostTensor, WeightsError, WeightsFile};
+pub use format::{HostTensor, Residency, WeightsError, WeightsFile};
 pub use quant::StorageDtype;

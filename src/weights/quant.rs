@@ -5,6 +5,8 @@
 //! scales vary (e.g. a [in, out] matmul weight has scales [1, out]); dequantisation is
 //! `q * scale`, broadcast.
 
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use burn::tensor::TensorData;
 use half::f16;
 
 /// Storage dtype of a weights file.
@@ -72,11 +74,70 @@ pub fn quantize_value(v: f32, scale: f32) -> i8 {
 
 /// Dequantises int8 `values` of `shape` with `scales` of `scale_shape`.
 pub fn dequantize_int8(values: &[i8], shape: &[usize], scales: &[f32], scale_shape: &[usize]) -> Vec<f32> {
-    values
+    dequantize_rows(values, |q| q, shape, scales, scale_shape)
+}
+
+/// As `dequantize_int8`, for the values as a file stores them (bytes holding two's-complement
+/// int8), straight into the returned buffer.
+pub fn dequantize_int8_bytes(values: &[u8], shape: &[usize], scales: &[f32], scale_shape: &[usize]) -> Vec<f32> {
+    dequantize_rows(values, |b| b as i8, shape, scales, scale_shape)
+}
+
+/// `q * scale` for each value, one row (the last axis) at a time: a row's scales are one value
+/// or a run of the scale tensor, so the scale index is worked out once per row, not per value.
+fn dequantize_rows<T: Copy>(values: &[T], to_i8: impl Fn(T) -> i8, shape: &[usize], scales: &[f32], scale_shape: &[usize]) -> Vec<f32> {
+    let row = shape.last().copied().unwrap_or(1).max(1);
+    let per_value = scale_shape.last().is_some_and(|&s| s != 1);
+    let mut out = Vec::with_capacity(values.len());
+    for (r, chunk) in values.chunks(row).enumerate() {
+        let base = scale_index(r * row, shape, scale_shape);
+        if per_value {
+            out.extend(chunk.iter().zip(&scales[base..base + chunk.len()]).map(|(&q, &s)| to_i8(q) as f32 * s));
+        } else {
+            let s = scales[base];
+            out.extend(chunk.iter().map(|&q| to_i8(q) as f32 * s));
+        }
+    }
+    out
+}
+
+/// Burn's largest block extent along one axis (`BlockSize` stores extents as bytes).
+const MAX_BLOCK_EXTENT: usize = 255;
+
+/// An int8 tensor with per-channel scales as a burn quantized tensor, so a model can keep it as
+/// int8 and dequantise it per layer as it runs. A channel's scale covers its whole extent of
+/// each reduced axis; burn's blocks are at most 255 long, so a reduced axis is cut into equal
+/// blocks that each repeat the channel's scale. Burn dequantises a value as `scale * q` in f32,
+/// the product `dequantize_int8` forms: the values a layer computes with are the same.
+pub fn resident_int8(values: Vec<i8>, shape: &[usize], scales: &[f32], scale_shape: &[usize]) -> TensorData {
+    let block: Vec<usize> = shape
         .iter()
-        .enumerate()
-        .map(|(i, &q)| q as f32 * scales[scale_index(i, shape, scale_shape)])
-        .collect()
+        .zip(scale_shape)
+        .map(|(&d, &s)| if s == 1 { (1..=d.min(MAX_BLOCK_EXTENT)).rev().find(|b| d % b == 0).unwrap_or(1) } else { 1 })
+        .collect();
+    let grid: Vec<usize> = shape.iter().zip(&block).map(|(&d, &b)| d / b).collect();
+    let blocks: usize = grid.iter().product();
+    let mut block_scales = Vec::with_capacity(blocks);
+    for i in 0..blocks {
+        // The block's coordinates on the grid, then the scale of its channel: the coordinates
+        // of the kept axes (a reduced axis has one scale).
+        let (mut rest, mut index, mut stride) = (i, 0, 1);
+        for axis in (0..grid.len()).rev() {
+            let coord = rest % grid[axis];
+            rest /= grid[axis];
+            if scale_shape[axis] != 1 {
+                index += coord * stride;
+            }
+            stride *= scale_shape[axis];
+        }
+        block_scales.push(scales[index]);
+    }
+    let extents: Vec<u8> = block.iter().map(|&b| b as u8).collect();
+    let scheme = QuantScheme::default()
+        .with_value(QuantValue::Q8S)
+        .with_store(QuantStore::Native)
+        .per_block(extents, ScaleDtype::F32);
+    TensorData::quantized(values, shape.to_vec(), scheme, &block_scales, None)
 }
 
 /// Index into the scale tensor of the element at flat index `i` of a `shape` tensor.

@@ -145,10 +145,11 @@ fn convert_dense(args: &ConvertArgs, method: DenseMethod, heads: Option<(usize, 
 
 /// Loads a converted dense file once: every parameter present, with its shape.
 pub fn check_dense(bytes: &[u8]) -> anyhow::Result<()> {
-    let file = format::read(bytes)?;
+    let file = format::read_for_model(bytes, format::Residency::F32)?;
+    let count = file.tensors.len();
     let device = segclip::backend::device(segclip::backend::BackendKind::Cpu).map_err(anyhow::Error::msg)?;
-    model_io::load_dense_model(&file, &device)?;
-    println!("loaded {} tensors", file.tensors.len());
+    model_io::load_dense_model(file, &device)?;
+    println!("loaded {count} tensors");
     Ok(())
 }
 

@@ -76,8 +76,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let background = if ck.config.loss.group_nouns_background { segclip::data::emoji::background_prompts() } else { Vec::new() };
     let bytes = format::write_with_background(&ck.model_config, &background, &ck.tokenizer_sha256, args.dtype, &tensors)?;
     // Prove the file loads before anyone ships it.
-    let file = format::read(&bytes).context("re-reading the exported file")?;
-    segclip::weights::model_io::load_model(&file, &segclip::backend::training_device().without_autodiff())
+    let file = format::read_for_model(&bytes, format::Residency::F32).context("re-reading the exported file")?;
+    segclip::weights::model_io::load_model(file, &segclip::backend::training_device().without_autodiff())
         .context("building a model from the exported file")?;
     segclip::files::write_atomic(&args.out, &bytes).map_err(anyhow::Error::msg)?;
     let sha = format::sha256_hex(&bytes);

@@ -177,6 +177,7 @@ impl ProtocolArgs {
 pub fn load_segmenter(
     weights: Option<&std::path::Path>,
     backend: segclip::backend::BackendKind,
+    residency: segclip::weights::Residency,
 ) -> anyhow::Result<segclip::pipeline::Segmenter> {
     use anyhow::Context;
     let bundled;
@@ -190,7 +191,9 @@ pub fn load_segmenter(
     };
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let device = segclip::backend::device(backend).map_err(anyhow::Error::msg)?;
-    let file = segclip::weights::format::read(&bytes).with_context(|| path.display().to_string())?;
+    let file = segclip::weights::format::read_for_model(&bytes, residency).with_context(|| path.display().to_string())?;
+    // The model owns its own buffers now: the file's bytes go before any image is encoded.
+    drop(bytes);
     let tokenizer_sha = segclip::weights::format::sha256_hex(TOKENIZER_JSON);
     if file.tokenizer_sha256 != tokenizer_sha {
         eprintln!(
@@ -200,7 +203,7 @@ pub fn load_segmenter(
         );
     }
     let tokenizer = segclip::tokenizer::ClipTokenizer::from_bytes(TOKENIZER_JSON)?;
-    let segmenter = segclip::pipeline::Segmenter::from_file(&file, tokenizer, device).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let segmenter = segclip::pipeline::Segmenter::from_file(file, tokenizer, device).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if let Some(p) = segmenter.dense_protocol() {
         eprintln!(
             "{}: plain CLIP, segmented densely with {} (logit scale {}, {} templates)",

@@ -37,6 +37,11 @@ pub struct SegmentArgs {
     /// Compute backend: cpu or wgpu.
     #[arg(long, default_value = "cpu")]
     backend: segclip::backend::BackendKind,
+    /// How the model holds an int8 file's weights: f32 (dequantised once at load; the fastest
+    /// encode) or int8 (a quarter of the memory, dequantised per layer as it runs; the same
+    /// label maps).
+    #[arg(long, default_value = "f32")]
+    resident: segclip::weights::Residency,
 }
 
 /// The share of an image painted as background above which the bundled model is said not to
@@ -48,7 +53,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.alpha) {
         bail!("--alpha must be between 0 and 1, got {}", args.alpha);
     }
-    let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend)?;
+    let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend, args.resident)?;
     args.protocol.apply(&mut segmenter, args.weights.as_deref())?;
     if !args.templates.is_empty() {
         segmenter.options.templates = args.templates.clone();

@@ -9,7 +9,7 @@ use super::view::{message, publish};
 use crate::pipeline::{Rgb, Segmenter};
 use crate::tokenizer::ClipTokenizer;
 use crate::web::dom;
-use crate::weights::format;
+use crate::weights::format::{self, Residency};
 
 /// Keeps the compute device and loads the tokenizer.
 pub(super) async fn prepare(device: Device) -> Result<(), String> {
@@ -75,35 +75,42 @@ pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
         let a = app.borrow();
         (a.device.clone().ok_or("no compute device")?, a.tokenizer_json.clone())
     };
-    let file = format::read(bytes).map_err(|e| format!("{name}: {e}"))?;
+    // On the CPU path the weights live in wasm memory, which never shrinks: an int8 file stays
+    // int8 there (dequantised per layer as it runs, the same label maps). On WebGPU they live
+    // in GPU buffers as f32, and the bytes are kept to rebuild the model on the CPU should the
+    // GPU be lost.
+    let on_cpu = device.memory_pool_usage().is_none();
+    let residency = if on_cpu { Residency::Int8 } else { Residency::F32 };
+    let file = format::read_for_model(bytes, residency).map_err(|e| format!("{name}: {e}"))?;
+    let (config, dtype, background_count) = (file.config.clone(), file.dtype, file.background_prompts.len());
     let tokenizer = ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;
     // A SegCLIP file or a plain CLIP converted for a dense method: the file says which.
-    let segmenter = Segmenter::from_file(&file, tokenizer, device).map_err(|e| format!("{name}: {e}"))?;
+    let segmenter = Segmenter::from_file(file, tokenizer, device).map_err(|e| format!("{name}: {e}"))?;
     if let Some(p) = segmenter.dense_protocol() {
         // The method's own background threshold (its VOC setting).
         set_bg_thresh(p.bg_thresh);
     }
     let kind = match segmenter.dense_protocol() {
         Some(p) => format!("plain CLIP, dense {} ({} templates)", p.method, segmenter.options.templates.len()),
-        None if file.background_prompts.is_empty() => format!("{} centers", file.config.num_centers),
+        None if background_count == 0 => format!("{} centers", config.num_centers),
         // Background is also decided by the prompts the model was trained to match.
-        None => format!("{} centers, {} background prompts", file.config.num_centers, file.background_prompts.len()),
+        None => format!("{} centers, {background_count} background prompts", config.num_centers),
     };
     {
         let mut a = app.borrow_mut();
         a.segmenter = Some(segmenter);
         a.labels_cache_key = None;
         a.model_name = name.to_string();
-        a.model_bytes = bytes.to_vec();
+        a.model_bytes = if on_cpu { Vec::new() } else { bytes.to_vec() };
         a.generation += 1;
         a.forget_features();
     }
-    let c = &file.config;
+    let c = &config;
     dom::set_text(
         "model",
         &format!(
             "Model: {name} ({}, image {}px, width {}, {kind}, {:.1} MB)",
-            file.dtype,
+            dtype,
             c.image_size,
             c.vision_width,
             bytes.len() as f64 / 1e6

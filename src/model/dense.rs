@@ -25,7 +25,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::config::SegClipConfig;
-use super::layers::{blocks, lazy_param, layer_norm, random_param, ResidualBlock};
+use super::layers::{blocks, dequantized, lazy_param, layer_norm, random_param, ResidualBlock};
 use super::text::{TextTower, TokenBatch};
 use super::MAX_LOGIT_SCALE;
 
@@ -316,7 +316,7 @@ impl DenseVisionTower {
             }
             DenseMethod::Clearclip => last.attn.same_side_attention(h, false, None),
         };
-        let tokens = self.ln_post.forward(y).matmul(self.proj.val().dequantize().unsqueeze::<3>());
+        let tokens = self.ln_post.forward(y).matmul(dequantized(self.proj.val()).unsqueeze::<3>());
         let e = tokens.dims()[2];
         DenseOutput { patch_embed: tokens.narrow(1, 1, rows * cols).reshape([b, rows * cols, e]), grid: [rows, cols] }
     }

@@ -7,7 +7,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
-use super::layers::{apply_linear, lazy_param, layer_norm, linear, quick_gelu, random_param, Attention, Mlp};
+use super::layers::{apply_linear, dequantized, lazy_param, layer_norm, linear, quick_gelu, random_param, Attention, Mlp};
 
 /// One pre-norm cross-attention layer updating the centers:
 /// `C = C + MHA(ln_x(C), ln_k([C; P]), ln_k([C; P]))`, then `C = C + MLP(ln_2(C))`.
@@ -138,8 +138,8 @@ impl GroupModule {
         let q = self.cross_ln.forward(centers);
 
         let pn = self.norm.forward(patches);
-        let k = self.k_ln.forward(Self::block_diagonal(self.k_proj.val().dequantize(), pn.clone()));
-        let v = Self::block_diagonal(self.v_proj.val().dequantize(), pn);
+        let k = self.k_ln.forward(Self::block_diagonal(dequantized(self.k_proj.val()), pn.clone()));
+        let v = Self::block_diagonal(dequantized(self.v_proj.val()), pn);
 
         // Un-scaled logits A = Q K^T [B, L, P]; assignment over the centers (dim 1).
         let logits = q.clone().matmul(k.swap_dims(1, 2));

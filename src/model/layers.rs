@@ -4,7 +4,8 @@
 use burn::module::{Module, Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, Initializer};
 use burn::tensor::activation::{sigmoid, softmax};
-use burn::tensor::{Device, Distribution, Shape, Tensor};
+use burn::tensor::quantization::QuantizedBytes;
+use burn::tensor::{DType, Device, Distribution, Int, Shape, Tensor, TensorData};
 
 /// CLIP's LayerNorm epsilon.
 pub const LN_EPS: f64 = 1e-5;
@@ -48,11 +49,90 @@ pub fn random_param<const D: usize>(shape: [usize; D], distribution: Distributio
 }
 
 /// `layer.forward(x)`, with a weight held as int8 (`weights::Residency::Int8`) dequantised
-/// first. Either way the layer computes with the same f32 values through the same kernel, so a
-/// model gives the same outputs however its weights are held (burn's own quantized linear
-/// takes another kernel).
+/// first (`dequantized`). Either way the layer computes with the same f32 values through the
+/// same kernel, so a model gives the same outputs however its weights are held (burn's own
+/// quantized linear takes another kernel).
 pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    burn::tensor::module::linear(x, layer.weight.val().dequantize(), layer.bias.as_ref().map(|b| b.val()))
+    burn::tensor::module::linear(x, dequantized(layer.weight.val()), layer.bias.as_ref().map(|b| b.val()))
+}
+
+/// A weight as f32: itself, or a tensor held as int8 (burn's quantized tensor with one scale per
+/// block) dequantised here as `q * scale`, the product the f32-resident load forms. Burn's own
+/// dequantisation finds each value's block with a division per axis; here each row (last axis)
+/// finds its blocks once, so a layer's weights are ready in about the time it takes to copy
+/// them. Reads the int8 values back synchronously: the CPU backend, the only one that holds
+/// int8 (`weights::model_io::apply_data`), answers at once, in wasm too.
+pub fn dequantized<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    match t.dtype() {
+        DType::QFloat(_) => {
+            let rows = t.dims()[..D - 1].iter().product();
+            dequantize_rows(t, 0..rows)
+        }
+        _ => t,
+    }
+}
+
+/// Rows `ids` of a table [N, W] (an embedding lookup) as f32 [ids, W]: a row select, or for a
+/// table held as int8 those rows alone dequantised (burn's select on a quantized tensor
+/// dequantises and requantises the whole table).
+pub fn table_rows(table: Tensor<2>, ids: &[usize]) -> Tensor<2> {
+    match table.dtype() {
+        DType::QFloat(_) => dequantize_rows(table, ids.iter().copied()),
+        _ => {
+            let device = table.device();
+            let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+            let n = ids.len();
+            table.select(0, Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device))
+        }
+    }
+}
+
+/// The rows `rows` (over all axes but the last) of a tensor held as int8, dequantised: the
+/// result has those rows in that order, the leading axes folded into one when not all rows are
+/// taken in order.
+fn dequantize_rows<const D: usize>(t: Tensor<D>, rows: impl ExactSizeIterator<Item = usize>) -> Tensor<D> {
+    let DType::QFloat(scheme) = t.dtype() else { unreachable!("called for quantized tensors only") };
+    let device = t.device();
+    let shape: Vec<usize> = t.dims().to_vec();
+    let bytes = QuantizedBytes { bytes: t.into_data().into_bytes(), scheme, shape: Shape::from(shape.clone()) };
+    let (values, scales) = bytes.into_vec_i8();
+    let multiplier = scales.global.unwrap_or(1.0);
+    let block: Vec<usize> = match scheme.block_size() {
+        Some(b) => b.to_dim_vec(D).into_iter().map(usize::from).collect(),
+        // One scale for the whole tensor: one block as large as the tensor.
+        None => shape.clone(),
+    };
+    let grid: Vec<usize> = shape.iter().zip(&block).map(|(&d, &b)| d / b).collect();
+    let last = shape[D - 1].max(1);
+    let count = rows.len();
+    let mut out = Vec::with_capacity(count * last);
+    let mut row_scales = vec![0f32; last];
+    let mut previous_base = usize::MAX;
+    for r in rows {
+        // The block grid index of this row's first value: the leading axes' block coordinates.
+        let (mut rest, mut base, mut stride) = (r, 0, grid[D - 1]);
+        for axis in (0..D - 1).rev() {
+            base += (rest % shape[axis]) / block[axis] * stride;
+            rest /= shape[axis];
+            stride *= grid[axis];
+        }
+        if base != previous_base {
+            for (j, s) in row_scales.iter_mut().enumerate() {
+                *s = multiplier * scales.block[base + j / block[D - 1]];
+            }
+            previous_base = base;
+        }
+        let row = &values[r * last..(r + 1) * last];
+        out.extend(row.iter().zip(&row_scales).map(|(&q, &s)| q as f32 * s));
+    }
+    let rows_total: usize = shape[..D - 1].iter().product();
+    let mut out_shape = shape;
+    if count != rows_total {
+        // A subset of rows: [count, 1, ..., W].
+        out_shape[..D - 1].fill(1);
+        out_shape[0] = count;
+    }
+    Tensor::from_data(TensorData::new(out, out_shape), &device)
 }
 
 /// QuickGELU: x * sigmoid(1.702 x), CLIP's activation.
@@ -109,7 +189,7 @@ impl Attention {
     /// Cross-attention: queries from `query` [B, Nq, W], keys and values from `context` [B, Nk, W].
     pub fn cross_attention(&self, query: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
         let w = self.width();
-        let weight = self.in_proj.weight.val().dequantize();
+        let weight = dequantized(self.in_proj.weight.val());
         let bias = self.in_proj.bias.as_ref().map(|b| b.val());
         let project = |x: Tensor<3>, start: usize| {
             let y = x.matmul(weight.clone().narrow(1, start, w).unsqueeze::<3>());

@@ -6,7 +6,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use super::config::SegClipConfig;
-use super::layers::{blocks, layer_norm, random_param, ResidualBlock};
+use super::layers::{blocks, dequantized, layer_norm, random_param, table_rows, ResidualBlock};
 
 #[derive(Module, Debug)]
 pub struct TextTower {
@@ -90,10 +90,10 @@ impl TextTower {
         assert!(n <= context, "token sequences of length {n} exceed the text context {context}");
         // The token table's rows for these ids: the embedding lookup, done as a row select so a
         // table kept as int8 is dequantised for those rows only (a lookup dequantises all of it).
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(tokens.ids.clone(), [t * n]), device);
+        let ids: Vec<usize> = tokens.ids.iter().map(|&i| i as usize).collect();
         let table = self.token_embedding.weight.val();
         let w = table.dims()[1];
-        let mut x = table.select(0, ids).dequantize().reshape([t, n, w])
+        let mut x = table_rows(table, &ids).reshape([t, n, w])
             + self.positional_embedding.val().narrow(0, 0, n).unsqueeze::<3>();
         let mask = causal_mask(n, device);
         for block in &self.blocks {
@@ -103,7 +103,7 @@ impl TextTower {
         let w = x.dims()[2];
         let rows: Vec<i64> = tokens.eot_positions.iter().enumerate().map(|(i, &p)| (i * n + p) as i64).collect();
         let at_eot = x.reshape([t * n, w]).select(0, Tensor::<1, Int>::from_data(TensorData::new(rows, [t]), device));
-        at_eot.matmul(self.text_projection.val().dequantize())
+        at_eot.matmul(dequantized(self.text_projection.val()))
     }
 }
 

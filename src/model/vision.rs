@@ -13,7 +13,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use super::config::SegClipConfig;
 use super::group::{Assignment, GroupModule, GroupOutput};
-use super::layers::{blocks, layer_norm, random_param, ResidualBlock};
+use super::layers::{blocks, dequantized, layer_norm, random_param, ResidualBlock};
 
 /// The optional convolutional stem (`SegClipConfig::conv_stem`; not in the reference).
 #[derive(Module, Debug)]
@@ -188,7 +188,7 @@ impl VisionTower {
         }
         let pooled = z.clone().max_dim(1); // [B, 1, W]
         let tokens = self.ln_post.forward(Tensor::cat(vec![pooled, z], 1));
-        tokens.matmul(self.proj.val().dequantize().unsqueeze::<3>())
+        tokens.matmul(dequantized(self.proj.val()).unsqueeze::<3>())
     }
 
     /// Full image encoding; `images` [B, 3, H, W] already normalised with CLIP's mean and std.

@@ -3,7 +3,7 @@
 //! arithmetic on small matrices, identical in the page and the CLI; it needs no model run, which
 //! is what makes a label edit cheap.
 
-use super::preprocess::resize_bilinear;
+use super::preprocess::{resize_bilinear, resize_bilinear_rows};
 use super::windows::Window;
 
 /// The model's outputs for one window, read back to the host. A SegCLIP model fills `soft`,
@@ -301,11 +301,11 @@ pub fn dense_label_map(
         let up = resize_bilinear(&logits, cols, rows, m, f.window.width, f.window.height);
         average.add(f.window, |i| &up[i * m..(i + 1) * m]);
     }
-    let logits = ScoreMap { width: rw, height: rh, channels: m, scores: average.finish() };
+    let logits = average.finish();
     let mut map = Vec::with_capacity(width * height);
     let mut best_probs = Vec::with_capacity(width * height);
     let mut probs = vec![0f32; m];
-    for pixel in resized(&logits, width, height).chunks_exact(m) {
+    let mut decide = |pixel: &[f32]| {
         probs.iter_mut().zip(pixel).for_each(|(p, &v)| *p = v * logit_scale);
         softmax_in_place(&mut probs);
         let best = argmax(&probs[..n]);
@@ -317,6 +317,13 @@ pub fn dense_label_map(
             map.push(if probs[best] < bg_thresh { 0 } else { best as u8 + 1 });
             best_probs.push(probs[best]);
         }
+    };
+    // Row by row at the image's size: the full-size logits (a photo's pixels times the words)
+    // are never held at once.
+    if (width, height) == (rw, rh) {
+        logits.chunks_exact(m).for_each(&mut decide);
+    } else {
+        resize_bilinear_rows(&logits, rw, rh, m, width, height, |_, row| row.chunks_exact(m).for_each(&mut decide));
     }
     (map, best_probs)
 }

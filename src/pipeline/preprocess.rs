@@ -48,9 +48,25 @@ fn taps(out: usize, scale: f64, len: usize) -> (usize, usize, f32) {
 
 /// Bilinear resize of an interleaved image with `channels` f32 channels.
 pub fn resize_bilinear(src: &[f32], width: usize, height: usize, channels: usize, out_w: usize, out_h: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(out_w * out_h * channels);
+    resize_bilinear_rows(src, width, height, channels, out_w, out_h, |_, row| out.extend_from_slice(row));
+    out
+}
+
+/// `resize_bilinear` one output row at a time (`row(y, values)`), so a caller that only walks the
+/// result holds one row of it, not the whole map; the same values.
+pub fn resize_bilinear_rows(
+    src: &[f32],
+    width: usize,
+    height: usize,
+    channels: usize,
+    out_w: usize,
+    out_h: usize,
+    mut row: impl FnMut(usize, &[f32]),
+) {
     let (sx, sy) = (width as f64 / out_w as f64, height as f64 / out_h as f64);
     let xs: Vec<_> = (0..out_w).map(|x| taps(x, sx, width)).collect();
-    let mut out = vec![0f32; out_w * out_h * channels];
+    let mut out = vec![0f32; out_w * channels];
     for y in 0..out_h {
         let (y0, y1, ty) = taps(y, sy, height);
         for (x, &(x0, x1, tx)) in xs.iter().enumerate() {
@@ -58,11 +74,11 @@ pub fn resize_bilinear(src: &[f32], width: usize, height: usize, channels: usize
                 let p = |yy: usize, xx: usize| src[(yy * width + xx) * channels + c];
                 let top = p(y0, x0) * (1.0 - tx) + p(y0, x1) * tx;
                 let bottom = p(y1, x0) * (1.0 - tx) + p(y1, x1) * tx;
-                out[(y * out_w + x) * channels + c] = top * (1.0 - ty) + bottom * ty;
+                out[x * channels + c] = top * (1.0 - ty) + bottom * ty;
             }
         }
+        row(y, &out);
     }
-    out
 }
 
 /// The model's input for a whole image: rescaled, normalised, planar [3, h, w].

@@ -243,8 +243,14 @@ mod tests {
         assert!(matches!(as_int8.text.token_embedding.weight.val().dtype(), burn::tensor::DType::QFloat(_)));
         assert!(matches!(as_int8.visual.positional_embedding.val().dtype(), burn::tensor::DType::F32), "kept f32 in the file");
         let a = as_f32.visual.stage1[0].attn.in_proj.weight.val().into_data().try_to_vec::<f32>().unwrap();
-        let b = weight.dequantize().into_data().try_to_vec::<f32>().unwrap();
-        assert_eq!(a, b);
+        let ours = crate::model::layers::dequantized(weight.clone()).into_data().try_to_vec::<f32>().unwrap();
+        let burns = weight.dequantize().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, ours);
+        assert_eq!(a, burns);
+        // Row-scaled tables too (a scale per token row, blocks along the row).
+        let table = as_int8.text.token_embedding.weight.val();
+        let want = as_f32.text.token_embedding.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(crate::model::layers::dequantized(table).into_data().try_to_vec::<f32>().unwrap(), want);
     }
 
     #[test]

@@ -77,8 +77,9 @@ pub fn dequantize_int8(values: &[i8], shape: &[usize], scales: &[f32], scale_sha
     dequantize_rows(values, |q| q, shape, scales, scale_shape)
 }
 
+
 /// As `dequantize_int8`, for the values as a file stores them (bytes holding two's-complement
-/// int8), straight into the returned buffer.
+/// int8).
 pub fn dequantize_int8_bytes(values: &[u8], shape: &[usize], scales: &[f32], scale_shape: &[usize]) -> Vec<f32> {
     dequantize_rows(values, |b| b as i8, shape, scales, scale_shape)
 }
@@ -104,17 +105,33 @@ fn dequantize_rows<T: Copy>(values: &[T], to_i8: impl Fn(T) -> i8, shape: &[usiz
 /// Burn's largest block extent along one axis (`BlockSize` stores extents as bytes).
 const MAX_BLOCK_EXTENT: usize = 255;
 
+/// A zeroed buffer for `len` int8 values (as bytes) of `shape` whose capacity also holds the
+/// block scales `resident_int8` appends, so the values are read into the buffer the tensor
+/// keeps and never copied to a larger one.
+pub fn int8_buffer(len: usize, shape: &[usize], scale_shape: &[usize]) -> Vec<u8> {
+    let blocks: usize = block_extents(shape, scale_shape).iter().zip(shape).map(|(&b, &d)| d / b).product();
+    let mut values = Vec::with_capacity(len + 64 + 4 * blocks);
+    values.resize(len, 0);
+    values
+}
+
+/// Each axis's block extent for per-channel `scale_shape`: a reduced axis (one scale along it)
+/// in equal pieces of at most 255 values, a kept axis 1.
+fn block_extents(shape: &[usize], scale_shape: &[usize]) -> Vec<usize> {
+    shape
+        .iter()
+        .zip(scale_shape)
+        .map(|(&d, &s)| if s == 1 { (1..=d.min(MAX_BLOCK_EXTENT)).rev().find(|b| d % b == 0).unwrap_or(1) } else { 1 })
+        .collect()
+}
+
 /// An int8 tensor with per-channel scales as a burn quantized tensor, so a model can keep it as
 /// int8 and dequantise it per layer as it runs. A channel's scale covers its whole extent of
 /// each reduced axis; burn's blocks are at most 255 long, so a reduced axis is cut into equal
 /// blocks that each repeat the channel's scale. Burn dequantises a value as `scale * q` in f32,
 /// the product `dequantize_int8` forms: the values a layer computes with are the same.
 pub fn resident_int8(values: Vec<i8>, shape: &[usize], scales: &[f32], scale_shape: &[usize]) -> TensorData {
-    let block: Vec<usize> = shape
-        .iter()
-        .zip(scale_shape)
-        .map(|(&d, &s)| if s == 1 { (1..=d.min(MAX_BLOCK_EXTENT)).rev().find(|b| d % b == 0).unwrap_or(1) } else { 1 })
-        .collect();
+    let block = block_extents(shape, scale_shape);
     let grid: Vec<usize> = shape.iter().zip(&block).map(|(&d, &b)| d / b).collect();
     let blocks: usize = grid.iter().product();
     let mut block_scales = Vec::with_capacity(blocks);

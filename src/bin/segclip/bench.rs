@@ -29,11 +29,25 @@ pub struct BenchArgs {
     /// slower while the allocator grows).
     #[arg(long, default_value_t = 10)]
     train_steps: usize,
+    /// Instead: load this weights file as `segment` does and time it: the load, the first
+    /// photo (labels, then the image's windows), and each further photo; with the peak RSS.
+    /// scripts/bench-compare runs it on a ViT-B/16 int8 file and on the bundled model.
+    #[arg(long)]
+    load: Option<PathBuf>,
+    /// With --load: how the weights are held (f32 or int8; see `segment --resident`).
+    #[arg(long, default_value = "f32")]
+    resident: segclip::weights::Residency,
+    /// With --load: photos segmented in turn (synthetic 640x480, one label, one template).
+    #[arg(long, default_value_t = 4)]
+    photos: usize,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.train_record {
         return train_record(dir, &args);
+    }
+    if let Some(path) = &args.load {
+        return load(path, &args);
     }
     let configs: Vec<(&str, SegClipConfig)> = match args.config.as_str() {
         "vit-b16" => vec![("vit-b16", SegClipConfig::vit_b16())],
@@ -64,6 +78,64 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// `--load`: what a visitor of the CLI waits for with this file, step by step.
+fn load(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
+    use segclip::pipeline::{block_on, Rgb, Segmenter};
+    use std::time::Instant;
+    let kind: BackendKind = args.backend.parse().map_err(anyhow::Error::msg)?;
+    let device = backend::device(kind).map_err(anyhow::Error::msg)?;
+    let start = Instant::now();
+    let file = segclip::weights::format::read_model_from(&std::fs::File::open(path)?, args.resident)?;
+    let tokenizer = segclip::tokenizer::ClipTokenizer::from_bytes(crate::TOKENIZER_JSON)?;
+    let mut segmenter = Segmenter::from_file(file, tokenizer, device).map_err(anyhow::Error::msg)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let rss_loaded = rss_kb("VmRSS");
+    segmenter.options.templates = vec!["a photo of a {}.".into()];
+    let labels = vec!["cat".to_string()];
+    // Synthetic 640x480 photos, each different (gradients and a moving checker).
+    let photo = |i: usize| {
+        let (w, h) = (640usize, 480usize);
+        let pixels = (0..w * h)
+            .flat_map(|p| {
+                let (x, y) = (p % w, p / w);
+                [(x * 255 / w) as u8, (y * 255 / h) as u8, ((((x + 37 * i) / 40) ^ (y / 40)) % 2 * 200) as u8]
+            })
+            .collect();
+        Rgb::new(w, h, pixels).map_err(anyhow::Error::msg)
+    };
+    let t = Instant::now();
+    let embeddings = block_on(segmenter.encode_labels(&labels)).map_err(anyhow::Error::msg)?;
+    let labels_s = t.elapsed().as_secs_f64();
+    let (mut photo_s, mut encode_s) = (Vec::new(), Vec::new());
+    for i in 0..args.photos.max(1) {
+        let image = photo(i)?;
+        let t = Instant::now();
+        let features = block_on(segmenter.encode_image(&image)).map_err(anyhow::Error::msg)?;
+        encode_s.push(t.elapsed().as_secs_f64());
+        block_on(segmenter.combine(&features, &labels, &embeddings)).map_err(anyhow::Error::msg)?;
+        photo_s.push(t.elapsed().as_secs_f64());
+    }
+    let further: Vec<String> =
+        photo_s.iter().zip(&encode_s).skip(1).map(|(p, e)| format!("{p:.3} (encode {e:.3})")).collect();
+    println!("file: {} ({:.1} MB), resident {}", path.display(), std::fs::metadata(path)?.len() as f64 / 1e6, args.resident);
+    println!("load: {load_s:.3} s");
+    println!("labels (1 label, 1 template, the file's background words): {labels_s:.3} s");
+    println!("first photo: {:.3} s (its windows encoded: {:.3} s; then combined)", photo_s[0], encode_s[0]);
+    println!("further photos: {} s", if further.is_empty() { "-".to_string() } else { further.join(", ") });
+    println!("load + labels + first photo: {:.3} s", load_s + labels_s + photo_s[0]);
+    if let (Some(loaded), Some(peak)) = (rss_loaded, rss_kb("VmHWM")) {
+        println!("RSS once loaded: {:.0} MB; peak RSS: {:.0} MB", loaded as f64 / 1024.0, peak as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+/// A line of Linux's /proc/self/status in KiB: VmRSS (resident now) or VmHWM (the peak).
+fn rss_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn train_record(dir: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {

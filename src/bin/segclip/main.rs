@@ -189,11 +189,10 @@ pub fn load_segmenter(
             &bundled
         }
     };
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let source = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let device = segclip::backend::device(backend).map_err(anyhow::Error::msg)?;
-    let file = segclip::weights::format::read_for_model(&bytes, residency).with_context(|| path.display().to_string())?;
-    // The model owns its own buffers now: the file's bytes go before any image is encoded.
-    drop(bytes);
+    // A tensor at a time from the file, each decoded into the buffer the model keeps.
+    let file = segclip::weights::format::read_model_from(&source, residency).with_context(|| path.display().to_string())?;
     let tokenizer_sha = segclip::weights::format::sha256_hex(TOKENIZER_JSON);
     if file.tokenizer_sha256 != tokenizer_sha {
         eprintln!(

@@ -207,6 +207,40 @@ pub async fn cached_response(cache: &web_sys::Cache, key: &str) -> Option<web_sy
     r.dyn_into().ok()
 }
 
+/// A byte array in the JS heap (a response body, a dropped file) read as a weights file a
+/// range at a time: a model loads from it with one tensor at a time in wasm memory.
+pub struct JsBytes(pub js_sys::Uint8Array);
+
+impl crate::weights::format::ByteSource for JsBytes {
+    fn len(&self) -> u64 {
+        self.0.length() as u64
+    }
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+        let end = offset + buf.len() as u64;
+        if end > self.len() {
+            return Err(format!("bytes {offset}..{end} of {}", self.len()));
+        }
+        self.0.subarray(offset as u32, end as u32).copy_to(buf);
+        Ok(())
+    }
+}
+
+/// A response's body, left in the JS heap.
+pub async fn response_array(response: &web_sys::Response) -> Result<JsBytes, String> {
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{e:?}"))?).await.map_err(|e| format!("{e:?}"))?;
+    Ok(JsBytes(js_sys::Uint8Array::new(&buffer)))
+}
+
+/// The bytes of wasm memory, which only grows: the high-water mark of everything the page's
+/// wasm side has held at once.
+pub fn wasm_memory_bytes() -> f64 {
+    use wasm_bindgen::JsCast;
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64)
+        .unwrap_or(0.0)
+}
+
 pub async fn response_bytes(response: &web_sys::Response) -> Result<Vec<u8>, String> {
     let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{e:?}"))?).await.map_err(|e| format!("{e:?}"))?;
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())

@@ -80,8 +80,13 @@ pub(super) fn on<E: wasm_bindgen::convert::FromWasmAbi + 'static>(id: &str, even
 
 /// Reads a picked or dropped file's bytes locally.
 pub(super) async fn file_bytes(file: web_sys::File) -> Result<Vec<u8>, String> {
+    Ok(file_array(file).await?.0.to_vec())
+}
+
+/// A dropped file's bytes, left in the JS heap (`dom::JsBytes`).
+pub(super) async fn file_array(file: web_sys::File) -> Result<crate::web::dom::JsBytes, String> {
     let buffer = JsFuture::from(file.array_buffer()).await.map_err(|e| format!("{}: {e:?}", file.name()))?;
-    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    Ok(crate::web::dom::JsBytes(js_sys::Uint8Array::new(&buffer)))
 }
 
 pub(super) fn wire_controls() -> Result<(), String> {
@@ -99,7 +104,7 @@ pub(super) fn wire_controls() -> Result<(), String> {
             let name = file.name();
             message(&format!("Loading {name}…"), false);
             yield_to_browser().await;
-            match file_bytes(file).await.and_then(|bytes| load_weights(&bytes, &name)) {
+            match file_array(file).await.and_then(|bytes| load_weights(&bytes, &name)) {
                 Ok(()) => message(&format!("Loaded {name}."), false),
                 Err(e) => message(&format!("{e} — the current model stays."), true),
             }

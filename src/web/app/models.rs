@@ -209,7 +209,7 @@ async fn load(p: &Preset) -> Result<(&'static str, Option<String>), String> {
             let entry = app().borrow().bundled.clone();
             let sha = entry.as_ref().filter(|e| &e.file == file).map(|e| e.sha256.clone());
             let (bytes, _) = dom::fetch_cached_verified(&format!("weights/{file}"), sha.as_deref(), "progress", "progress-text").await?;
-            load_weights(&bytes, file)?;
+            load_weights(&bytes.as_slice(), file)?;
             if let Some(entry) = entry {
                 super::session::apply_manifest_entry(&entry);
             }
@@ -219,7 +219,9 @@ async fn load(p: &Preset) -> Result<(&'static str, Option<String>), String> {
             let cache = dom::open_cache(super::models_cache()).await;
             if let Some(cache) = &cache {
                 if let Some(r) = dom::cached_response(cache, &cache_key(p)).await {
-                    let bytes = dom::response_bytes(&r).await?;
+                    // Read from the response body a tensor at a time: the file is not copied
+                    // into wasm memory.
+                    let bytes = dom::response_array(&r).await?;
                     load_weights(&bytes, &p.converted_name())?;
                     return Ok(("cache", None));
                 }
@@ -236,7 +238,7 @@ async fn load(p: &Preset) -> Result<(&'static str, Option<String>), String> {
                     }
                 },
             };
-            load_weights(&bytes, &p.converted_name())?;
+            load_weights(&bytes.as_slice(), &p.converted_name())?;
             let note = match &cache {
                 Some(cache) => {
                     dom::cache_put(cache, &cache_key(p), &bytes, "application/octet-stream").await.err().map(|e| format!("but it is not kept for the next visit: {e}."))
@@ -384,10 +386,7 @@ struct MemoryPeak {
 }
 
 fn wasm_bytes() -> f64 {
-    wasm_bindgen::memory()
-        .dyn_into::<js_sys::WebAssembly::Memory>()
-        .map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64)
-        .unwrap_or(0.0)
+    dom::wasm_memory_bytes()
 }
 
 fn js_heap_bytes() -> f64 {

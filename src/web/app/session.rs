@@ -9,7 +9,7 @@ use super::view::{message, publish};
 use crate::pipeline::{Rgb, Segmenter};
 use crate::tokenizer::ClipTokenizer;
 use crate::web::dom;
-use crate::weights::format::{self, Residency};
+use crate::weights::format::{self, ByteSource, Residency};
 
 /// Keeps the compute device and loads the tokenizer.
 pub(super) async fn prepare(device: Device) -> Result<(), String> {
@@ -32,7 +32,7 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
             let path = format!("weights/{file}");
             let (bytes, origin) = dom::fetch_cached_verified(&path, Some(&entry.sha256), "progress", "progress-text").await?;
             dom::merge_status("weights_origin", &serde_json::json!(if origin == dom::Origin::Cache { "cache" } else { "network" }));
-            load_weights(&bytes, &file)?;
+            load_weights(&bytes.as_slice(), &file)?;
             apply_manifest_entry(&entry);
             app().borrow_mut().bundled = Some(entry);
             warm_up().await;
@@ -59,6 +59,13 @@ pub(super) fn apply_manifest_entry(entry: &crate::weights::manifest::ManifestEnt
     }
 }
 
+/// All of a source's bytes, in wasm memory.
+fn read_all(bytes: &impl ByteSource) -> Result<Vec<u8>, String> {
+    let mut all = vec![0u8; bytes.len() as usize];
+    bytes.read_into(0, &mut all)?;
+    Ok(all)
+}
+
 /// Sets the background threshold the next combination uses, and shows it on the slider.
 fn set_bg_thresh(t: f32) {
     app().borrow_mut().bg_thresh = t;
@@ -68,20 +75,34 @@ fn set_bg_thresh(t: f32) {
     dom::set_text("bg-value", &format!("{t:.2}"));
 }
 
-/// Builds a model from weights bytes; on failure the current model stays.
-pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
+/// How the page holds an int8 file's weights: `?resident=f32|int8`, by default int8 on the CPU
+/// path (the weights live in wasm memory, which never shrinks) and f32 on WebGPU (GPU buffers;
+/// int8 residency is the CPU backend's).
+fn residency(on_cpu: bool) -> Residency {
+    match dom::query_param("resident").and_then(|r| r.parse().ok()) {
+        Some(Residency::Int8) if !on_cpu => {
+            dom::log("?resident=int8 holds weights as int8 on the CPU path only; WebGPU holds them as f32");
+            Residency::F32
+        }
+        Some(r) => r,
+        None if on_cpu => Residency::Int8,
+        None => Residency::F32,
+    }
+}
+
+/// Builds a model from a weights file, read a tensor at a time from `bytes` (wasm memory, or a
+/// buffer in the JS heap); on failure the current model stays.
+pub(super) fn load_weights(bytes: &impl ByteSource, name: &str) -> Result<(), String> {
     let app = app();
     let (device, tokenizer_json) = {
         let a = app.borrow();
         (a.device.clone().ok_or("no compute device")?, a.tokenizer_json.clone())
     };
-    // On the CPU path the weights live in wasm memory, which never shrinks: an int8 file stays
-    // int8 there (dequantised per layer as it runs, the same label maps). On WebGPU they live
-    // in GPU buffers as f32, and the bytes are kept to rebuild the model on the CPU should the
-    // GPU be lost.
-    let on_cpu = device.memory_pool_usage().is_none();
-    let residency = if on_cpu { Residency::Int8 } else { Residency::F32 };
-    let file = format::read_for_model(bytes, residency).map_err(|e| format!("{name}: {e}"))?;
+    // On the CPU path an int8 file stays int8 (dequantised per layer as it runs, the same label
+    // maps). On WebGPU the bytes are kept to rebuild the model on the CPU should the GPU be lost.
+    let on_cpu = crate::backend::is_cpu(&device);
+    let residency = residency(on_cpu);
+    let file = format::read_model_from(bytes, residency).map_err(|e| format!("{name}: {e}"))?;
     let (config, dtype, background_count) = (file.config.clone(), file.dtype, file.background_prompts.len());
     let tokenizer = ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;
     // A SegCLIP file or a plain CLIP converted for a dense method: the file says which.
@@ -101,7 +122,8 @@ pub(super) fn load_weights(bytes: &[u8], name: &str) -> Result<(), String> {
         a.segmenter = Some(segmenter);
         a.labels_cache_key = None;
         a.model_name = name.to_string();
-        a.model_bytes = if on_cpu { Vec::new() } else { bytes.to_vec() };
+        a.model_bytes = if on_cpu { Vec::new() } else { read_all(bytes)? };
+        a.resident = residency;
         a.generation += 1;
         a.forget_features();
     }
@@ -142,7 +164,7 @@ pub async fn on_device_lost(reason: String) {
         message("The GPU was lost; computing continues on the CPU.", true);
         return;
     }
-    match load_weights(&bytes, &name) {
+    match load_weights(&bytes.as_slice(), &name) {
         Ok(()) => message("The GPU was lost; the model now runs on the CPU (slower, same results).", true),
         Err(e) => message(&format!("The GPU was lost and the model could not be rebuilt on the CPU: {e}"), true),
     }

@@ -55,6 +55,8 @@ pub(super) struct App {
     pub(super) painted_once: bool,
     /// The loaded weights file, kept to rebuild the model on the CPU if the GPU is lost.
     pub(super) model_bytes: Vec<u8>,
+    /// How the loaded model holds an int8 file's weights (`session::load_weights`).
+    pub(super) resident: crate::weights::format::Residency,
     /// Bumped when the model is replaced; a computation started before is discarded.
     pub(super) generation: u64,
     /// The presets (weights/presets.json).

@@ -136,6 +136,9 @@ pub(super) fn publish() {
         );
     let app_status = serde_json::json!({
         "gpu_memory": gpu_memory,
+        // wasm memory only grows: its size is the most the page's wasm side has held at once.
+        "wasm_memory_bytes": dom::wasm_memory_bytes(),
+        "resident": a.resident.to_string(),
         "model": a.model_name,
         "labels": a.labels,
         "busy": a.busy,

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::store::{bridge, ModuleSnapshot};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::format::{HostTensor, Residency, WeightsError, WeightsFile};
@@ -64,7 +63,8 @@ pub fn initialised_parameters<M: Module>(model: &M) -> usize {
 
 /// Reads every parameter back to the host (native; a sync read is not allowed in wasm).
 #[cfg(not(target_arch = "wasm32"))]
-pub fn model_tensors<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, HostTensor> {
+pub fn model_tensors<M: burn::store::ModuleSnapshot>(model: &M) -> BTreeMap<String, HostTensor> {
+    use burn::store::bridge;
     model
         .collect(None, None, false)
         .into_iter()

@@ -36,7 +36,8 @@ pub struct Preset {
     pub licence: String,
     /// The expected download in bytes (the hub's file size where pinned).
     pub download_bytes: u64,
-    /// The expected peak memory of the page running it, in bytes.
+    /// The page's wasm memory on its CPU path with it loaded and a photo segmented, in bytes
+    /// (measured by scripts/bench-load; README, "Segment your own photos").
     pub memory_bytes: u64,
     /// Head counts (image tower, text tower) where a tower's width is not 64 per head.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -76,11 +76,11 @@ pub(super) fn describe_selected() {
     dom::set_text(
         "model-knows",
         &format!(
-            "Knows: {}. Not: {}. {:.0} MB download, about {:.1} GB of memory; {source}.",
+            "Knows: {}. Not: {}. {:.0} MB download, about {:.0} MB of memory; {source}.",
             p.knows,
             p.limits,
             p.download_bytes as f64 / 1e6,
-            p.memory_bytes as f64 / 1e9
+            p.memory_bytes as f64 / 1e6
         ),
     );
 }

@@ -12,6 +12,7 @@ pub mod data;
 pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod files;
+pub mod labels;
 pub mod model;
 pub mod pipeline;
 pub mod selfcheck;

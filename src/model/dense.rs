@@ -69,7 +69,7 @@ pub const NACLIP_GAUSSIAN_STD: f64 = 5.0;
 /// Which prompt templates a dense file's labels are averaged over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TemplateSet {
-    /// CLIP's 80 ImageNet templates (`pipeline::labels::OPENAI_IMAGENET_TEMPLATES`), as both
+    /// CLIP's 80 ImageNet templates (`labels::OPENAI_IMAGENET_TEMPLATES`), as both
     /// methods evaluate.
     #[serde(rename = "openai-imagenet-80")]
     OpenAiImagenet80,
@@ -157,7 +157,7 @@ impl DenseProtocol {
     /// The prompt templates, ready for `SegmentOptions::templates`.
     pub fn template_strings(&self) -> Vec<String> {
         match self.templates {
-            TemplateSet::OpenAiImagenet80 => crate::pipeline::labels::OPENAI_IMAGENET_TEMPLATES.iter().map(|t| t.to_string()).collect(),
+            TemplateSet::OpenAiImagenet80 => crate::labels::OPENAI_IMAGENET_TEMPLATES.iter().map(|t| t.to_string()).collect(),
         }
     }
 

@@ -136,15 +136,15 @@ mod tests {
         assert_eq!((trimmed.len, trimmed.rows), (6, 2));
         assert_eq!(trimmed.eot_positions, vec![3, 5]);
         assert_eq!(&trimmed.ids[6..], &[998, 5, 6, 7, 8, 999]);
-        let a = tower.forward(&full, &device).into_data().to_vec::<f32>().unwrap();
-        let b = tower.forward(&trimmed, &device).into_data().to_vec::<f32>().unwrap();
+        let a = tower.forward(&full, &device).into_data().try_to_vec::<f32>().unwrap();
+        let b = tower.forward(&trimmed, &device).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(a.len(), b.len());
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-5, "trimmed embeddings differ by {worst}");
         // Padding after the EOT changes nothing; a token before it does.
         let mut other = rows.clone();
         other[0][2] = 43;
-        let c2 = tower.forward(&TokenBatch::new(&other).unwrap().trimmed(), &device).into_data().to_vec::<f32>().unwrap();
+        let c2 = tower.forward(&TokenBatch::new(&other).unwrap().trimmed(), &device).into_data().try_to_vec::<f32>().unwrap();
         assert!(c2.iter().zip(&b).take(c.embed_dim).any(|(x, y)| (x - y).abs() > 1e-4));
     }
 }

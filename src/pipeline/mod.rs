@@ -5,7 +5,6 @@
 
 pub mod combine;
 pub mod decode;
-pub mod labels;
 pub mod overlay;
 pub mod preprocess;
 pub mod refine;
@@ -17,6 +16,7 @@ use std::collections::HashMap;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
+use crate::labels;
 use crate::model::dense::{DenseClip, DenseProtocol};
 use crate::model::{SegClip, SegClipConfig, TokenBatch};
 use crate::tokenizer::ClipTokenizer;

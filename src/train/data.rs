@@ -94,7 +94,7 @@ impl NounPrompts {
         for (key, words) in per_caption.iter().flatten() {
             if !keys.contains(&key) {
                 keys.push(key);
-                prompts.push(crate::pipeline::labels::DEFAULT_TEMPLATE.replace("{}", words));
+                prompts.push(crate::labels::DEFAULT_TEMPLATE.replace("{}", words));
             }
         }
         if keys.is_empty() {

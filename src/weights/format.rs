@@ -557,7 +557,7 @@ fn read_as<T>(source: &impl ByteSource, residency: Residency, mut make: impl FnM
                 field: "background_prompts",
                 message: format!("expected a JSON list of strings: {e}"),
             })?;
-            crate::pipeline::labels::validate_background_prompts(&prompts)
+            crate::labels::validate_background_prompts(&prompts)
                 .map_err(|message| WeightsError::Field { field: "background_prompts", message })?;
             prompts
         }

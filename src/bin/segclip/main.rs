@@ -134,8 +134,8 @@ impl ProtocolArgs {
             o.background_prompts = if p.trim().eq_ignore_ascii_case("none") {
                 Vec::new()
             } else {
-                let prompts = segclip::pipeline::labels::split_labels(p);
-                segclip::pipeline::labels::validate_background_prompts(&prompts)
+                let prompts = segclip::labels::split_labels(p);
+                segclip::labels::validate_background_prompts(&prompts)
                     .map_err(|e| anyhow::anyhow!("--background-prompts {p:?}: {e} (\"none\" turns them off)"))?;
                 prompts
             };

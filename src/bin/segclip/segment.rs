@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use segclip::pipeline::{self, decode, labels, overlay, Segmenter};
+use segclip::labels;
+use segclip::pipeline::{self, decode, overlay, Segmenter};
 
 #[derive(clap::Args)]
 pub struct SegmentArgs {

@@ -11,7 +11,8 @@ use super::session::load_weights;
 use super::state::*;
 use super::view::{context, download, message, paint, publish, render_chips};
 use crate::data::{emoji, generate, shape_classes, SceneConfig, Split};
-use crate::pipeline::{decode, labels, preprocess, Rgb};
+use crate::labels;
+use crate::pipeline::{decode, preprocess, Rgb};
 use crate::web::dom;
 use crate::web::dom::input;
 

@@ -1,5 +1,7 @@
-//! Label lists from users: splitting, validation, adding to a list, and prompt templates (the
-//! embedding cache that makes a label edit cheap lives in `pipeline::Segmenter`).
+//! Label lists from users: splitting, validation, adding to a list, and prompt templates. Below
+//! `model`, `weights` and `pipeline`, which all use it (a dense model's template set, a weights
+//! file's background prompts, the pipeline's prompts); the embedding cache that makes a label
+//! edit cheap lives in `pipeline::Segmenter`.
 
 use std::collections::HashMap;
 

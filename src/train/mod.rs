@@ -403,8 +403,19 @@ fn gradient_constant<const D: usize>(t: &Tensor<D>, grads: &burn::tensor::Gradie
     Tensor::from_data(g.into_data(), device)
 }
 
-/// What a part reports when another part's failure released it.
-const RELEASED: &str = "another part of the batch failed";
+/// Why a part of a micro-batch stopped short.
+enum PartFailure {
+    /// Its own error.
+    Failed(String),
+    /// Another part failed and closed this one's gradient channel: nothing of its own to report.
+    Released,
+}
+
+impl<E: Into<String>> From<E> for PartFailure {
+    fn from(e: E) -> Self {
+        Self::Failed(e.into())
+    }
+}
 
 /// One micro-batch's forward and backward passes, its gradients added to `sum`; the loss terms
 /// (unweighted, as the whole micro-batch's).
@@ -465,7 +476,7 @@ fn micro_batch_gradients(
             to_parts.push(grad_tx);
             from_parts.push(embed_rx);
             let (images, full_noise, masked_noise) = (images.clone(), full_noise.clone(), masked_noise.clone());
-            handles.push(scope.spawn(move || -> Result<(StepLosses, Vec<burn::tensor::Gradients>, SegClip), String> {
+            handles.push(scope.spawn(move || -> Result<(StepLosses, Vec<burn::tensor::Gradients>, SegClip), PartFailure> {
                 // burn's autodiff merges graphs that share a leaf, and a graph's backward pass
                 // holds its lock throughout: on the shared parameters the two parts would take
                 // turns. Each part works on its own leaves over the same values.
@@ -492,7 +503,7 @@ fn micro_batch_gradients(
                 if let Some(text) = &text {
                     let groups = nouns.map(|_| vision.group_embed.clone().detach());
                     let _ = embed_tx.send(Embeddings { image: vision.image_embed.clone().detach(), text: text.clone().detach(), groups });
-                    let g = grad_rx.recv().map_err(|_| RELEASED)?;
+                    let g = grad_rx.recv().map_err(|_| PartFailure::Released)?;
                     let mut surrogate = (vision.image_embed.clone() * g.image).sum() + (text.clone() * g.text).sum();
                     if let Some(g_groups) = g.groups {
                         surrogate = surrogate + (vision.group_embed.clone() * g_groups).sum();
@@ -552,9 +563,17 @@ fn micro_batch_gradients(
         }
         drop(to_parts);
         let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("a training thread panicked")).collect();
-        // The failing part's own error, not that of a part it released.
-        if let Some(e) = results.iter().filter_map(|r| r.as_ref().err()).min_by_key(|e| e.as_str() == RELEASED) {
-            return Err(e.clone());
+        // The failing part's own error, not the release of a part it stopped.
+        let mut released = false;
+        for r in &results {
+            match r {
+                Err(PartFailure::Failed(e)) => return Err(e.clone()),
+                Err(PartFailure::Released) => released = true,
+                Ok(_) => {}
+            }
+        }
+        if released {
+            return Err("a part of the batch was released, but no part reported a failure".into());
         }
         let mut total = StepLosses { contrastive, group_nouns, ..StepLosses::default() };
         for (part, grads, own) in results.into_iter().flatten() {

@@ -40,9 +40,36 @@ fn scratch() -> String {
     "scratch".into()
 }
 
-/// Whether a data source draws scenes in memory (and so has masks to validate on).
-pub fn is_synthetic(source: &str) -> bool {
-    matches!(source, "emoji" | "synthetic")
+/// Where training pairs come from (`data.source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataSource {
+    /// The emoji world (`crate::data::emoji`), drawn in memory.
+    Emoji,
+    /// The shape world (`crate::data::synth`), drawn in memory.
+    Synthetic,
+    /// Lines of `{"image": path, "caption": text}`.
+    Jsonl,
+    /// A COCO captions JSON; images under `data.images`.
+    Coco,
+}
+
+impl DataSource {
+    /// Whether the source draws scenes in memory (and so has masks to validate on).
+    pub fn is_synthetic(self) -> bool {
+        matches!(self, Self::Emoji | Self::Synthetic)
+    }
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Emoji => "emoji",
+            Self::Synthetic => "synthetic",
+            Self::Jsonl => "jsonl",
+            Self::Coco => "coco",
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,7 +78,7 @@ pub struct DataSection {
     /// `emoji` (the emoji world, `crate::data::emoji`), `synthetic` (the shape scenes), `jsonl`
     /// (lines of `{"image": path, "caption": text}`) or `coco` (a COCO captions JSON; images
     /// under `images`).
-    pub source: String,
+    pub source: DataSource,
     /// Emoji: the atlas art styles to draw glyphs from (empty: the training styles,
     /// `crate::data::emoji::TRAIN_STYLES`).
     #[serde(default)]
@@ -388,7 +415,7 @@ impl TrainConfig {
         if !(l.group_nouns_weight >= 0.0 && l.group_nouns_weight.is_finite()) {
             return Err(format!("loss.group_nouns_weight {} must be a finite number >= 0", l.group_nouns_weight));
         }
-        if l.group_nouns_weight > 0.0 && !(l.contrastive && self.data.source == "emoji") {
+        if l.group_nouns_weight > 0.0 && !(l.contrastive && self.data.source == DataSource::Emoji) {
             return Err(format!(
                 "loss.group_nouns_weight {} needs loss.contrastive = true and data.source = \"emoji\" (found contrastive {}, source \"{}\")",
                 l.group_nouns_weight, l.contrastive, self.data.source
@@ -404,19 +431,16 @@ impl TrainConfig {
             return Err(format!("loss.mask_ratio {} must be in [0, 1)", l.mask_ratio));
         }
         let d = &self.data;
-        if !matches!(d.source.as_str(), "emoji" | "synthetic" | "jsonl" | "coco") {
-            return Err(format!("data.source: unknown '{}' (expected emoji, synthetic, jsonl or coco)", d.source));
-        }
-        if !d.styles.is_empty() && d.source != "emoji" {
+        if !d.styles.is_empty() && d.source != DataSource::Emoji {
             return Err(format!("data.styles: only the emoji source has art styles (source is '{}')", d.source));
         }
-        if d.single_object_steps > 0 && !matches!(d.source.as_str(), "emoji" | "synthetic") {
+        if d.single_object_steps > 0 && !d.source.is_synthetic() {
             return Err(format!(
                 "data.single_object_steps: only the synthetic worlds can draw one-object scenes (source is '{}')",
                 d.source
             ));
         }
-        if !is_synthetic(&d.source) && d.path.is_empty() {
+        if !d.source.is_synthetic() && d.path.is_empty() {
             return Err(format!("data.path: needed for source '{}'", d.source));
         }
         if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
@@ -429,11 +453,11 @@ impl TrainConfig {
                 d.color_jitter
             ));
         }
-        if d.color_jitter != [0.0; 4] && d.source == "synthetic" {
+        if d.color_jitter != [0.0; 4] && d.source == DataSource::Synthetic {
             return Err("data.color_jitter: the shape world's captions name colours, which jitter would make false; use it with other sources".into());
         }
         if d.shape_variants > 0 {
-            if d.source != "synthetic" {
+            if d.source != DataSource::Synthetic {
                 return Err(format!("data.shape_variants: only the synthetic source can redraw shapes (source is '{}')", d.source));
             }
             if o.batch_size % (1 + d.shape_variants) != 0 {
@@ -452,10 +476,10 @@ impl TrainConfig {
         if d.context_length > model.context_length {
             return Err(format!("data.context_length {} exceeds the model's context_length {}", d.context_length, model.context_length));
         }
-        if is_synthetic(&d.source) && d.scene_size < model.image_size / 2 {
+        if d.source.is_synthetic() && d.scene_size < model.image_size / 2 {
             return Err(format!("data.scene_size {} is too small for the model's {} px input", d.scene_size, model.image_size));
         }
-        if d.source == "emoji" {
+        if d.source == DataSource::Emoji {
             self.emoji_config().validate(crate::data::emoji::Atlas::bundled()).map_err(|e| format!("data: {e}"))?;
         }
         if self.run.out.is_empty() {
@@ -469,8 +493,8 @@ impl TrainConfig {
     pub fn val_world(&self) -> crate::data::world::World {
         use crate::data::world::World;
         let d = &self.data;
-        match d.source.as_str() {
-            "emoji" => World::Emoji { config: self.emoji_config(), atlas: None },
+        match d.source {
+            DataSource::Emoji => World::Emoji { config: self.emoji_config(), atlas: None },
             _ => World::Shapes { config: crate::data::SceneConfig { size: d.scene_size, ..Default::default() }, pair_masks: false },
         }
     }
@@ -528,6 +552,17 @@ out = "runs/x"
         assert_eq!(c.run.seed, 42);
         // Round trip through the checkpoint's copy.
         assert_eq!(TrainConfig::parse(&c.to_toml(), &[]).unwrap(), c);
+    }
+
+    #[test]
+    fn the_data_source_is_one_of_four_and_a_typo_is_named() {
+        for (source, synthetic) in [("emoji", true), ("synthetic", true), ("jsonl", false), ("coco", false)] {
+            let c = TrainConfig::parse(MINIMAL, &[format!("data.source=\"{source}\""), "data.path=\"x\"".into()]).unwrap();
+            assert_eq!(c.data.source.to_string(), source);
+            assert_eq!(c.data.source.is_synthetic(), synthetic);
+        }
+        let err = TrainConfig::parse(MINIMAL, &["data.source=\"cocoa\"".into()]).unwrap_err();
+        assert!(err.contains("data.source") && err.contains("cocoa") && err.contains("expected one of"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use image::imageops::FilterType;
 use image::RgbImage;
 
 use super::augment::ColorJitter;
-use super::config::{SilentBackground, TrainConfig};
+use super::config::{DataSource, SilentBackground, TrainConfig};
 use super::superpixels::{felzenszwalb, patch_labels};
 use crate::data::emoji::{self, EmojiConfig};
 use crate::data::rng::mix64;
@@ -150,16 +150,16 @@ pub enum Source {
 impl Source {
     pub fn from_config(config: &TrainConfig) -> Result<Self, String> {
         let d = &config.data;
-        match d.source.as_str() {
-            "synthetic" => {
+        match d.source {
+            DataSource::Synthetic => {
                 let scene =
                     SceneConfig { size: d.scene_size, min_objects: d.min_objects, max_objects: d.max_objects, ..SceneConfig::default() };
                 scene.validate().map_err(|e| format!("data: {e}"))?;
                 Ok(Source::Synthetic { scene, pool: d.pool, shape_only: d.shape_only_captions, variants: d.shape_variants })
             }
-            "emoji" => Ok(Source::Emoji { scene: config.emoji_config(), pool: d.pool }),
-            "jsonl" => Ok(Source::Pairs(Arc::new(read_jsonl(Path::new(&d.path))?))),
-            "coco" => {
+            DataSource::Emoji => Ok(Source::Emoji { scene: config.emoji_config(), pool: d.pool }),
+            DataSource::Jsonl => Ok(Source::Pairs(Arc::new(read_jsonl(Path::new(&d.path))?))),
+            DataSource::Coco => {
                 let images = if d.images.is_empty() {
                     Path::new(&d.path).parent().unwrap_or(Path::new(".")).to_path_buf()
                 } else {
@@ -167,7 +167,6 @@ impl Source {
                 };
                 Ok(Source::Pairs(Arc::new(read_coco(Path::new(&d.path), &images)?)))
             }
-            other => Err(format!("data.source: unknown '{other}'")),
         }
     }
 }

@@ -87,6 +87,7 @@ fn initial_model(config: &TrainConfig, model_config: &SegClipConfig, device: &De
     let init = config.model.init.as_str();
     if init == "scratch" {
         let mut model = fresh(model_config);
+        model_io::initialise_all(&model);
         if let Some(scale) = config.model.logit_scale_init {
             if !(scale > 0.0 && scale <= crate::model::MAX_LOGIT_SCALE) {
                 return Err(format!("model.logit_scale_init {scale} must be in (0, {}]", crate::model::MAX_LOGIT_SCALE));
@@ -109,6 +110,8 @@ fn initial_model(config: &TrainConfig, model_config: &SegClipConfig, device: &De
     };
     let mut model = fresh(&found);
     let report = model_io::apply_tensors(&mut model, &tensors, true).map_err(|e| format!("model.init {}: {e}", path.display()))?;
+    // The parameters the file did not have start fresh, drawn here in module order.
+    model_io::initialise_all(&model);
     if !report.initialised.is_empty() {
         eprintln!(
             "model.init: {} parameters not in {} start fresh (e.g. {})",

@@ -48,6 +48,20 @@ fn expected_device<M: Module>(model: &M) -> Option<Device> {
     first.0
 }
 
+/// Makes every parameter that has no value yet, in module order. A model trained from its fresh
+/// values draws them here, on the caller's thread, from the generator as the caller seeded it: a
+/// lazy parameter first used inside a training thread would draw in whatever order the threads
+/// happened to run, and a run would no longer be a function of its seed.
+pub fn initialise_all<M: Module>(model: &M) {
+    struct Touch;
+    impl ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    model.visit(&mut Touch);
+}
+
 /// How many of a model's parameters hold a value (the rest are still lazy: made on first use).
 pub fn initialised_parameters<M: Module>(model: &M) -> usize {
     struct Count(usize);
@@ -213,6 +227,12 @@ mod tests {
         assert_eq!(initialised_parameters(&fresh), 0, "reading the shapes made a parameter");
         let dense = DenseClip::new(&config, &device);
         assert_eq!(initialised_parameters(&dense), 0);
+        // A model to train from its fresh values gets them all at once, here, in module order
+        // (whether the seed then gives the same values is tests/train.rs's: tests in this process
+        // share burn's one generator).
+        let trained = SegClip::new(&config, &device);
+        initialise_all(&trained);
+        assert_eq!(initialised_parameters(&trained), shapes.len());
 
         // A file of known values: every parameter i filled with i + its element index / 1000.
         let tensors: BTreeMap<String, HostTensor> = shapes

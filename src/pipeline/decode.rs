@@ -1,7 +1,9 @@
 //! Image decoding for both front ends, refusing oversized images from their header before any
-//! pixel is decoded (a decompression bomb never gets to allocate).
+//! pixel is decoded (a decompression bomb never gets to allocate), and turning photos upright by
+//! their EXIF orientation.
 
-use image::{ImageReader, Limits};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 use std::io::Cursor;
 
 use super::preprocess::Rgb;
@@ -37,7 +39,12 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Rgb, DecodeError> {
     // Decoded RGBA at most, plus the decoder's own working memory.
     limits.max_alloc = Some(pixels * 8 + (64 << 20));
     reader.limits(limits);
-    let decoded = reader.decode().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    // Phone photos are stored as the sensor saw them, with an EXIF orientation saying how to
+    // show them: turned as every viewer turns them, so masks and overlays match what people see.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut decoded = DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    decoded.apply_orientation(orientation);
     let rgb = decoded.to_rgb8();
     let (w, h) = rgb.dimensions();
     Rgb::new(w as usize, h as usize, rgb.into_raw()).map_err(DecodeError::Corrupt)
@@ -68,6 +75,37 @@ mod tests {
         assert!(matches!(decode_image(&full[..full.len() / 2], DEFAULT_MAX_PIXELS), Err(DecodeError::Corrupt(_))));
         let err = decode_image(&full, 1000).unwrap_err().to_string();
         assert!(err.contains("64x64") && err.contains("1000"), "{err}");
+    }
+
+    /// A JPEG of a 16x8 image, left half red and right half blue, with an EXIF APP1 segment
+    /// saying orientation `tag` (6: shown turned 90 degrees clockwise, as a phone held upright
+    /// stores its photos).
+    fn jpeg_with_orientation(tag: u16) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(16, 8, |x, _| if x < 8 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        // TIFF header (big-endian), one IFD entry: tag 0x0112 (Orientation), SHORT, count 1.
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+        exif.extend_from_slice(&tag.to_be_bytes());
+        exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut app1 = vec![0xff, 0xe1];
+        app1.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+        app1.extend_from_slice(&exif);
+        // Right after the start-of-image marker.
+        jpeg.splice(2..2, app1);
+        jpeg
+    }
+
+    #[test]
+    fn a_phone_photo_is_turned_upright_by_its_exif_orientation() {
+        let plain = decode_image(&jpeg_with_orientation(1), DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!((plain.width, plain.height), (16, 8));
+        let upright = decode_image(&jpeg_with_orientation(6), DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!((upright.width, upright.height), (8, 16), "turned a quarter");
+        // Turned clockwise: the stored left half (red) is now the top half.
+        let at = |x: usize, y: usize| &upright.pixels[(y * 8 + x) * 3..(y * 8 + x) * 3 + 3];
+        assert!(at(4, 2)[0] > 200 && at(4, 2)[2] < 60, "top is red: {:?}", at(4, 2));
+        assert!(at(4, 13)[2] > 200 && at(4, 13)[0] < 60, "bottom is blue: {:?}", at(4, 13));
     }
 
     #[test]

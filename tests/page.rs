@@ -250,12 +250,15 @@ async fn page_segments_with_a_dense_clip_file() {
     let labels = "cat, dog, car";
 
     let (url, _) = serve(dist_dir());
-    let browser = open_on_the_cpu(&url).await;
+    // Its weights held as int8 in wasm memory (the default for large files): the label map
+    // still agrees with the CLI's, which holds them as f32.
+    let browser = open_on_the_cpu(&format!("{url}/?resident=int8")).await;
     upload(&browser, "weights-input", &weights).await;
     upload(&browser, "image-input", &image).await;
     type_labels(&browser, labels).await;
     let status = wait_for_result(&browser, 3).await;
     assert_eq!(status["app"]["model"], "page-test-dense.safetensors");
+    assert_eq!(status["app"]["resident"], "int8");
     let model_line = browser.eval("document.getElementById('model').textContent").await;
     assert!(model_line.as_str().unwrap_or_default().contains("dense naclip (80 templates)"), "{model_line}");
     let bg = browser.eval("document.getElementById('bg-slider').valueAsNumber").await;

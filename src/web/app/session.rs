@@ -75,17 +75,22 @@ fn set_bg_thresh(t: f32) {
     dom::set_text("bg-value", &format!("{t:.2}"));
 }
 
+/// Files from this size on are held as int8 on the CPU path by default: there the f32 copy (four
+/// times the int8 file) is what fills wasm memory, which never shrinks. A smaller model (the
+/// bundled one is 9 MB) is held as f32, since its many small windows each dequantise it again.
+const INT8_RESIDENT_FROM_BYTES: u64 = 48_000_000;
+
 /// How the page holds an int8 file's weights: `?resident=f32|int8`, by default int8 on the CPU
-/// path (the weights live in wasm memory, which never shrinks) and f32 on WebGPU (GPU buffers;
-/// int8 residency is the CPU backend's).
-fn residency(on_cpu: bool) -> Residency {
+/// path for files of `INT8_RESIDENT_FROM_BYTES` or more, else f32 (always f32 on WebGPU: the
+/// weights are in GPU buffers there, and int8 residency is the CPU backend's).
+fn residency(on_cpu: bool, file_bytes: u64) -> Residency {
     match dom::query_param("resident").and_then(|r| r.parse().ok()) {
         Some(Residency::Int8) if !on_cpu => {
             dom::log("?resident=int8 holds weights as int8 on the CPU path only; WebGPU holds them as f32");
             Residency::F32
         }
         Some(r) => r,
-        None if on_cpu => Residency::Int8,
+        None if on_cpu && file_bytes >= INT8_RESIDENT_FROM_BYTES => Residency::Int8,
         None => Residency::F32,
     }
 }
@@ -101,7 +106,7 @@ pub(super) fn load_weights(bytes: &impl ByteSource, name: &str) -> Result<(), St
     // On the CPU path an int8 file stays int8 (dequantised per layer as it runs, the same label
     // maps). On WebGPU the bytes are kept to rebuild the model on the CPU should the GPU be lost.
     let on_cpu = crate::backend::is_cpu(&device);
-    let residency = residency(on_cpu);
+    let residency = residency(on_cpu, bytes.len());
     let file = format::read_model_from(bytes, residency).map_err(|e| format!("{name}: {e}"))?;
     let (config, dtype, background_count) = (file.config.clone(), file.dtype, file.background_prompts.len());
     let tokenizer = ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;

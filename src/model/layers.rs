@@ -75,14 +75,12 @@ pub fn dequantized<const D: usize>(t: Tensor<D>) -> Tensor<D> {
 /// Rows `ids` of a table [N, W] (an embedding lookup) as f32 [ids, W]: a row select, or for a
 /// table held as int8 those rows alone dequantised (burn's select on a quantized tensor
 /// dequantises and requantises the whole table).
-pub fn table_rows(table: Tensor<2>, ids: &[usize]) -> Tensor<2> {
+pub fn table_rows(table: Tensor<2>, ids: &[i64]) -> Tensor<2> {
     match table.dtype() {
-        DType::QFloat(_) => dequantize_rows(table, ids.iter().copied()),
+        DType::QFloat(_) => dequantize_rows(table, ids.iter().map(|&i| i as usize)),
         _ => {
             let device = table.device();
-            let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-            let n = ids.len();
-            table.select(0, Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device))
+            table.select(0, Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [ids.len()]), &device))
         }
     }
 }

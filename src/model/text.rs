@@ -90,10 +90,9 @@ impl TextTower {
         assert!(n <= context, "token sequences of length {n} exceed the text context {context}");
         // The token table's rows for these ids: the embedding lookup, done as a row select so a
         // table kept as int8 is dequantised for those rows only (a lookup dequantises all of it).
-        let ids: Vec<usize> = tokens.ids.iter().map(|&i| i as usize).collect();
         let table = self.token_embedding.weight.val();
         let w = table.dims()[1];
-        let mut x = table_rows(table, &ids).reshape([t, n, w])
+        let mut x = table_rows(table, &tokens.ids).reshape([t, n, w])
             + self.positional_embedding.val().narrow(0, 0, n).unsqueeze::<3>();
         let mask = causal_mask(n, device);
         for block in &self.blocks {

@@ -242,8 +242,7 @@ pub fn wasm_memory_bytes() -> f64 {
 }
 
 pub async fn response_bytes(response: &web_sys::Response) -> Result<Vec<u8>, String> {
-    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{e:?}"))?).await.map_err(|e| format!("{e:?}"))?;
-    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    Ok(response_array(response).await?.0.to_vec())
 }
 
 /// Stores `bytes` under `key` with their length in an `x-segclip-bytes` header; the error says

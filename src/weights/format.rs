@@ -579,7 +579,8 @@ fn read_as<T>(source: &impl ByteSource, residency: Residency, mut make: impl FnM
             return Err(WeightsError::Dtype { tensor: name.to_string(), expected: "F32".into(), found: format!("{:?}", info.dtype) });
         }
         let bytes = read(source, range(name))?;
-        scales.insert(name.as_str(), (floats_to_f32(Dtype::F32, &bytes).expect("F32 is a float dtype"), info.shape.clone()));
+        let values = floats_to_f32(Dtype::F32, &bytes).expect("F32 is a float dtype");
+        scales.insert(name.as_str(), (bytes, values, info.shape.clone()));
     }
     // The checksum covers every tensor's bytes in name order. With a second reader a thread of
     // its own reads and hashes them while this one decodes; otherwise the decoding hashes as
@@ -597,9 +598,9 @@ fn read_as<T>(source: &impl ByteSource, residency: Residency, mut make: impl FnM
             let info = infos[name.as_str()];
             let range = range(name);
             let size = (range.end - range.start) as usize;
-            if name.ends_with(SCALE_SUFFIX) {
+            if let Some((bytes, _, _)) = scales.get(name.as_str()) {
                 if let Some(h) = hasher.as_mut() {
-                    h.update(&read(source, range)?);
+                    h.update(bytes);
                 }
                 continue;
             }
@@ -615,7 +616,7 @@ fn read_as<T>(source: &impl ByteSource, residency: Residency, mut make: impl FnM
                 }
                 Dtype::I8 => {
                     let scale_name = format!("{name}{SCALE_SUFFIX}");
-                    let (scales, scale_shape) = scales.get(scale_name.as_str()).cloned().ok_or_else(|| WeightsError::Missing(vec![scale_name.clone()]))?;
+                    let (scales, scale_shape) = scales.get(scale_name.as_str()).map(|(_, s, shape)| (s.clone(), shape.clone())).ok_or_else(|| WeightsError::Missing(vec![scale_name.clone()]))?;
                     let ok_shape = scale_shape.len() == shape.len() && scale_shape.iter().zip(&shape).all(|(&s, &d)| s == 1 || s == d);
                     if !ok_shape {
                         return Err(WeightsError::Shape { tensor: scale_name, expected: shape.clone(), found: scale_shape });

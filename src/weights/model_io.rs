@@ -127,9 +127,8 @@ pub fn apply_data<M: Module>(
     if !missing.is_empty() && !allow_missing {
         return Err(WeightsError::Missing(missing));
     }
-    let device = expected_device(model);
     if let Some((name, _)) = tensors.iter().find(|(_, t)| matches!(t.dtype(), DType::QFloat(_))) {
-        if !device.as_ref().is_some_and(crate::backend::is_cpu) {
+        if !expected_device(model).as_ref().is_some_and(crate::backend::is_cpu) {
             return Err(WeightsError::Field {
                 field: "residency",
                 message: format!("tensor '{name}' is held as int8, which runs on the CPU backend only; load it as f32 on a GPU"),

@@ -77,7 +77,6 @@ pub fn dequantize_int8(values: &[i8], shape: &[usize], scales: &[f32], scale_sha
     dequantize_rows(values, |q| q, shape, scales, scale_shape)
 }
 
-
 /// As `dequantize_int8`, for the values as a file stores them (bytes holding two's-complement
 /// int8).
 pub fn dequantize_int8_bytes(values: &[u8], shape: &[usize], scales: &[f32], scale_shape: &[usize]) -> Vec<f32> {
@@ -133,22 +132,10 @@ fn block_extents(shape: &[usize], scale_shape: &[usize]) -> Vec<usize> {
 pub fn resident_int8(values: Vec<i8>, shape: &[usize], scales: &[f32], scale_shape: &[usize]) -> TensorData {
     let block = block_extents(shape, scale_shape);
     let grid: Vec<usize> = shape.iter().zip(&block).map(|(&d, &b)| d / b).collect();
+    // Each block's channel scale: the grid equals the tensor's shape on the kept axes, and a
+    // reduced axis has one scale, so a block's grid index finds its scale as an element's does.
     let blocks: usize = grid.iter().product();
-    let mut block_scales = Vec::with_capacity(blocks);
-    for i in 0..blocks {
-        // The block's coordinates on the grid, then the scale of its channel: the coordinates
-        // of the kept axes (a reduced axis has one scale).
-        let (mut rest, mut index, mut stride) = (i, 0, 1);
-        for axis in (0..grid.len()).rev() {
-            let coord = rest % grid[axis];
-            rest /= grid[axis];
-            if scale_shape[axis] != 1 {
-                index += coord * stride;
-            }
-            stride *= scale_shape[axis];
-        }
-        block_scales.push(scales[index]);
-    }
+    let block_scales: Vec<f32> = (0..blocks).map(|i| scales[scale_index(i, &grid, scale_shape)]).collect();
     let extents: Vec<u8> = block.iter().map(|&b| b as u8).collect();
     let scheme = QuantScheme::default()
         .with_value(QuantValue::Q8S)

@@ -31,7 +31,7 @@ pub struct BenchArgs {
     train_steps: usize,
     /// Instead: load this weights file as `segment` does and time it: the load, the first
     /// photo (labels, then the image's windows), and each further photo; with the peak RSS.
-    /// scripts/bench-compare runs it on a ViT-B/16 int8 file and on the bundled model.
+    /// scripts/bench-load runs it on ViT-B/16 and TinyCLIP-sized int8 files and the bundled model.
     #[arg(long)]
     load: Option<PathBuf>,
     /// With --load: how the weights are held (f32 or int8; see `segment --resident`).

@@ -385,10 +385,6 @@ struct MemoryPeak {
     js_peak: f64,
 }
 
-fn wasm_bytes() -> f64 {
-    dom::wasm_memory_bytes()
-}
-
 fn js_heap_bytes() -> f64 {
     web_sys::window()
         .and_then(|w| w.performance())
@@ -400,12 +396,12 @@ fn js_heap_bytes() -> f64 {
 
 impl MemoryPeak {
     fn start() -> Self {
-        let (w, j) = (wasm_bytes(), js_heap_bytes());
+        let (w, j) = (dom::wasm_memory_bytes(), js_heap_bytes());
         Self { wasm_start: w, wasm_peak: w, js_start: j, js_peak: j }
     }
 
     fn sample(&mut self) {
-        self.wasm_peak = self.wasm_peak.max(wasm_bytes());
+        self.wasm_peak = self.wasm_peak.max(dom::wasm_memory_bytes());
         self.js_peak = self.js_peak.max(js_heap_bytes());
     }
 

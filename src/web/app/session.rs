@@ -223,7 +223,7 @@ pub(super) async fn warm_up() {
     dom::merge_status("warm_up_ms", &serde_json::json!(ms));
     dom::merge_status("label_cost_ms", &serde_json::json!(label_ms));
     // The GPU allocator reports its pool; the CPU backend has none.
-    let on_cpu = segmenter.device.memory_pool_usage().is_none();
+    let on_cpu = crate::backend::is_cpu(&segmenter.device);
     let advice = if label_ms > 1000.0 && on_cpu {
         " That is slow: a browser with WebGPU, or a smaller model, makes it faster."
     } else {

@@ -164,7 +164,7 @@ pub fn run(name: &str, config: &SegClipConfig, backend: &str, device: &Device, r
             .expect("segmenter");
     let words: Vec<String> = labels.iter().map(|l| l.trim_start_matches("a photo of a ").trim_end_matches('.').to_string()).collect();
     for side in [224usize, 448] {
-        segmenter.options.short_side = side;
+        segmenter.protocol.short_side = side;
         let img = test_image(side, side);
         let windows = (side / config.image_size.max(1)).max(1).pow(2);
         let ms = median_ms(runs.min(5), || {

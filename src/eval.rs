@@ -370,7 +370,7 @@ pub fn score_world(
     use crate::pipeline::{block_on, Rgb};
     let classes = world.classes();
     let labels = classes[1..].to_vec();
-    let embeddings = block_on(segmenter.encode_labels(&labels))?;
+    let embeddings = block_on(segmenter.encode_labels(&labels)).map_err(|e| e.to_string())?;
     let mut scores = SceneScores {
         pipeline: ConfusionMatrix::new(classes.len()),
         true_background: ConfusionMatrix::new(classes.len()),
@@ -384,17 +384,17 @@ pub fn score_world(
     for i in indices {
         let sc = world.scene(split, i);
         let image = Rgb::new(sc.width, sc.height, sc.image)?;
-        let features = block_on(segmenter.encode_image(&image))?;
-        let result = block_on(segmenter.combine(&features, &labels, &embeddings))?;
+        let features = block_on(segmenter.encode_image(&image)).map_err(|e| e.to_string())?;
+        let result = block_on(segmenter.combine(&features, &labels, &embeddings)).map_err(|e| e.to_string())?;
         scores.pipeline.add(&result.label_map, &sc.truth).map_err(|e| format!("scene {i}: {e}"))?;
         // The same features without a background rule: every pixel takes its best label.
-        let thresh = segmenter.options.bg_thresh;
-        let prompts = std::mem::take(&mut segmenter.options.background_prompts);
-        segmenter.options.bg_thresh = 0.0;
+        let thresh = segmenter.protocol.bg_thresh;
+        let prompts = std::mem::take(&mut segmenter.protocol.background_prompts);
+        segmenter.protocol.bg_thresh = 0.0;
         let named = block_on(segmenter.combine(&features, &labels, &embeddings));
-        segmenter.options.bg_thresh = thresh;
-        segmenter.options.background_prompts = prompts;
-        let named = named?;
+        segmenter.protocol.bg_thresh = thresh;
+        segmenter.protocol.background_prompts = prompts;
+        let named = named.map_err(|e| e.to_string())?;
         let given: Vec<u8> = named.label_map.iter().zip(&sc.truth).map(|(&p, &t)| if t == 0 { 0 } else { p }).collect();
         scores.true_background.add(&given, &sc.truth).map_err(|e| format!("scene {i}: {e}"))?;
         for (&p, &t) in named.label_map.iter().zip(&sc.truth) {
@@ -404,7 +404,7 @@ pub fn score_world(
             }
         }
         // Centers in use: SegCLIP windows only (a dense model has no groups).
-        for (w, _) in features.windows.iter().filter(|(w, _)| !w.soft.is_empty()) {
+        for (w, _) in features.windows.groups() {
             let p = w.grid[0] * w.grid[1];
             let l = w.soft.len() / p.max(1);
             let mut hit = vec![false; l];

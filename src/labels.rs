@@ -101,7 +101,7 @@ pub const MAX_LABELS: usize = 254;
 
 /// Splits a free-form label list on commas and newlines, trims, and checks it: not empty, no
 /// empty entries, no duplicates (case-insensitive), at most `MAX_LABELS`.
-pub fn parse_labels(text: &str) -> Result<Vec<String>, String> {
+pub fn parse_labels(text: &str) -> Result<Vec<String>, LabelError> {
     let labels = split_labels(text);
     validate(&labels)?;
     Ok(labels)
@@ -132,26 +132,41 @@ pub fn add_labels(labels: &mut Vec<String>, new: Vec<String>) -> (usize, Vec<Str
     (added, problems)
 }
 
-/// Checks background prompts (`SegmentOptions::background_prompts`) as labels are checked,
-/// naming them as background prompts in the message.
-pub fn validate_background_prompts(prompts: &[String]) -> Result<(), String> {
-    validate(prompts).map_err(|e| format!("background prompts: {e}"))
+/// What is wrong with a label list.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error("no labels given: type one or more, separated by commas (e.g. \"cat, sofa, window\")")]
+    None,
+    #[error("{0} labels given; at most {MAX_LABELS} are supported")]
+    TooMany(usize),
+    #[error("a label is empty")]
+    Empty,
+    #[error("label \"{label}\" is given twice (also as \"{first}\")")]
+    Twice { label: String, first: String },
+    #[error("background prompts: {0}")]
+    Background(Box<LabelError>),
 }
 
-pub fn validate(labels: &[String]) -> Result<(), String> {
+/// Checks background prompts (`Protocol::background_prompts`) as labels are checked, naming
+/// them as background prompts in the message.
+pub fn validate_background_prompts(prompts: &[String]) -> Result<(), LabelError> {
+    validate(prompts).map_err(|e| LabelError::Background(Box::new(e)))
+}
+
+pub fn validate(labels: &[String]) -> Result<(), LabelError> {
     if labels.is_empty() {
-        return Err("no labels given: type one or more, separated by commas (e.g. \"cat, sofa, window\")".into());
+        return Err(LabelError::None);
     }
     if labels.len() > MAX_LABELS {
-        return Err(format!("{} labels given; at most {MAX_LABELS} are supported", labels.len()));
+        return Err(LabelError::TooMany(labels.len()));
     }
     let mut seen: HashMap<String, &str> = HashMap::new();
     for label in labels {
         if label.trim().is_empty() {
-            return Err("a label is empty".into());
+            return Err(LabelError::Empty);
         }
         if let Some(first) = seen.insert(label.to_lowercase(), label) {
-            return Err(format!("label \"{label}\" is given twice (also as \"{first}\")"));
+            return Err(LabelError::Twice { label: label.clone(), first: first.to_string() });
         }
     }
     Ok(())
@@ -189,11 +204,11 @@ mod tests {
 
     #[test]
     fn refuses_empty_and_duplicates_with_a_reason() {
-        assert!(parse_labels(" , ,").unwrap_err().contains("no labels"));
-        let dup = parse_labels("Cat, dog, cat").unwrap_err();
+        assert!(parse_labels(" , ,").unwrap_err().to_string().contains("no labels"));
+        let dup = parse_labels("Cat, dog, cat").unwrap_err().to_string();
         assert!(dup.contains("\"cat\"") && dup.contains("twice"), "{dup}");
         let many = (0..300).map(|i| format!("thing {i}")).collect::<Vec<_>>().join(",");
-        assert!(parse_labels(&many).unwrap_err().contains("at most 254"));
+        assert!(parse_labels(&many).unwrap_err().to_string().contains("at most 254"));
     }
 
     #[test]

@@ -126,12 +126,12 @@ fn label_maps_match(device: Device, backend: &str) {
         assert_eq!(protocol.logit_scale, settings["logit_scale"].as_f64().unwrap() as f32, "{method}: the fixture's scale");
         assert_eq!(protocol.bg_thresh, settings["prob_thd"].as_f64().unwrap() as f32, "{method}: the fixture's threshold");
         let mut segmenter = dense_segmenter(&config, &model, &protocol, &device);
-        segmenter.options.short_side = h;
-        segmenter.options.window = f.json["window"].as_u64().unwrap() as usize;
-        segmenter.options.stride = f.json["stride"].as_u64().unwrap() as usize;
+        segmenter.protocol.short_side = h;
+        segmenter.protocol.window = f.json["window"].as_u64().unwrap() as usize;
+        segmenter.protocol.stride = f.json["stride"].as_u64().unwrap() as usize;
         // This reference has no background class (the defaults' is `default_protocols_match`).
-        segmenter.options.whole_image = false;
-        segmenter.options.background_prompts.clear();
+        segmenter.protocol.whole_image = false;
+        segmenter.protocol.background_prompts.clear();
         let features = block_on(segmenter.encode_image(&image)).unwrap();
         assert_eq!(features.windows.len(), 2, "two windows of 64 over 96 columns");
         let result = block_on(segmenter.combine(&features, &labels, &queries)).unwrap();
@@ -151,16 +151,16 @@ fn default_protocols_match(device: Device, backend: &str) {
         let protocol = DenseProtocol::for_method(method);
         let words: Vec<Vec<f32>> = f.rows(&format!("{method}_background"), |v| v).unwrap();
         let mut segmenter = dense_segmenter(&config, &model, &protocol, &device);
-        assert_eq!(segmenter.options.whole_image, method == DenseMethod::Naclip);
-        assert_eq!(segmenter.options.background_prompts, protocol.background, "{method}: the protocol's words");
+        assert_eq!(segmenter.protocol.whole_image, method == DenseMethod::Naclip);
+        assert_eq!(segmenter.protocol.background_prompts, protocol.background, "{method}: the protocol's words");
         let names: Vec<String> = (1..=words.len()).map(|i| format!("background word {i}")).collect();
-        segmenter.options.background_prompts = names.clone();
+        segmenter.protocol.background_prompts = names.clone();
         segmenter.add_label_embeddings(names.into_iter().zip(words).collect()).unwrap();
         segmenter.add_label_embeddings(labels.iter().cloned().zip(queries.clone()).collect()).unwrap();
         // One window per call: this CLIP's patches are 8 px, so a 448 window is a 56 x 56 grid
         // whose attention (3 heads, 3137^2) is 118 MB a window, and two at once pass a software
         // Vulkan device's largest buffer.
-        segmenter.options.batch = 1;
+        segmenter.protocol.batch = 1;
         let features = block_on(segmenter.encode_image(&image)).unwrap();
         let expected_windows = if method == DenseMethod::Naclip { 1 } else { 2 };
         assert_eq!(features.windows.len(), expected_windows, "{method}");

@@ -294,11 +294,9 @@ async fn page_segments_on_the_cpu_fallback() {
     segment_and_check(false).await;
 }
 
-/// The windows the test manifest gives its bundled model (the test model's input size is 224),
-/// with one more scale.
-fn bundled_windows() -> segclip::weights::manifest::WindowProtocol {
-    segclip::weights::manifest::WindowProtocol { short_side: 320, stride: 96, extra_short_sides: vec![256] }
-}
+/// The windows the test manifest gives its bundled model (the test model's input size is 224):
+/// short side, stride and one more scale.
+const BUNDLED_WINDOWS: (usize, usize, usize) = (320, 96, 256);
 
 /// The superpixel snapping the test manifest gives its bundled model.
 const BUNDLED_SUPERPIXELS: segclip::pipeline::superpixels::FelzenszwalbParams =
@@ -315,8 +313,9 @@ fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
     let bytes = std::fs::read(weights).unwrap();
     std::fs::write(root.join("weights/bundled-test.safetensors"), &bytes).unwrap();
     let file = format::read(&bytes).unwrap();
-    let mut manifest = segclip::weights::manifest::Manifest::default();
-    manifest.upsert(segclip::weights::manifest::ManifestEntry {
+    let mut manifest = segclip::pipeline::manifest::Manifest::default();
+    let (short_side, stride, extra) = BUNDLED_WINDOWS;
+    manifest.upsert(segclip::pipeline::manifest::ManifestEntry {
         file: "bundled-test.safetensors".into(),
         dtype: "int8".into(),
         size: bytes.len() as u64,
@@ -324,11 +323,17 @@ fn dist_with_bundled_model(name: &str, weights: &Path, sha: &str) -> PathBuf {
         config: file.config,
         trained_steps: 0,
         tokenizer_sha256: file.tokenizer_sha256,
-        bg_thresh: Some(0.6),
-        windows: Some(bundled_windows()),
-        superpixels: Some(BUNDLED_SUPERPIXELS),
-        flip: true,
-        refine: Some(BUNDLED_REFINE),
+        protocol: segclip::pipeline::Protocol {
+            bg_thresh: 0.6,
+            short_side,
+            stride,
+            extra_short_sides: vec![extra],
+            superpixels: Some(BUNDLED_SUPERPIXELS),
+            flip: true,
+            refine: Some(BUNDLED_REFINE),
+            background_prompts: file.background_prompts,
+            ..Default::default()
+        },
     });
     std::fs::write(root.join("weights/manifest.json"), manifest.to_json()).unwrap();
     root
@@ -378,8 +383,8 @@ async fn bundled_model_is_checked_cached_and_warmed_up() {
     assert!(status["warm_up_ms"].as_f64().is_some(), "no warm-up: {status}");
     assert_eq!(browser.eval("document.getElementById('bg-slider').value").await, "0.6");
     // ... and so do its windows.
-    let w = bundled_windows();
-    let want = serde_json::json!({"short_side": w.short_side, "stride": w.stride, "extra_short_sides": w.extra_short_sides});
+    let (short_side, stride, extra) = BUNDLED_WINDOWS;
+    let want = serde_json::json!({"short_side": short_side, "stride": stride, "extra_short_sides": [extra]});
     assert_eq!(status["app"]["windows"], want, "{status}");
     // ... and its superpixel snapping.
     let p = BUNDLED_SUPERPIXELS;

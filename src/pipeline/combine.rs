@@ -6,10 +6,9 @@
 use super::preprocess::{resize_bilinear, resize_bilinear_rows};
 use super::windows::Window;
 
-/// The model's outputs for one window, read back to the host. A SegCLIP model fills `soft`,
-/// `groups` and `image`; a dense CLIP (src/model/dense.rs) fills `patches` only.
+/// A SegCLIP model's outputs for one window, read back to the host.
 #[derive(Clone, Debug, Default)]
-pub struct WindowFeatures {
+pub struct GroupWindow {
     pub window: Window,
     /// Patch grid [rows, cols].
     pub grid: [usize; 2],
@@ -19,8 +18,55 @@ pub struct WindowFeatures {
     pub groups: Vec<f32>,
     /// L2-normalised image embedding [E].
     pub image: Vec<f32>,
+}
+
+/// A dense CLIP's outputs for one window (src/model/dense.rs), read back to the host.
+#[derive(Clone, Debug, Default)]
+pub struct PatchWindow {
+    pub window: Window,
+    /// Patch grid [rows, cols].
+    pub grid: [usize; 2],
     /// L2-normalised patch features [rows * cols, E], row-major over the grid.
     pub patches: Vec<f32>,
+}
+
+/// One scale's windows as the model's kind encoded them (src/pipeline/kinds).
+#[derive(Clone, Debug)]
+pub enum EncodedWindows {
+    /// SegCLIP: each window's groups, and the group of each of its pixels (`pixel_groups`).
+    Groups(Vec<(GroupWindow, Vec<usize>)>),
+    /// A dense CLIP: each window's patch features.
+    Patches(Vec<PatchWindow>),
+}
+
+impl EncodedWindows {
+    pub fn len(&self) -> usize {
+        match self {
+            EncodedWindows::Groups(w) => w.len(),
+            EncodedWindows::Patches(w) => w.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The SegCLIP windows (none for a dense model's).
+    pub fn groups(&self) -> &[(GroupWindow, Vec<usize>)] {
+        match self {
+            EncodedWindows::Groups(w) => w,
+            EncodedWindows::Patches(_) => &[],
+        }
+    }
+
+    /// Appends `other`'s windows (of the same kind) to these.
+    pub fn extend(&mut self, other: EncodedWindows) {
+        match (self, other) {
+            (EncodedWindows::Groups(a), EncodedWindows::Groups(b)) => a.extend(b),
+            (EncodedWindows::Patches(a), EncodedWindows::Patches(b)) => a.extend(b),
+            _ => unreachable!("one model encodes every window of an image"),
+        }
+    }
 }
 
 /// Combination settings.
@@ -65,7 +111,7 @@ fn argmax(v: &[f32]) -> usize {
 /// background). `background` holds the embeddings of background prompts (empty for the
 /// release's rule alone): they compete with the labels in both softmaxes, are never dropped by
 /// the image-level ranking, and what they win goes to the background column.
-pub fn group_scores(f: &WindowFeatures, labels: &[Vec<f32>], background: &[Vec<f32>], o: &CombineOptions) -> Vec<Vec<f32>> {
+pub fn group_scores(f: &GroupWindow, labels: &[Vec<f32>], background: &[Vec<f32>], o: &CombineOptions) -> Vec<Vec<f32>> {
     let n = labels.len();
     let e = f.image.len();
     let l = f.groups.len() / e;
@@ -113,7 +159,7 @@ pub fn group_scores(f: &WindowFeatures, labels: &[Vec<f32>], background: &[Vec<f
 
 /// Step 1: the group each pixel of the window belongs to (soft assignment upsampled bilinearly to
 /// the window, argmax over the centers).
-pub fn pixel_groups(f: &WindowFeatures) -> Vec<usize> {
+pub fn pixel_groups(f: &GroupWindow) -> Vec<usize> {
     let [rows, cols] = f.grid;
     let p = rows * cols;
     let l = f.soft.len() / p;
@@ -141,7 +187,7 @@ pub struct ScoreMap {
 pub fn score_map(
     width: usize,
     height: usize,
-    windows: &[(WindowFeatures, Vec<usize>)],
+    windows: &[(GroupWindow, Vec<usize>)],
     labels: &[Vec<f32>],
     background: &[Vec<f32>],
     o: &CombineOptions,
@@ -274,7 +320,7 @@ pub fn label_map(map: &ScoreMap, width: usize, height: usize) -> (Vec<u8>, Vec<f
 #[allow(clippy::too_many_arguments)]
 pub fn dense_label_map(
     resized_size: (usize, usize),
-    windows: &[(WindowFeatures, Vec<usize>)],
+    windows: &[PatchWindow],
     labels: &[Vec<f32>],
     background: &[Vec<f32>],
     logit_scale: f32,
@@ -290,7 +336,7 @@ pub fn dense_label_map(
     let m = words.len();
     let (rw, rh) = resized_size;
     let mut average = WindowAverage::new(rw, rh, m);
-    for (f, _) in windows {
+    for f in windows {
         let [rows, cols] = f.grid;
         let e = f.patches.len() / (rows * cols).max(1);
         // Logits [P, M], interleaved for the resize.
@@ -356,16 +402,15 @@ mod tests {
         v.iter().map(|x| x / n).collect()
     }
 
-    fn features() -> WindowFeatures {
+    fn features() -> GroupWindow {
         // Two groups: group 0 looks like label 0, group 1 like label 1; 2x2 grid, left column
         // group 0, right column group 1.
-        WindowFeatures {
+        GroupWindow {
             window: Window { x: 0, y: 0, width: 4, height: 4 },
             grid: [2, 2],
             soft: vec![0.9, 0.1, 0.9, 0.1, 0.1, 0.9, 0.1, 0.9],
             groups: [unit(&[1.0, 0.1, 0.0]), unit(&[0.0, 1.0, 0.1])].concat(),
             image: unit(&[1.0, 1.0, 0.0]),
-            patches: Vec::new(),
         }
     }
 
@@ -374,13 +419,12 @@ mod tests {
         // A 1x2 grid over a 2x4 window: the left patch is label 0's, the right one sits between
         // labels 0 and 1.
         let labels = vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.0, 1.0, 0.0])];
-        let f = WindowFeatures {
+        let f = PatchWindow {
             window: Window { x: 0, y: 0, width: 4, height: 2 },
             grid: [1, 2],
             patches: [unit(&[1.0, 0.0, 0.0]), unit(&[1.0, 1.0, 0.0])].concat(),
-            ..WindowFeatures::default()
         };
-        let windows = [(f, Vec::new())];
+        let windows = [f];
         let (map, probs) = dense_label_map((4, 2), &windows, &labels, &[], 40.0, 0.1, 4, 2);
         assert_eq!(&map[..4], &[1, 1, 1, 1], "logits are interpolated before the softmax");
         assert!((probs[3] - 0.5).abs() < 1e-6, "the right edge is a tie: {}", probs[3]);
@@ -394,13 +438,12 @@ mod tests {
         // Three patches over a 6x1 window: label 0's, between label 0 and the wall, the sky's.
         let labels = vec![unit(&[1.0, 0.0, 0.0])];
         let background = vec![unit(&[0.0, 1.0, 0.0]), unit(&[0.0, 0.0, 1.0])];
-        let f = WindowFeatures {
+        let f = PatchWindow {
             window: Window { x: 0, y: 0, width: 3, height: 1 },
             grid: [1, 3],
             patches: [unit(&[1.0, 0.0, 0.0]), unit(&[1.0, 0.9, 0.0]), unit(&[0.0, 0.0, 1.0])].concat(),
-            ..WindowFeatures::default()
         };
-        let windows = [(f, Vec::new())];
+        let windows = [f];
         let (map, probs) = dense_label_map((3, 1), &windows, &labels, &background, 40.0, 0.1, 3, 1);
         assert_eq!(map, vec![1, 1, 0], "the sky's patch is background, the others the label's");
         // The middle patch: one softmax over the label and both words (not over classes).

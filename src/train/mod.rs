@@ -602,11 +602,11 @@ pub fn validate(
 ) -> Result<ValSignals, String> {
     let inference = model.valid();
     let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
-    let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device.clone())?;
-    segmenter.options.bg_thresh = config.run.val_bg_thresh;
+    let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device.clone()).map_err(|e| e.to_string())?;
+    segmenter.protocol.bg_thresh = config.run.val_bg_thresh;
     // The rule the exported file will carry (src/bin/segclip/export.rs).
     if config.loss.group_nouns_background {
-        segmenter.options.background_prompts = crate::data::emoji::background_prompts();
+        segmenter.protocol.background_prompts = crate::data::emoji::background_prompts();
     }
     let world = config.val_world();
     let dev = crate::data::world::DEV_START;

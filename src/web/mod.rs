@@ -28,7 +28,7 @@ async fn run() -> Result<(), String> {
     backend::show_backend(info);
 
     let manifest = dom::fetch_bytes("weights/manifest.json").await.and_then(|bytes| {
-        crate::weights::manifest::Manifest::parse(&String::from_utf8_lossy(&bytes), "weights/manifest.json")
+        crate::pipeline::manifest::Manifest::parse(&String::from_utf8_lossy(&bytes), "weights/manifest.json").map_err(|e| e.to_string())
     });
     let bundled = match &manifest {
         Ok(m) => m.default_model().cloned(),

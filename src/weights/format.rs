@@ -558,7 +558,7 @@ fn read_as<T>(source: &impl ByteSource, residency: Residency, mut make: impl FnM
                 message: format!("expected a JSON list of strings: {e}"),
             })?;
             crate::labels::validate_background_prompts(&prompts)
-                .map_err(|message| WeightsError::Field { field: "background_prompts", message })?;
+                .map_err(|e| WeightsError::Field { field: "background_prompts", message: e.to_string() })?;
             prompts
         }
     };

@@ -1,7 +1,6 @@
 //! Bytes <-> model: the weights file format, its quantisation, and checkpoint import.
 
 pub mod format;
-pub mod manifest;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod import;
 pub mod keymap;

@@ -92,7 +92,7 @@ fn load(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
     let mut segmenter = Segmenter::from_file(file, tokenizer, device).map_err(anyhow::Error::msg)?;
     let load_s = start.elapsed().as_secs_f64();
     let rss_loaded = rss_kb("VmRSS");
-    segmenter.options.templates = vec!["a photo of a {}.".into()];
+    segmenter.protocol.templates = vec!["a photo of a {}.".into()];
     let labels = vec!["cat".to_string()];
     // Synthetic 640x480 photos, each different (gradients and a moving checker).
     let photo = |i: usize| {

@@ -23,7 +23,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 200)]
     count: u64,
     #[command(flatten)]
-    protocol: crate::ProtocolArgs,
+    protocol: crate::ProtocolFlags,
     #[command(flatten)]
     world: WorldArgs,
     /// Where to write the confusion matrix and per-class numbers (JSON).
@@ -42,7 +42,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend, args.resident)?;
     let bg_thresh = args.protocol.apply(&mut segmenter, args.weights.as_deref())?;
     println!("background threshold: {bg_thresh}");
-    let o = &segmenter.options;
+    let o = &segmenter.protocol;
     if o.short_side != 0 || o.window != 0 || o.stride != 0 {
         let or_input = |v: usize| if v == 0 { "the model's input size".to_string() } else { format!("{v} px") };
         let stride = if o.stride == 0 { "side by side".to_string() } else { format!("every {} px", o.stride) };
@@ -61,8 +61,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(r) = &o.refine {
         println!("refine: {} passes of averaging over neighbours of like colour", r.iterations);
     }
-    if !segmenter.options.background_prompts.is_empty() {
-        println!("background prompts: {}", segmenter.options.background_prompts.join(", "));
+    if !segmenter.protocol.background_prompts.is_empty() {
+        println!("background prompts: {}", segmenter.protocol.background_prompts.join(", "));
     }
 
     let (matrix, classes, scored) = if let Some(name) = args.dataset.strip_prefix("synth:") {

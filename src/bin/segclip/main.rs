@@ -33,143 +33,63 @@ fn keep_freed_memory() {
 /// scripts/make-fixtures from open_clip's vocabulary).
 pub const TOKENIZER_JSON: &[u8] = include_bytes!("../../../static/tokenizer.json");
 
-/// The inference protocol's settings `segment` and `eval` share; unset, the weights' defaults.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct ProtocolArgs {
-    /// Background threshold. Default: the one the weights' manifest entry records (the bundled
-    /// model's own), else a dense file's own (its method's VOC setting), else 0.8 (VOC 0.80, PASCAL
-    /// Context 0.25, COCO-Object 0.65 in the SegCLIP release).
-    #[arg(long)]
-    bg_thresh: Option<f32>,
-    /// Background prompts, comma-separated: texts that compete with the labels, a region they win
-    /// being background (a dense file: the words of its background class). Default: the ones
-    /// the weights file's header carries, else none (the release's threshold rule alone).
-    /// "none" turns them off.
-    #[arg(long)]
-    background_prompts: Option<String>,
-    /// Labels kept from the image-level ranking before groups are named (the release: 5).
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Rescale the image's short side to this many pixels (default: the manifest entry's
-    /// `windows`, else the model's input size; NACLIP evaluates VOC at 336, ClearCLIP at 448).
-    /// Setting any of --short-side, --window, --stride sets aside the manifest's windows.
-    #[arg(long)]
-    short_side: Option<usize>,
-    /// Sliding-window side in pixels of the rescaled image (default: the model's input size;
-    /// ClearCLIP: 448).
-    #[arg(long)]
-    window: Option<usize>,
-    /// Sliding-window stride in pixels (default: the window; a dense file's: half of it;
-    /// ClearCLIP: 224).
-    #[arg(long)]
-    stride: Option<usize>,
-    /// Snap label edges to Felzenszwalb superpixels of the rescaled image, "SCALE,SIGMA,MIN_SIZE"
-    /// (e.g. 100,0.8,40): each superpixel takes the mean of its pixels' scores. Default: the
-    /// manifest entry's `superpixels`, else none. "none" turns it off. SegCLIP models only.
-    #[arg(long)]
-    superpixels: Option<String>,
-    /// Also run the mirrored image and average the two score maps ("on" / "off"). Default: the
-    /// manifest entry's `flip`, else off. SegCLIP models only.
-    #[arg(long)]
-    flip: Option<Switch>,
-    /// Refine the score map by averaging each pixel with its neighbours of like colour, this many
-    /// times (pixel-adaptive mask refinement; TCL reads its masks with 10). Default: the
-    /// manifest entry's `refine`, else none. "none" turns it off. SegCLIP models only.
-    #[arg(long)]
-    refine: Option<String>,
-    /// More short sides, comma-separated (e.g. 128,192,224): the image is also rescaled to each,
-    /// run through the same windows, and the score maps are averaged with the --short-side one
-    /// (multi-scale). Default: the manifest entry's `windows`, else none; like them, set aside by
-    /// --short-side, --window or --stride. "none" turns it off. SegCLIP models only.
-    #[arg(long)]
-    extra_short_sides: Option<String>,
+/// The protocol's flags (`segclip::pipeline::Protocol`, each field's doc comment its help),
+/// kept as given: `apply` changes only the settings named on the command line, over the model's
+/// own (its manifest entry, else its file's).
+#[derive(Clone, Debug)]
+pub struct ProtocolFlags(clap::ArgMatches);
+
+impl clap::FromArgMatches for ProtocolFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(matches.clone()))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0 = matches.clone();
+        Ok(())
+    }
 }
 
-/// An on/off setting that can also be left to the weights' manifest entry.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Switch {
-    On,
-    Off,
+impl clap::Args for ProtocolFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        <segclip::pipeline::Protocol as clap::Args>::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        <segclip::pipeline::Protocol as clap::Args>::augment_args_for_update(cmd)
+    }
 }
 
-impl ProtocolArgs {
-    /// Sets `segmenter`'s options for the weights at `weights` (the bundled model when `None`);
-    /// returns the background threshold in use.
+impl ProtocolFlags {
+    /// The flags given on the command line (`--bg-thresh`, ...).
+    fn given(&self) -> Vec<String> {
+        let cmd = <segclip::pipeline::Protocol as clap::Args>::augment_args(clap::Command::new("protocol"));
+        cmd.get_arguments()
+            .filter(|a| self.0.value_source(a.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine))
+            .filter_map(|a| a.get_long())
+            .map(|long| format!("--{long}"))
+            .collect()
+    }
+
+    /// `protocol` with the given flags' values.
+    pub fn over(&self, mut protocol: segclip::pipeline::Protocol) -> anyhow::Result<segclip::pipeline::Protocol> {
+        use clap::FromArgMatches;
+        protocol.update_from_arg_matches(&self.0)?;
+        let given = self.given();
+        protocol.after_flags(&given.iter().map(String::as_str).collect::<Vec<_>>());
+        Ok(protocol)
+    }
+
+    /// Sets `segmenter`'s protocol for the weights at `weights` (the bundled model when `None`):
+    /// its manifest entry's when it has one, else the model's own, with the given flags over
+    /// it. A flag the model's kind does not use is refused. Returns the background threshold.
     pub fn apply(&self, segmenter: &mut segclip::pipeline::Segmenter, weights: Option<&std::path::Path>) -> anyhow::Result<f32> {
-        if segmenter.dense_protocol().is_some() && (self.top_k.is_some() || self.superpixels.is_some() || self.flip.is_some() || self.refine.is_some() || self.extra_short_sides.is_some()) {
-            anyhow::bail!(
-                "--top-k, --superpixels, --flip, --refine and --extra-short-sides apply to SegCLIP's groups; this weights file is a plain CLIP segmented densely"
-            );
-        }
-        let entry = manifest_entry(weights)?;
-        let o = &mut segmenter.options;
-        o.bg_thresh = match self.bg_thresh {
-            Some(t) => t,
-            None => entry.as_ref().and_then(|e| e.bg_thresh).map(|t| t as f32).unwrap_or(o.bg_thresh),
+        let own = match manifest_entry(weights)? {
+            Some(entry) => entry.protocol,
+            None => segmenter.own_protocol(),
         };
-        // The model's own windows (its manifest entry), unless the command line sets any.
-        if let Some(w) = entry.as_ref().and_then(|e| e.windows.clone()) {
-            if self.short_side.is_none() && self.window.is_none() && self.stride.is_none() {
-                o.use_windows(w);
-            }
-        }
-        o.superpixels = match &self.superpixels {
-            Some(t) if t.trim().eq_ignore_ascii_case("none") => None,
-            Some(t) => Some(
-                segclip::pipeline::superpixels::FelzenszwalbParams::parse(t)
-                    .map_err(|e| anyhow::anyhow!("--superpixels: {e} (\"none\" turns it off)"))?,
-            ),
-            None => entry.as_ref().and_then(|e| e.superpixels),
-        };
-        o.refine = match &self.refine {
-            Some(t) if t.trim().eq_ignore_ascii_case("none") => None,
-            Some(t) => Some(segclip::pipeline::refine::RefineParams::parse(t).map_err(|e| anyhow::anyhow!("--refine: {e} (\"none\" turns it off)"))?),
-            None => entry.as_ref().and_then(|e| e.refine),
-        };
-        o.flip = match self.flip {
-            Some(s) => s == Switch::On,
-            None => entry.as_ref().is_some_and(|e| e.flip),
-        };
-        if let Some(p) = &self.background_prompts {
-            o.background_prompts = if p.trim().eq_ignore_ascii_case("none") {
-                Vec::new()
-            } else {
-                let prompts = segclip::labels::split_labels(p);
-                segclip::labels::validate_background_prompts(&prompts)
-                    .map_err(|e| anyhow::anyhow!("--background-prompts {p:?}: {e} (\"none\" turns them off)"))?;
-                prompts
-            };
-        }
-        if let Some(t) = &self.extra_short_sides {
-            o.extra_short_sides = if t.trim().eq_ignore_ascii_case("none") {
-                Vec::new()
-            } else {
-                segclip::pipeline::windows::parse_short_sides(t)
-                    .map_err(|e| anyhow::anyhow!("--extra-short-sides: {e} (\"none\" turns them off)"))?
-            };
-        }
-        if let Some(k) = self.top_k {
-            anyhow::ensure!(k >= 1, "--top-k must be at least 1 (found {k})");
-            o.top_k = k;
-        }
-        if let Some(v) = self.short_side {
-            o.short_side = v;
-        }
-        if let Some(v) = self.window {
-            o.window = v;
-            o.whole_image = false;
-        }
-        if let Some(v) = self.stride {
-            o.stride = v;
-        }
-        if self.extra_short_sides.is_some() {
-            // Checked here, so a bad list is named by its flag before any image is read.
-            let size = segmenter.config.image_size;
-            let or_size = |v: usize| if v == 0 { size } else { v };
-            segclip::pipeline::windows::validate_extra_short_sides(&o.extra_short_sides, or_size(o.short_side), or_size(o.window))
-                .map_err(|e| anyhow::anyhow!("--extra-short-sides: {e}"))?;
-        }
-        Ok(o.bg_thresh)
+        segmenter.set_protocol(self.over(own)?)?;
+        Ok(segmenter.protocol.bg_thresh)
     }
 }
 
@@ -202,15 +122,9 @@ pub fn load_segmenter(
         );
     }
     let tokenizer = segclip::tokenizer::ClipTokenizer::from_bytes(TOKENIZER_JSON)?;
-    let segmenter = segclip::pipeline::Segmenter::from_file(file, tokenizer, device).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if let Some(p) = segmenter.dense_protocol() {
-        eprintln!(
-            "{}: plain CLIP, segmented densely with {} (logit scale {}, {} templates)",
-            path.display(),
-            p.method,
-            p.logit_scale,
-            segmenter.options.templates.len()
-        );
+    let segmenter = segclip::pipeline::Segmenter::from_file(file, tokenizer, device).with_context(|| path.display().to_string())?;
+    if segmenter.kind() == segclip::pipeline::Kind::Dense {
+        eprintln!("{}: {} ({} templates)", path.display(), segmenter.describe(), segmenter.protocol.templates.len());
     }
     Ok(segmenter)
 }
@@ -229,7 +143,7 @@ fn bundled_model() -> anyhow::Result<std::path::PathBuf> {
         )
     };
     let text = std::fs::read_to_string(&manifest_path).map_err(|_| none())?;
-    let manifest = segclip::weights::manifest::Manifest::parse(&text, &manifest_path.display().to_string()).map_err(anyhow::Error::msg)?;
+    let manifest = segclip::pipeline::manifest::Manifest::parse(&text, &manifest_path.display().to_string()).map_err(anyhow::Error::msg)?;
     let file = &manifest.default_model().ok_or_else(none)?.file;
     Ok(dir.join(file))
 }
@@ -237,14 +151,14 @@ fn bundled_model() -> anyhow::Result<std::path::PathBuf> {
 /// The manifest entry of the weights at `weights` (`manifest.json` beside the file, entry with
 /// the same file name; the bundled model when `None`), so `segclip eval` scores a shipped model
 /// by its own rule, threshold and windows. `None` when the file has no manifest entry.
-pub fn manifest_entry(weights: Option<&std::path::Path>) -> anyhow::Result<Option<segclip::weights::manifest::ManifestEntry>> {
+pub fn manifest_entry(weights: Option<&std::path::Path>) -> anyhow::Result<Option<segclip::pipeline::manifest::ManifestEntry>> {
     let path = match weights {
         Some(p) => p.to_path_buf(),
         None => bundled_model()?,
     };
     let manifest_path = path.with_file_name("manifest.json");
     let Ok(text) = std::fs::read_to_string(&manifest_path) else { return Ok(None) };
-    let manifest = segclip::weights::manifest::Manifest::parse(&text, &manifest_path.display().to_string()).map_err(anyhow::Error::msg)?;
+    let manifest = segclip::pipeline::manifest::Manifest::parse(&text, &manifest_path.display().to_string()).map_err(anyhow::Error::msg)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     Ok(manifest.entry(name).cloned())
 }

@@ -20,10 +20,6 @@ pub struct SegmentArgs {
     /// Output folder for `<name>.overlay.png`, `<name>.mask.png` and `<name>.json`.
     #[arg(long, default_value = "segments")]
     out: PathBuf,
-    /// Prompt template; repeat to average several. `{}` is replaced by the label. Default: "a photo
-    /// of a {}." (a dense file: its method's 80 ImageNet templates).
-    #[arg(long = "template")]
-    templates: Vec<String>,
     /// Overlay opacity, 0..1.
     #[arg(long, default_value_t = 0.55)]
     alpha: f32,
@@ -34,7 +30,7 @@ pub struct SegmentArgs {
     #[arg(long, default_value_t = decode::DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
     #[command(flatten)]
-    protocol: crate::ProtocolArgs,
+    protocol: crate::ProtocolFlags,
     /// Compute backend: cpu or wgpu.
     #[arg(long, default_value = "cpu")]
     backend: segclip::backend::BackendKind,
@@ -56,9 +52,6 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<()> {
     }
     let mut segmenter = crate::load_segmenter(args.weights.as_deref(), args.backend, args.resident)?;
     args.protocol.apply(&mut segmenter, args.weights.as_deref())?;
-    if !args.templates.is_empty() {
-        segmenter.options.templates = args.templates.clone();
-    }
     if label_list.len() > overlay::PALETTE.len() {
         eprintln!("note: {} labels; beyond {} the overlay colours start to repeat at other shades", label_list.len(), overlay::PALETTE.len());
     }
@@ -113,7 +106,7 @@ fn segment_one(
         "result": result,
     });
     std::fs::write(args.out.join(format!("{stem}.json")), serde_json::to_string_pretty(&summary)?)?;
-    if segmenter.dense_protocol().is_none() && args.weights.is_none() && result.background_share >= PHOTO_HINT_BACKGROUND {
+    if segmenter.kind() == segclip::pipeline::Kind::Groups && args.weights.is_none() && result.background_share >= PHOTO_HINT_BACKGROUND {
         eprintln!(
             "note: {}: the bundled model painted {:.0}% of it as background. It knows 19 classes of emoji art, not photos; \
              for photos: `segclip fetch tinyclip-8m`, then --weights tinyclip-8m-int8.safetensors",

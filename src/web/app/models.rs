@@ -211,7 +211,7 @@ async fn load(p: &Preset) -> Result<(&'static str, Option<String>), String> {
             let (bytes, _) = dom::fetch_cached_verified(&format!("weights/{file}"), sha.as_deref(), "progress", "progress-text").await?;
             load_weights(&bytes.as_slice(), file)?;
             if let Some(entry) = entry {
-                super::session::apply_manifest_entry(&entry);
+                super::session::apply_manifest_entry(&entry)?;
             }
             Ok(("bundled", None))
         }

@@ -90,9 +90,20 @@ async fn show_interim(
     Some(shown)
 }
 
-/// What `compute` returns from its work when the model or the image changed under it: nothing to
-/// store, and the pending run starts over.
-const STALE: &str = "stale";
+/// Why the work of a run ended without a result.
+enum Stop {
+    /// The model or the image changed under it: nothing to store, and the pending run starts
+    /// over (the checks after the work see the change too).
+    Stale,
+    /// The pipeline failed; the page says why in one line.
+    Failed(crate::pipeline::PipelineError),
+}
+
+impl From<crate::pipeline::PipelineError> for Stop {
+    fn from(e: crate::pipeline::PipelineError) -> Self {
+        Stop::Failed(e)
+    }
+}
 
 pub(super) async fn compute(requested: f64) -> Result<(), String> {
     let app = app();
@@ -115,9 +126,9 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
     if features.is_none() {
         yield_to_browser().await;
     }
-    segmenter.options.bg_thresh = bg;
+    segmenter.protocol.bg_thresh = bg;
     let mut replaced = None;
-    let outcome: Result<(ImageFeatures, Segmentation, Timings), String> = async {
+    let outcome: Result<(ImageFeatures, Segmentation, Timings), Stop> = async {
         let mut t = Timings::default();
         // The labels first: the first scale's interim map below needs them too.
         let t0 = now();
@@ -125,7 +136,7 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
         // A dense model's background words go through the text tower here too (once per model:
         // they are cached), so the text time says what the words cost.
         let words = segmenter.background_words(&labels_now);
-        if segmenter.dense_protocol().is_some() && !words.is_empty() {
+        if segmenter.kind() == crate::pipeline::Kind::Dense && !words.is_empty() {
             segmenter.encode_labels(&words).await?;
         }
         t.text_ms = now() - t0;
@@ -140,13 +151,13 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
                 // runs more windows than its first scale (the bundled one, on a square scene: 108
                 // against 18); the first scale's map is painted meanwhile, and the averaged one
                 // replaces it. Painted only, like the refinement's preview below.
-                if !segmenter.options.extra_short_sides.is_empty() && segmenter.dense_protocol().is_none() {
+                if !segmenter.protocol.extra_short_sides.is_empty() && segmenter.kind() == crate::pipeline::Kind::Groups {
                     let t0 = now();
                     let first = segmenter.combine(&f, &labels_now, &embeddings).await?;
                     t.combine_ms = now() - t0;
                     t.first_scale_ms = show_interim(first, started, requested, &mut replaced).await;
                     if t.first_scale_ms.is_none() {
-                        return Err(STALE.to_string());
+                        return Err(Stop::Stale);
                     }
                     let t0 = now();
                     segmenter.add_extra_scales(&image, &mut f).await?;
@@ -169,7 +180,7 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
                 let unrefined_ms = now() - t0;
                 t.preview_ms = show_interim(preview, started, requested, &mut replaced).await;
                 if t.preview_ms.is_none() {
-                    return Err(STALE.to_string());
+                    return Err(Stop::Stale);
                 }
                 let t0 = now();
                 let result = segmenter.refine_combined(&features, &labels_now, map);
@@ -201,7 +212,7 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
     match outcome {
         Ok((features, result, timings)) => {
             let photo_on_emoji_model = !a.image_is_sample
-                && a.segmenter.as_ref().is_some_and(|s| s.dense_protocol().is_none())
+                && a.segmenter.as_ref().is_some_and(|s| s.kind() == crate::pipeline::Kind::Groups)
                 && a.bundled.as_ref().is_some_and(|b| b.file == a.model_name)
                 && result.background_share >= PHOTO_HINT_BACKGROUND;
             let share = result.background_share;
@@ -217,7 +228,7 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
             }
             Ok(())
         }
-        Err(e) => {
+        Err(stop) => {
             // An interim map painted before the failure is not a result: the page shows and
             // publishes what it had before this run.
             if let Some(before) = replaced {
@@ -225,7 +236,10 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
                 drop(a);
                 paint();
             }
-            Err(e)
+            match stop {
+                Stop::Stale => Ok(()),
+                Stop::Failed(e) => Err(e.to_string()),
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::Device;
 use super::schedule::schedule;
 use super::state::*;
 use super::view::{message, publish};
-use crate::pipeline::{Rgb, Segmenter};
+use crate::pipeline::{Kind, Protocol, Rgb, Segmenter};
 use crate::tokenizer::ClipTokenizer;
 use crate::web::dom;
 use crate::weights::format::{self, ByteSource, Residency};
@@ -25,7 +25,7 @@ pub(super) async fn prepare(device: Device) -> Result<(), String> {
 }
 
 /// Loads, checks and warms up the bundled model, when the manifest lists one.
-pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::ManifestEntry>) -> Result<(), String> {
+pub(super) async fn load_bundled(bundled: Option<crate::pipeline::manifest::ManifestEntry>) -> Result<(), String> {
     match bundled {
         Some(entry) => {
             let file = entry.file.clone();
@@ -33,7 +33,7 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
             let (bytes, origin) = dom::fetch_cached_verified(&path, Some(&entry.sha256), "progress", "progress-text").await?;
             dom::merge_status("weights_origin", &serde_json::json!(if origin == dom::Origin::Cache { "cache" } else { "network" }));
             load_weights(&bytes.as_slice(), &file)?;
-            apply_manifest_entry(&entry);
+            apply_manifest_entry(&entry)?;
             app().borrow_mut().bundled = Some(entry);
             warm_up().await;
         }
@@ -42,21 +42,15 @@ pub(super) async fn load_bundled(bundled: Option<crate::weights::manifest::Manif
     Ok(())
 }
 
-/// The bundled model's own settings from its manifest entry: threshold, windows (its
-/// `windows`), superpixel snapping, mirrored-image averaging and refinement. Weights loaded
-/// later by the user start from the defaults again, as the CLI's do without a manifest.
-pub(super) fn apply_manifest_entry(entry: &crate::weights::manifest::ManifestEntry) {
-    if let Some(t) = entry.bg_thresh {
-        set_bg_thresh(t as f32);
-    }
+/// The bundled model's own protocol from its manifest entry (threshold, windows, scales,
+/// snapping, refinement). Weights loaded later by the user start from their own again, as the
+/// CLI's do without a manifest.
+pub(super) fn apply_manifest_entry(entry: &crate::pipeline::manifest::ManifestEntry) -> Result<(), String> {
     if let Some(s) = app().borrow_mut().segmenter.as_mut() {
-        if let Some(w) = entry.windows.clone() {
-            s.options.use_windows(w);
-        }
-        s.options.superpixels = entry.superpixels;
-        s.options.flip = entry.flip;
-        s.options.refine = entry.refine;
+        s.set_protocol(entry.protocol.clone()).map_err(|e| format!("{}: {e}", entry.file))?;
     }
+    set_bg_thresh(entry.protocol.bg_thresh);
+    Ok(())
 }
 
 /// All of a source's bytes, in wasm memory.
@@ -108,19 +102,18 @@ pub(super) fn load_weights(bytes: &impl ByteSource, name: &str) -> Result<(), St
     let on_cpu = crate::backend::is_cpu(&device);
     let residency = residency(on_cpu, bytes.len());
     let file = format::read_model_from(bytes, residency).map_err(|e| format!("{name}: {e}"))?;
-    let (config, dtype, background_count) = (file.config.clone(), file.dtype, file.background_prompts.len());
+    let (config, dtype) = (file.config.clone(), file.dtype);
     let tokenizer = ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;
     // A SegCLIP file or a plain CLIP converted for a dense method: the file says which.
     let segmenter = Segmenter::from_file(file, tokenizer, device).map_err(|e| format!("{name}: {e}"))?;
-    if let Some(p) = segmenter.dense_protocol() {
-        // The method's own background threshold (its VOC setting).
-        set_bg_thresh(p.bg_thresh);
+    if segmenter.kind() == Kind::Dense {
+        // The method's own background threshold (its VOC setting); a SegCLIP file keeps the
+        // slider where it is.
+        set_bg_thresh(segmenter.protocol.bg_thresh);
     }
-    let kind = match segmenter.dense_protocol() {
-        Some(p) => format!("plain CLIP, dense {} ({} templates)", p.method, segmenter.options.templates.len()),
-        None if background_count == 0 => format!("{} centers", config.num_centers),
-        // Background is also decided by the prompts the model was trained to match.
-        None => format!("{} centers, {background_count} background prompts", config.num_centers),
+    let kind = match segmenter.kind() {
+        Kind::Dense => format!("{} ({} templates)", segmenter.describe(), segmenter.protocol.templates.len()),
+        Kind::Groups => segmenter.describe(),
     };
     {
         let mut a = app.borrow_mut();
@@ -198,14 +191,18 @@ pub(super) async fn warm_up() {
     // and three more scales, mirrored, superpixels, refinement, weights/manifest.json) would run
     // 108 windows of the blank image instead of one before the page is ready, for nothing. They
     // are restored afterwards.
-    let settings = segmenter.options.clone();
-    segmenter.options.short_side = 0;
-    segmenter.options.window = 0;
-    segmenter.options.stride = 0;
-    segmenter.options.flip = false;
-    segmenter.options.superpixels = None;
-    segmenter.options.refine = None;
-    segmenter.options.extra_short_sides = Vec::new();
+    let settings = segmenter.protocol.clone();
+    segmenter.protocol = Protocol {
+        short_side: 0,
+        window: 0,
+        stride: 0,
+        whole_image: false,
+        flip: false,
+        superpixels: None,
+        refine: None,
+        extra_short_sides: Vec::new(),
+        ..settings.clone()
+    };
     let mut label_ms = 0.0;
     let outcome = async {
         segmenter.encode_image(&blank).await?;
@@ -215,8 +212,8 @@ pub(super) async fn warm_up() {
         r
     }
     .await;
-    let prompts = segmenter.options.templates.len();
-    segmenter.options = settings;
+    let prompts = segmenter.protocol.templates.len();
+    segmenter.protocol = settings;
     segmenter.counters = Default::default();
     segmenter.clear_label_cache();
     let ms = now() - t0;

@@ -64,7 +64,7 @@ pub(super) struct App {
     /// Where the loaded model's label embeddings are kept between visits (Cache API key).
     pub(super) labels_cache_key: Option<String>,
     /// The bundled model's manifest entry, to load it again from the picker.
-    pub(super) bundled: Option<crate::weights::manifest::ManifestEntry>,
+    pub(super) bundled: Option<crate::pipeline::manifest::ManifestEntry>,
     /// The image is one of the page's generated samples (not a visitor's photo).
     pub(super) image_is_sample: bool,
     /// Bumped when the image (or the default labels) change and the cached features are

@@ -144,12 +144,12 @@ pub(super) fn publish() {
         "busy": a.busy,
         "counters": counters,
         // 0 = the model's input size / a stride of one window (src/pipeline/mod.rs).
-        "windows": a.segmenter.as_ref().map(|s| serde_json::json!({"short_side": s.options.short_side, "stride": s.options.stride, "extra_short_sides": s.options.extra_short_sides})),
+        "windows": a.segmenter.as_ref().map(|s| serde_json::json!({"short_side": s.protocol.short_side, "stride": s.protocol.stride, "extra_short_sides": s.protocol.extra_short_sides})),
         // null when label edges follow the patch grid (src/pipeline/mod.rs `superpixels`).
-        "superpixels": a.segmenter.as_ref().and_then(|s| s.options.superpixels),
-        "flip": a.segmenter.as_ref().map(|s| s.options.flip),
+        "superpixels": a.segmenter.as_ref().and_then(|s| s.protocol.superpixels),
+        "flip": a.segmenter.as_ref().map(|s| s.protocol.flip),
         // null when the score map is not refined (src/pipeline/refine.rs).
-        "refine": a.segmenter.as_ref().and_then(|s| s.options.refine),
+        "refine": a.segmenter.as_ref().and_then(|s| s.protocol.refine),
         "result": a.result.as_ref().map(|r| serde_json::json!({"width": r.width, "height": r.height, "labels": r.labels, "background_share": r.background_share})),
         "timings_ms": {"image": a.timings.image_ms, "text": a.timings.text_ms, "combine": a.timings.combine_ms, "paint": a.timings.paint_ms, "repaint": a.timings.repaint_ms, "preview": a.timings.preview_ms, "first_scale": a.timings.first_scale_ms},
     });

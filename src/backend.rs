@@ -27,12 +27,12 @@ mod native {
     }
 
     impl std::str::FromStr for BackendKind {
-        type Err = String;
-        fn from_str(s: &str) -> Result<Self, String> {
+        type Err = crate::choice::UnknownChoice;
+        fn from_str(s: &str) -> Result<Self, Self::Err> {
             match s {
                 "cpu" | "flex" => Ok(BackendKind::Cpu),
                 "wgpu" | "gpu" => Ok(BackendKind::Wgpu),
-                other => Err(format!("unknown backend '{other}': expected 'cpu' or 'wgpu'")),
+                other => Err(crate::choice::UnknownChoice::new("backend", other, "'cpu' or 'wgpu'")),
             }
         }
     }

@@ -6,6 +6,7 @@
 //! device in one place (`backend` natively, `web::backend` in the page).
 
 pub mod backend;
+pub mod choice;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod data;

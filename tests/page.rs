@@ -260,7 +260,7 @@ async fn page_segments_with_a_dense_clip_file() {
     assert_eq!(status["app"]["model"], "page-test-dense.safetensors");
     assert_eq!(status["app"]["resident"], "int8");
     let model_line = browser.eval("document.getElementById('model').textContent").await;
-    assert!(model_line.as_str().unwrap_or_default().contains("dense naclip (80 templates)"), "{model_line}");
+    assert!(model_line.as_str().unwrap_or_default().contains("segmented densely with naclip (80 templates)"), "{model_line}");
     let bg = browser.eval("document.getElementById('bg-slider').valueAsNumber").await;
     assert!((bg.as_f64().unwrap_or(-1.0) - 0.1).abs() < 1e-6, "the slider is at NACLIP's threshold: {bg}");
     let shown = browser.eval("document.getElementById('bg-value').textContent").await;

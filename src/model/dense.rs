@@ -57,9 +57,9 @@ impl fmt::Display for DenseMethod {
 }
 
 impl FromStr for DenseMethod {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| format!("unknown dense method '{s}': expected naclip or clearclip"))
+    type Err = crate::choice::UnknownChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| crate::choice::UnknownChoice::new("dense method", s, "naclip or clearclip"))
     }
 }
 
@@ -367,7 +367,7 @@ mod tests {
     fn methods_parse_by_their_names() {
         assert_eq!("naclip".parse::<DenseMethod>(), Ok(DenseMethod::Naclip));
         assert_eq!("clearclip".parse::<DenseMethod>(), Ok(DenseMethod::Clearclip));
-        assert!("sclip".parse::<DenseMethod>().unwrap_err().contains("naclip or clearclip"));
+        assert!("sclip".parse::<DenseMethod>().unwrap_err().to_string().contains("naclip or clearclip"));
     }
 }
 

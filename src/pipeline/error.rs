@@ -5,6 +5,12 @@ use super::protocol::Kind;
 use crate::labels::LabelError;
 use crate::weights::format::WeightsError;
 
+/// A setting's value that does not parse or is out of its range: the message names the value
+/// and what is expected (`--refine ten`: "\"ten\" is not a whole number of iterations").
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadValue(pub String);
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// A protocol setting out of its range, named by its flag.

@@ -28,7 +28,7 @@ use crate::tokenizer::ClipTokenizer;
 use crate::weights::format::WeightsFile;
 use crate::weights::model_io;
 use combine::EncodedWindows;
-pub use error::PipelineError;
+pub use error::{BadValue, PipelineError};
 use kinds::{normalise, read, KindModel, Scored};
 pub use preprocess::Rgb;
 pub use protocol::{Kind, Protocol};
@@ -248,7 +248,7 @@ impl Segmenter {
             None => None,
         };
         let affinity = match &o.refine {
-            Some(_) => Some(refine::affinity(&prepared.rgb, prepared.width, prepared.height).map_err(PipelineError::Image)?),
+            Some(_) => Some(refine::affinity(&prepared.rgb, prepared.width, prepared.height)?),
             None => None,
         };
         let ScaleFeatures { resized, windows, mirrored } = self.encode_scale(&prepared).await?;

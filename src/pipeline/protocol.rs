@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::refine::RefineParams;
 use super::superpixels::FelzenszwalbParams;
-use super::PipelineError;
+use super::{BadValue, PipelineError};
 use crate::labels;
 use crate::model::dense::DenseProtocol;
 
@@ -213,20 +213,20 @@ impl Protocol {
             p.validate().map_err(|message| PipelineError::Setting { flag: "--superpixels", message })?;
         }
         if let Some(r) = &self.refine {
-            r.validate().map_err(|message| PipelineError::Setting { flag: "--refine", message })?;
+            r.validate().map_err(|e| PipelineError::Setting { flag: "--refine", message: e.0 })?;
         }
         let short_side = if self.short_side == 0 { input_size } else { self.short_side };
         super::windows::validate_extra_short_sides(&self.extra_short_sides, short_side, window)
-            .map_err(|message| PipelineError::Setting { flag: "--extra-short-sides", message })
+            .map_err(|e| PipelineError::Setting { flag: "--extra-short-sides", message: e.0 })
     }
 }
 
 /// "on" / "off" (also true / false, yes / no).
-pub fn parse_switch(text: &str) -> Result<bool, String> {
+pub fn parse_switch(text: &str) -> Result<bool, BadValue> {
     match text.trim().to_ascii_lowercase().as_str() {
         "on" | "true" | "yes" => Ok(true),
         "off" | "false" | "no" => Ok(false),
-        _ => Err(format!("\"{text}\" is not on or off")),
+        _ => Err(BadValue(format!("\"{text}\" is not on or off"))),
     }
 }
 
@@ -235,37 +235,37 @@ fn is_none(text: &str) -> bool {
 }
 
 /// Comma-separated words; "none": no words.
-pub fn parse_words(text: &str) -> Result<Vec<String>, String> {
+pub fn parse_words(text: &str) -> Result<Vec<String>, BadValue> {
     if is_none(text) {
         return Ok(Vec::new());
     }
     let words = labels::split_labels(text);
-    labels::validate(&words).map_err(|e| format!("{e} (\"none\" turns them off)"))?;
+    labels::validate(&words).map_err(|e| BadValue(format!("{e} (\"none\" turns them off)")))?;
     Ok(words)
 }
 
 /// "SCALE,SIGMA,MIN_SIZE"; "none": no snapping.
-pub fn parse_superpixels(text: &str) -> Result<Option<FelzenszwalbParams>, String> {
+pub fn parse_superpixels(text: &str) -> Result<Option<FelzenszwalbParams>, BadValue> {
     if is_none(text) {
         return Ok(None);
     }
-    FelzenszwalbParams::parse(text).map(Some).map_err(|e| format!("{e} (\"none\" turns it off)"))
+    FelzenszwalbParams::parse(text).map(Some).map_err(|e| BadValue(format!("{e} (\"none\" turns it off)")))
 }
 
 /// A number of refinement passes; "none": no refinement.
-pub fn parse_refine(text: &str) -> Result<Option<RefineParams>, String> {
+pub fn parse_refine(text: &str) -> Result<Option<RefineParams>, BadValue> {
     if is_none(text) {
         return Ok(None);
     }
-    RefineParams::parse(text).map(Some).map_err(|e| format!("{e} (\"none\" turns it off)"))
+    RefineParams::parse(text).map(Some).map_err(|e| BadValue(format!("{e} (\"none\" turns it off)")))
 }
 
 /// Comma-separated short sides in pixels; "none": the one scale.
-pub fn parse_short_sides(text: &str) -> Result<Vec<usize>, String> {
+pub fn parse_short_sides(text: &str) -> Result<Vec<usize>, BadValue> {
     if is_none(text) {
         return Ok(Vec::new());
     }
-    super::windows::parse_short_sides(text).map_err(|e| format!("{e} (\"none\" turns them off)"))
+    super::windows::parse_short_sides(text).map_err(|e| BadValue(format!("{e} (\"none\" turns them off)")))
 }
 
 #[cfg(test)]
@@ -319,6 +319,6 @@ mod tests {
         assert!(parse_short_sides("none").unwrap().is_empty());
         assert!(parse_words("none").unwrap().is_empty());
         assert_eq!(parse_switch("off").unwrap(), false);
-        assert!(parse_refine("ten").unwrap_err().contains("none"));
+        assert!(parse_refine("ten").unwrap_err().0.contains("none"));
     }
 }

@@ -15,6 +15,8 @@
 //! linear and act on each label's scores separately: a label whose scores are zero everywhere
 //! (outside every window's top-k) stays zero and is skipped.
 
+use super::{BadValue, PipelineError};
+
 /// Neighbour distances in pixels: the 8 neighbours at each (the module's and TCL's setting).
 pub const DILATIONS: [usize; 6] = [1, 2, 4, 8, 12, 24];
 
@@ -35,16 +37,17 @@ pub struct RefineParams {
 
 impl RefineParams {
     /// Reads the command line's form, a whole number of iterations (e.g. `10`).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let iterations = text.trim().parse::<usize>().map_err(|_| format!("\"{text}\" is not a whole number of iterations (e.g. 10)"))?;
+    pub fn parse(text: &str) -> Result<Self, BadValue> {
+        let iterations =
+            text.trim().parse::<usize>().map_err(|_| BadValue(format!("\"{text}\" is not a whole number of iterations (e.g. 10)")))?;
         let p = RefineParams { iterations };
         p.validate()?;
         Ok(p)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BadValue> {
         if self.iterations == 0 || self.iterations > MAX_ITERATIONS {
-            return Err(format!("refine iterations is {}, expected 1..={MAX_ITERATIONS}", self.iterations));
+            return Err(BadValue(format!("refine iterations is {}, expected 1..={MAX_ITERATIONS}", self.iterations)));
         }
         Ok(())
     }
@@ -81,15 +84,15 @@ fn clamp(v: isize, n: usize) -> usize {
 /// computes them: per channel, |pixel - neighbour| over 0.1 x the standard deviation of the 3x3
 /// neighbourhoods at every dilation (pixel included; replicate padding), negated, averaged over
 /// the channels, softmax over the neighbours.
-pub fn affinity(rgb: &[u8], width: usize, height: usize) -> Result<Affinity, String> {
+pub fn affinity(rgb: &[u8], width: usize, height: usize) -> Result<Affinity, PipelineError> {
     if width == 0 || height == 0 || rgb.len() != width * height * 3 {
-        return Err(format!("refine: an image of {width}x{height} needs {} RGB bytes, found {}", width * height * 3, rgb.len()));
+        return Err(PipelineError::Image(format!("refine: an image of {width}x{height} needs {} RGB bytes, found {}", width * height * 3, rgb.len())));
     }
     let n = width * height;
     let offsets = offsets();
     let value = |x: usize, y: usize, c: usize| rgb[(y * width + x) * 3 + c] as f32 / 255.0;
     if n > u32::MAX as usize {
-        return Err(format!("refine: {width}x{height} is more than 2^32 pixels"));
+        return Err(PipelineError::Image(format!("refine: {width}x{height} is more than 2^32 pixels")));
     }
     let mut weights = vec![0f32; NEIGHBOURS * n];
     let mut neighbours = vec![0u32; NEIGHBOURS * n];
@@ -239,9 +242,9 @@ mod tests {
     #[test]
     fn bad_settings_and_sizes_are_named() {
         assert_eq!(RefineParams::parse(" 10 ").unwrap(), RefineParams { iterations: 10 });
-        assert!(RefineParams::parse("ten").unwrap_err().contains("\"ten\" is not a whole number"));
-        assert!(RefineParams::parse("0").unwrap_err().contains("expected 1..=100"));
-        assert!(RefineParams { iterations: 101 }.validate().unwrap_err().contains("is 101"));
-        assert!(affinity(&[0u8; 10], 2, 2).unwrap_err().contains("needs 12 RGB bytes, found 10"));
+        assert!(RefineParams::parse("ten").unwrap_err().to_string().contains("\"ten\" is not a whole number"));
+        assert!(RefineParams::parse("0").unwrap_err().to_string().contains("expected 1..=100"));
+        assert!(RefineParams { iterations: 101 }.validate().unwrap_err().to_string().contains("is 101"));
+        assert!(affinity(&[0u8; 10], 2, 2).unwrap_err().to_string().contains("needs 12 RGB bytes, found 10"));
     }
 }

@@ -1,6 +1,8 @@
 //! Sliding windows over the rescaled image (mmseg's `slide_inference`): windows of `crop` pixels
 //! every `stride`, the last one aligned to the edge, smaller images taken whole.
 
+use super::BadValue;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Window {
     pub x: usize,
@@ -25,9 +27,9 @@ pub fn windows(width: usize, height: usize, crop: usize, stride: usize) -> Vec<W
 }
 
 /// Parses a comma-separated list of short sides in pixels (`--extra-short-sides 128,192`).
-pub fn parse_short_sides(text: &str) -> Result<Vec<usize>, String> {
+pub fn parse_short_sides(text: &str) -> Result<Vec<usize>, BadValue> {
     text.split(',')
-        .map(|v| v.trim().parse::<usize>().map_err(|_| format!("\"{}\" is not a size in pixels (expected e.g. 128,192,224)", v.trim())))
+        .map(|v| v.trim().parse::<usize>().map_err(|_| BadValue(format!("\"{}\" is not a size in pixels (expected e.g. 128,192,224)", v.trim()))))
         .collect()
 }
 
@@ -35,19 +37,20 @@ pub fn parse_short_sides(text: &str) -> Result<Vec<usize>, String> {
 /// window side (`window`: the model's input size unless set otherwise), none the primary
 /// `short_side` again nor listed twice, at most 8 (each is a full pass of windows over the
 /// image).
-pub fn validate_extra_short_sides(sides: &[usize], short_side: usize, window: usize) -> Result<(), String> {
+pub fn validate_extra_short_sides(sides: &[usize], short_side: usize, window: usize) -> Result<(), BadValue> {
+    let bad = |message: String| Err(BadValue(message));
     if sides.len() > 8 {
-        return Err(format!("{} short sides listed, at most 8", sides.len()));
+        return bad(format!("{} short sides listed, at most 8", sides.len()));
     }
     for (i, &s) in sides.iter().enumerate() {
         if s < window {
-            return Err(format!("{s} is below the window side {window} px"));
+            return bad(format!("{s} is below the window side {window} px"));
         }
         if s == short_side {
-            return Err(format!("{s} is the short side itself"));
+            return bad(format!("{s} is the short side itself"));
         }
         if sides[..i].contains(&s) {
-            return Err(format!("{s} is listed twice"));
+            return bad(format!("{s} is listed twice"));
         }
     }
     Ok(())
@@ -86,11 +89,11 @@ mod tests {
     #[test]
     fn extra_short_sides_parse_and_bad_ones_are_named() {
         assert_eq!(parse_short_sides("128, 192,224").unwrap(), vec![128, 192, 224]);
-        assert!(parse_short_sides("128,big").unwrap_err().contains("\"big\" is not a size"));
+        assert!(parse_short_sides("128,big").unwrap_err().to_string().contains("\"big\" is not a size"));
         assert!(validate_extra_short_sides(&[128, 224], 160, 96).is_ok());
-        assert_eq!(validate_extra_short_sides(&[64], 160, 96).unwrap_err(), "64 is below the window side 96 px");
-        assert_eq!(validate_extra_short_sides(&[160], 160, 96).unwrap_err(), "160 is the short side itself");
-        assert_eq!(validate_extra_short_sides(&[128, 128], 160, 96).unwrap_err(), "128 is listed twice");
-        assert!(validate_extra_short_sides(&[100; 9], 160, 96).unwrap_err().contains("at most 8"));
+        assert_eq!(validate_extra_short_sides(&[64], 160, 96).unwrap_err().0, "64 is below the window side 96 px");
+        assert_eq!(validate_extra_short_sides(&[160], 160, 96).unwrap_err().0, "160 is the short side itself");
+        assert_eq!(validate_extra_short_sides(&[128, 128], 160, 96).unwrap_err().0, "128 is listed twice");
+        assert!(validate_extra_short_sides(&[100; 9], 160, 96).unwrap_err().to_string().contains("at most 8"));
     }
 }

@@ -215,10 +215,10 @@ impl crate::weights::format::ByteSource for JsBytes {
     fn len(&self) -> u64 {
         self.0.length() as u64
     }
-    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let end = offset + buf.len() as u64;
         if end > self.len() {
-            return Err(format!("bytes {offset}..{end} of {}", self.len()));
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("bytes {offset}..{end} of {}", self.len())));
         }
         self.0.subarray(offset as u32, end as u32).copy_to(buf);
         Ok(())

@@ -62,12 +62,12 @@ pub enum Residency {
 }
 
 impl std::str::FromStr for Residency {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::choice::UnknownChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "f32" => Ok(Self::F32),
             "int8" | "i8" => Ok(Self::Int8),
-            other => Err(format!("unknown residency '{other}': expected f32 or int8")),
+            other => Err(crate::choice::UnknownChoice::new("residency", other, "f32 or int8")),
         }
     }
 }
@@ -378,7 +378,7 @@ pub trait ByteSource {
     /// The file's length in bytes.
     fn len(&self) -> u64;
     /// Fills `buf` with the bytes from `offset` on.
-    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), String>;
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
     /// This source as one another thread may read too: the checksum is then worked out beside
     /// the decoding. `None` where there are no threads (the page).
     fn shared(&self) -> Option<&(dyn ByteSource + Sync)> {
@@ -390,9 +390,11 @@ impl ByteSource for &[u8] {
     fn len(&self) -> u64 {
         <[u8]>::len(self) as u64
     }
-    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let start = offset as usize;
-        let bytes = self.get(start..start + buf.len()).ok_or_else(|| "a range beyond the end".to_string())?;
+        let bytes = self
+            .get(start..start + buf.len())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "a range beyond the end"))?;
         buf.copy_from_slice(bytes);
         Ok(())
     }
@@ -409,8 +411,8 @@ impl ByteSource for std::fs::File {
     fn len(&self) -> u64 {
         self.metadata().map(|m| m.len()).unwrap_or(0)
     }
-    fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
-        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset).map_err(|e| e.to_string())
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
     }
     fn shared(&self) -> Option<&(dyn ByteSource + Sync)> {
         Some(self)
@@ -537,7 +539,7 @@ fn read_as<T>(source: &impl ByteSource, residency: Residency, mut make: impl FnM
         .map_err(|e| WeightsError::Field { field: "config", message: e.to_string() })?;
     config.validate().map_err(|message| WeightsError::Field { field: "config", message })?;
     let dtype: StorageDtype =
-        field("dtype")?.parse().map_err(|message| WeightsError::Field { field: "dtype", message })?;
+        field("dtype")?.parse().map_err(|e: crate::choice::UnknownChoice| WeightsError::Field { field: "dtype", message: e.to_string() })?;
     let expected_sha = field("data_sha256")?;
     let tokenizer_sha256 = field("tokenizer_sha256")?;
     let dense = match meta.get("dense") {

@@ -14,8 +14,11 @@ use crate::model::SegClipConfig;
 pub enum ImportError {
     #[error("{path}: {message}")]
     Read { path: String, message: String },
+    #[error(transparent)]
+    Keys(#[from] keymap::KeymapError),
+    /// A model config read off the checkpoint (or given) that the model cannot take.
     #[error("{0}")]
-    Layout(String),
+    Config(String),
     #[error(transparent)]
     Weights(#[from] WeightsError),
 }
@@ -46,7 +49,7 @@ pub fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, HostTensor>, Impo
     }
     if head[8] == b'{' {
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        return read_safetensors(&bytes).map_err(err);
+        return read_safetensors(&bytes).map_err(|e| err(format!("unreadable safetensors: {e}")));
     }
     if &head[..2] != b"PK" {
         return Err(err("neither a torch zip archive nor a safetensors file".into()));
@@ -89,8 +92,8 @@ fn is_torchscript(path: &Path) -> bool {
     has(b"constants.pkl") || has(b"/code/__torch__")
 }
 
-fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, HostTensor>, String> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("unreadable safetensors: {e}"))?;
+fn read_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, HostTensor>, safetensors::SafeTensorError> {
+    let st = safetensors::SafeTensors::deserialize(bytes)?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         // Integer tensors (position ids, counters) are buffers, not weights.
@@ -122,8 +125,8 @@ pub fn import_dense(path: &Path, config: Option<SegClipConfig>) -> Result<Import
 
 pub fn import_dense_tensors(raw: BTreeMap<String, HostTensor>, config: Option<SegClipConfig>) -> Result<Imported, ImportError> {
     let keys: BTreeSet<String> = raw.keys().cloned().collect();
-    if keymap::detect_layout(&keys).map_err(ImportError::Layout)? == SourceLayout::SegClip {
-        return Err(ImportError::Layout(
+    if keymap::detect_layout(&keys)? == SourceLayout::SegClip {
+        return Err(ImportError::Config(
             "this is a SegCLIP checkpoint: it segments with its own group module, not with a dense method \
              (convert it without --method)"
                 .into(),
@@ -141,28 +144,26 @@ pub fn import_tensors(
     training: bool,
 ) -> Result<Imported, ImportError> {
     let keys: BTreeSet<String> = raw.keys().cloned().collect();
-    let layout = keymap::detect_layout(&keys).map_err(ImportError::Layout)?;
+    let layout = keymap::detect_layout(&keys)?;
     let mut unused = Vec::new();
     let clip_like = match layout {
         SourceLayout::SegClip => raw,
         SourceLayout::OpenAiClip => raw.into_iter().map(|(k, v)| (format!("clip.{k}"), v)).collect(),
-        SourceLayout::HuggingFaceClip => keymap::huggingface_to_openai(raw, &mut unused)
-            .map_err(ImportError::Layout)?
+        SourceLayout::HuggingFaceClip => keymap::huggingface_to_openai(raw, &mut unused)?
             .into_iter()
             .map(|(k, v)| (format!("clip.{k}"), v))
             .collect(),
     };
     let config = match config {
         Some(c) => c,
-        None => keymap::infer_config(&clip_like.iter().map(|(k, t)| (k.clone(), t.shape.clone())).collect(), layout, None)
-            .map_err(ImportError::Layout)?,
+        None => keymap::infer_config(&clip_like.iter().map(|(k, t)| (k.clone(), t.shape.clone())).collect(), layout, None)?,
     };
-    config.validate().map_err(ImportError::Layout)?;
+    config.validate().map_err(ImportError::Config)?;
     let release = match layout {
         SourceLayout::SegClip => clip_like,
         _ => keymap::split_visual_blocks(clip_like, config.group_after),
     };
-    let tensors = keymap::release_to_ours(release, &config, training, &mut unused).map_err(ImportError::Layout)?;
+    let tensors = keymap::release_to_ours(release, &config, training, &mut unused)?;
     Ok(Imported { layout, config, tensors, unused })
 }
 
@@ -278,5 +279,5 @@ pub fn sniff_layout(path: &Path) -> Result<SourceLayout, ImportError> {
     } else {
         return Err(err("neither a torch zip archive nor a safetensors file".into()));
     };
-    keymap::detect_layout(&keys).map_err(err)
+    keymap::detect_layout(&keys).map_err(|e| err(e.to_string()))
 }

@@ -32,8 +32,36 @@ impl std::fmt::Display for SourceLayout {
     }
 }
 
+/// Why a checkpoint's keys or tensors do not map onto the model, naming the key or tensor.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum KeymapError {
+    #[error(
+        "unrecognised checkpoint layout (first keys: {0:?}); expected a SegCLIP release state dict (clip.visual.*), \
+         an OpenAI CLIP state dict (visual.transformer.resblocks.*) or Hugging Face CLIP (vision_model.*)"
+    )]
+    Layout(Vec<String>),
+    #[error("{} checkpoint key(s) match no {what}: {}", keys.len(), keys.iter().take(8).cloned().collect::<Vec<_>>().join(", "))]
+    UnknownKeys { what: &'static str, keys: Vec<String> },
+    /// A tensor whose shape its transform cannot take.
+    #[error("expected {expected}, found shape {found:?}")]
+    Shape { expected: String, found: Vec<usize> },
+    #[error("{key}: {source}")]
+    Tensor { key: String, source: Box<KeymapError> },
+    #[error("{0}.self_attn: q, k and v projections must all be present")]
+    Unpacked(String),
+    #[error("checkpoint lacks '{0}'")]
+    Missing(String),
+    /// The config cannot be read off the shapes (the message says what to pass instead).
+    #[error("{0}")]
+    Config(String),
+}
+
+fn shape_error(expected: impl Into<String>, found: &[usize]) -> KeymapError {
+    KeymapError::Shape { expected: expected.into(), found: found.to_vec() }
+}
+
 /// Tells the layout from the keys.
-pub fn detect_layout(keys: &BTreeSet<String>) -> Result<SourceLayout, String> {
+pub fn detect_layout(keys: &BTreeSet<String>) -> Result<SourceLayout, KeymapError> {
     if keys.iter().any(|k| k.starts_with("clip.visual.")) {
         Ok(SourceLayout::SegClip)
     } else if keys.iter().any(|k| k.starts_with("vision_model.")) {
@@ -41,12 +69,7 @@ pub fn detect_layout(keys: &BTreeSet<String>) -> Result<SourceLayout, String> {
     } else if keys.iter().any(|k| k.starts_with("visual.transformer.resblocks.")) {
         Ok(SourceLayout::OpenAiClip)
     } else {
-        let sample: Vec<&str> = keys.iter().take(5).map(|s| s.as_str()).collect();
-        Err(format!(
-            "unrecognised checkpoint layout (first keys: {sample:?}); expected a SegCLIP release \
-             state dict (clip.visual.*), an OpenAI CLIP state dict (visual.transformer.resblocks.*) \
-             or Hugging Face CLIP (vision_model.*)"
-        ))
+        Err(KeymapError::Layout(keys.iter().take(5).cloned().collect()))
     }
 }
 
@@ -171,7 +194,7 @@ pub fn release_to_ours(
     config: &SegClipConfig,
     training: bool,
     unused: &mut Vec<(String, &'static str)>,
-) -> Result<BTreeMap<String, HostTensor>, String> {
+) -> Result<BTreeMap<String, HostTensor>, KeymapError> {
     let mut out = BTreeMap::new();
     let mut unknown = Vec::new();
     for (key, tensor) in release {
@@ -179,42 +202,37 @@ pub fn release_to_ours(
             None => unknown.push(key),
             Some(KeyTarget::Unused(reason)) => unused.push((key, reason)),
             Some(KeyTarget::Ours(name, transform)) => {
-                let tensor = apply_transform(transform, tensor, config.vision_heads).map_err(|m| format!("{key}: {m}"))?;
+                let tensor = apply_transform(transform, tensor, config.vision_heads).map_err(|e| KeymapError::Tensor { key: key.clone(), source: Box::new(e) })?;
                 out.insert(name, tensor);
             }
         }
     }
     if !unknown.is_empty() {
-        return Err(unknown_keys(&unknown, "SegCLIP parameter"));
+        return Err(KeymapError::UnknownKeys { what: "SegCLIP parameter", keys: unknown });
     }
     Ok(out)
 }
 
-/// "N checkpoint key(s) match no {what}: the first eight".
-pub(crate) fn unknown_keys(unknown: &[String], what: &str) -> String {
-    format!("{} checkpoint key(s) match no {what}: {}", unknown.len(), unknown.iter().take(8).cloned().collect::<Vec<_>>().join(", "))
-}
-
 /// The shape a tensor of `shape` takes under `transform` (`heads` for grouped convolutions).
-pub fn transformed_shape(transform: Transform, shape: &[usize], heads: usize) -> Result<Vec<usize>, String> {
+pub fn transformed_shape(transform: Transform, shape: &[usize], heads: usize) -> Result<Vec<usize>, KeymapError> {
     match transform {
         Transform::Keep => Ok(shape.to_vec()),
         Transform::Transpose => match shape {
             [rows, cols] => Ok(vec![*cols, *rows]),
-            _ => Err(format!("expected a matrix, found shape {shape:?}")),
+            _ => Err(shape_error("a matrix", shape)),
         },
         Transform::GroupedConv => match shape {
             [w, d, 1] if *w == heads * d => Ok(vec![heads, *d, *d]),
-            _ => Err(format!("expected a grouped conv weight [{heads} x d, d, 1], found {shape:?}")),
+            _ => Err(shape_error(format!("a grouped conv weight [{heads} x d, d, 1]"), shape)),
         },
         Transform::Scalar => match shape.iter().product::<usize>() {
             1 => Ok(vec![1]),
-            _ => Err(format!("expected a scalar, found shape {shape:?}")),
+            _ => Err(shape_error("a scalar", shape)),
         },
         Transform::Matrix => {
             let n = shape.len();
             if n < 2 || shape[..n - 2].iter().any(|&d| d != 1) {
-                return Err(format!("expected [L, W], found {shape:?}"));
+                return Err(shape_error("[L, W]", shape));
             }
             Ok(shape[n - 2..].to_vec())
         }
@@ -222,11 +240,11 @@ pub fn transformed_shape(transform: Transform, shape: &[usize], heads: usize) ->
 }
 
 /// Changes a tensor's layout (`heads` for grouped convolutions).
-pub fn apply_transform(transform: Transform, t: HostTensor, heads: usize) -> Result<HostTensor, String> {
+pub fn apply_transform(transform: Transform, t: HostTensor, heads: usize) -> Result<HostTensor, KeymapError> {
     match transform {
         Transform::Keep => Ok(t),
         Transform::Transpose => {
-            let [rows, cols] = t.shape[..] else { return Err(format!("expected a matrix, found shape {:?}", t.shape)) };
+            let [rows, cols] = t.shape[..] else { return Err(shape_error("a matrix", &t.shape)) };
             let mut data = vec![0f32; rows * cols];
             for r in 0..rows {
                 for c in 0..cols {
@@ -236,9 +254,9 @@ pub fn apply_transform(transform: Transform, t: HostTensor, heads: usize) -> Res
             Ok(HostTensor::new(vec![cols, rows], data))
         }
         Transform::GroupedConv => {
-            let [w, d, 1] = t.shape[..] else { return Err(format!("expected a grouped conv weight [W, d, 1], found {:?}", t.shape)) };
+            let [w, d, 1] = t.shape[..] else { return Err(shape_error("a grouped conv weight [W, d, 1]", &t.shape)) };
             if w != heads * d {
-                return Err(format!("grouped conv of width {w} with {d} inputs per group does not match {heads} heads"));
+                return Err(shape_error(format!("a grouped conv weight [{heads} x d, d, 1] ({heads} heads)"), &t.shape));
             }
             // Block g maps inputs g*d.. to outputs g*d..: weight[g*d + o, i] -> out[g, i, o].
             let mut data = vec![0f32; w * d];
@@ -253,14 +271,14 @@ pub fn apply_transform(transform: Transform, t: HostTensor, heads: usize) -> Res
         }
         Transform::Scalar => {
             if t.data.len() != 1 {
-                return Err(format!("expected a scalar, found shape {:?}", t.shape));
+                return Err(shape_error("a scalar", &t.shape));
             }
             Ok(HostTensor::new(vec![1], t.data))
         }
         Transform::Matrix => {
             let n = t.shape.len();
             if n < 2 || t.shape[..n - 2].iter().any(|&d| d != 1) {
-                return Err(format!("expected [L, W], found {:?}", t.shape));
+                return Err(shape_error("[L, W]", &t.shape));
             }
             Ok(HostTensor::new(t.shape[n - 2..].to_vec(), t.data))
         }
@@ -390,7 +408,7 @@ pub fn hf_key(key: &str) -> Option<HfKey> {
 pub fn huggingface_to_openai(
     hf: BTreeMap<String, HostTensor>,
     unused: &mut Vec<(String, &'static str)>,
-) -> Result<BTreeMap<String, HostTensor>, String> {
+) -> Result<BTreeMap<String, HostTensor>, KeymapError> {
     let mut out = BTreeMap::new();
     let mut pending: BTreeMap<(String, String), [Option<HostTensor>; 3]> = BTreeMap::new();
     let mut unknown = Vec::new();
@@ -406,7 +424,7 @@ pub fn huggingface_to_openai(
     }
     for ((prefix, kind), parts) in pending {
         let [Some(q), Some(k), Some(v)] = parts else {
-            return Err(format!("{prefix}.self_attn: q, k and v projections must all be present"));
+            return Err(KeymapError::Unpacked(prefix));
         };
         let mut shape = q.shape.clone();
         shape[0] *= 3;
@@ -414,7 +432,7 @@ pub fn huggingface_to_openai(
         out.insert(format!("{prefix}.attn.in_proj_{kind}"), HostTensor::new(shape, data));
     }
     if !unknown.is_empty() {
-        return Err(unknown_keys(&unknown, "CLIP parameter"));
+        return Err(KeymapError::UnknownKeys { what: "CLIP parameter", keys: unknown });
     }
     Ok(out)
 }
@@ -445,8 +463,8 @@ pub fn infer_config(
     t: &BTreeMap<String, Vec<usize>>,
     layout: SourceLayout,
     heads: Option<(usize, usize)>,
-) -> Result<SegClipConfig, String> {
-    let shape = |key: &str| t.get(key).cloned().ok_or_else(|| format!("checkpoint lacks '{key}'"));
+) -> Result<SegClipConfig, KeymapError> {
+    let shape = |key: &str| t.get(key).cloned().ok_or_else(|| KeymapError::Missing(key.to_string()));
     let count = |pattern: &str| {
         let re = Regex::new(pattern).unwrap();
         t.keys().filter_map(|k| re.captures(k).map(|c| c[1].parse::<usize>().unwrap())).max().map(|m| m + 1).unwrap_or(0)
@@ -464,10 +482,10 @@ pub fn infer_config(
         if w % 64 == 0 {
             Ok(w / 64)
         } else {
-            Err(format!(
+            Err(KeymapError::Config(format!(
                 "{what} width {w} is not a multiple of 64, so the head count cannot be derived (the \
                  release's rule is width / 64): pass the model config with --config"
-            ))
+            )))
         }
     };
     let (vision_layers, group_after) = match layout {

@@ -68,32 +68,46 @@ pub enum Source {
     Release { url: String, layout: Layout, converted_file: String },
 }
 
+/// What is wrong with a presets file or a preset asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum PresetError {
+    /// Not a presets file of this build (`what` names it).
+    #[error("{what}: {message}")]
+    File { what: String, message: String },
+    /// One preset's field.
+    #[error("{what}: presets[{index}] ('{id}') field '{field}': {message}")]
+    Field { what: String, index: usize, id: String, field: &'static str, message: String },
+    #[error("no preset '{id}': the presets are {known}")]
+    Unknown { id: String, known: String },
+}
+
 impl Presets {
     /// Parses and checks a presets file; `what` names it in errors.
-    pub fn parse(text: &str, what: &str) -> Result<Self, String> {
-        let p: Presets = serde_json::from_str(text).map_err(|e| format!("{what}: {e}"))?;
+    pub fn parse(text: &str, what: &str) -> Result<Self, PresetError> {
+        let file = |message: String| PresetError::File { what: what.to_string(), message };
+        let p: Presets = serde_json::from_str(text).map_err(|e| file(e.to_string()))?;
         if p.format != PRESETS_FORMAT {
-            return Err(format!("{what}: field 'format' is '{}', expected '{PRESETS_FORMAT}'", p.format));
+            return Err(file(format!("field 'format' is '{}', expected '{PRESETS_FORMAT}'", p.format)));
         }
         if p.version != PRESETS_VERSION {
-            return Err(format!("{what}: field 'version' is {}, this build reads {PRESETS_VERSION}", p.version));
+            return Err(file(format!("field 'version' is {}, this build reads {PRESETS_VERSION}", p.version)));
         }
         let mut seen = std::collections::HashSet::new();
-        for (i, preset) in p.presets.iter().enumerate() {
-            let at = |field: &str| format!("{what}: presets[{i}] ('{}') field '{field}'", preset.id);
+        for (index, preset) in p.presets.iter().enumerate() {
+            let bad = |field: &'static str, message: String| PresetError::Field { what: what.to_string(), index, id: preset.id.clone(), field, message };
             if preset.id.is_empty() || !preset.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(format!("{}: expected letters, digits, '-' or '_'", at("id")));
+                return Err(bad("id", "expected letters, digits, '-' or '_'".into()));
             }
             if !seen.insert(preset.id.clone()) {
-                return Err(format!("{}: given twice", at("id")));
+                return Err(bad("id", "given twice".into()));
             }
-            preset.dense_method().map_err(|e| format!("{}: {e}", at("method")))?;
+            preset.dense_method().map_err(|e| bad("method", e.to_string()))?;
             if let Source::Hub { sha256, repo, .. } = &preset.source {
                 if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(format!("{}: expected 64 hex digits", at("source.sha256")));
+                    return Err(bad("source.sha256", "expected 64 hex digits".into()));
                 }
                 if repo.split('/').count() != 2 {
-                    return Err(format!("{}: expected owner/name, found '{repo}'", at("source.repo")));
+                    return Err(bad("source.repo", format!("expected owner/name, found '{repo}'")));
                 }
             }
         }
@@ -105,17 +119,17 @@ impl Presets {
         Self::parse(include_str!("../../weights/presets.json"), "weights/presets.json").expect("the shipped presets parse")
     }
 
-    pub fn get(&self, id: &str) -> Result<&Preset, String> {
+    pub fn get(&self, id: &str) -> Result<&Preset, PresetError> {
         self.presets.iter().find(|p| p.id == id).ok_or_else(|| {
             let ids: Vec<&str> = self.presets.iter().map(|p| p.id.as_str()).collect();
-            format!("no preset '{id}': the presets are {}", ids.join(", "))
+            PresetError::Unknown { id: id.to_string(), known: ids.join(", ") }
         })
     }
 }
 
 impl Preset {
     /// The dense method of a plain CLIP preset; `None` for a SegCLIP model.
-    pub fn dense_method(&self) -> Result<Option<DenseMethod>, String> {
+    pub fn dense_method(&self) -> Result<Option<DenseMethod>, crate::choice::UnknownChoice> {
         match self.method.as_str() {
             "segclip" => Ok(None),
             other => other.parse().map(Some),
@@ -168,16 +182,16 @@ mod tests {
         assert!(tiny.page_can_fetch());
         assert!(!p.get("segclip-release").unwrap().page_can_fetch());
         assert_eq!(p.get("emoji").unwrap().dense_method().unwrap(), None);
-        assert!(p.get("nope").unwrap_err().contains("tinyclip-8m"));
+        assert!(p.get("nope").unwrap_err().to_string().contains("tinyclip-8m"));
     }
 
     #[test]
     fn bad_entries_are_named_by_their_field() {
         let text = include_str!("../../weights/presets.json").replace("\"naclip\"", "\"sclip\"");
-        let e = Presets::parse(&text, "p.json").unwrap_err();
+        let e = Presets::parse(&text, "p.json").unwrap_err().to_string();
         assert!(e.contains("field 'method'") && e.contains("sclip"), "{e}");
         let text = include_str!("../../weights/presets.json").replace("9339ee3d", "xyz");
-        let e = Presets::parse(&text, "p.json").unwrap_err();
+        let e = Presets::parse(&text, "p.json").unwrap_err().to_string();
         assert!(e.contains("'tinyclip-8m'") && e.contains("source.sha256"), "{e}");
     }
 }

@@ -18,13 +18,13 @@ pub enum StorageDtype {
 }
 
 impl std::str::FromStr for StorageDtype {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::choice::UnknownChoice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
             "int8" | "i8" => Ok(Self::Int8),
-            other => Err(format!("unknown dtype '{other}': expected f32, f16 or int8")),
+            other => Err(crate::choice::UnknownChoice::new("dtype", other, "f32, f16 or int8")),
         }
     }
 }

@@ -28,6 +28,8 @@ pub enum ConvertError {
     NotSafetensors(String),
     #[error("not a CLIP checkpoint: {0}")]
     NotClip(String),
+    #[error("not a CLIP checkpoint: {0}")]
+    Keys(#[from] keymap::KeymapError),
     #[error("tensor '{tensor}': {message}")]
     Tensor { tensor: String, message: String },
     #[error("the file ended after {received} of the {expected} bytes its header describes (a truncated download?)")]
@@ -124,7 +126,7 @@ fn element_bytes(dtype: Dtype) -> Option<usize> {
 impl DenseConversion {
     pub fn plan(sources: &[SourceTensor], options: &ConvertOptions) -> Result<Self, ConvertError> {
         let keys: BTreeSet<String> = sources.iter().map(|s| s.name.clone()).collect();
-        let layout = keymap::detect_layout(&keys).map_err(ConvertError::NotClip)?;
+        let layout = keymap::detect_layout(&keys)?;
         if layout == SourceLayout::SegClip {
             return Err(ConvertError::NotClip(
                 "this is a SegCLIP checkpoint, which segments with its own group module: convert it with \
@@ -163,20 +165,20 @@ impl DenseConversion {
             openai.push(mapped);
         }
         if !unknown.is_empty() {
-            return Err(ConvertError::NotClip(keymap::unknown_keys(&unknown, "CLIP parameter")));
+            return Err(keymap::KeymapError::UnknownKeys { what: "CLIP parameter", keys: unknown }.into());
         }
         // Shapes in the OpenAI layout (release prefix) to read the config off.
         let mut shapes = BTreeMap::new();
         for (s, m) in sources.iter().zip(&openai) {
             let Some((key, transform, slot)) = m else { continue };
             let mut shape = keymap::transformed_shape(*transform, &s.shape, 1)
-                .map_err(|message| ConvertError::Tensor { tensor: s.name.clone(), message })?;
+                .map_err(|e| ConvertError::Tensor { tensor: s.name.clone(), message: e.to_string() })?;
             if slot.is_some() && !shape.is_empty() {
                 shape[0] *= 3;
             }
             shapes.insert(format!("clip.{key}"), shape);
         }
-        let config = keymap::infer_config(&shapes, layout, options.heads).map_err(ConvertError::NotClip)?;
+        let config = keymap::infer_config(&shapes, layout, options.heads)?;
         config.validate().map_err(|e| ConvertError::NotClip(format!("model config: {e}")))?;
 
         let mut targets = Vec::with_capacity(sources.len());
@@ -212,7 +214,7 @@ impl DenseConversion {
                 packed_shape[0] *= 3;
             }
             let shape = keymap::transformed_shape(transform, &packed_shape, config.vision_heads)
-                .map_err(|message| ConvertError::Tensor { tensor: s.name.clone(), message })?;
+                .map_err(|e| ConvertError::Tensor { tensor: s.name.clone(), message: e.to_string() })?;
             let (rows, row_len): (usize, usize) = match s.shape.split_first() {
                 Some((&r, rest)) if !rest.is_empty() => (r, rest.iter().product()),
                 _ => (1, s.shape.iter().product()),
@@ -340,7 +342,7 @@ impl DenseConversion {
         }
         let host = format::HostTensor::new(source_shape, values);
         let ours = keymap::apply_transform(t.transform, host, self.config.vision_heads)
-            .map_err(|message| ConvertError::Tensor { tensor: t.name.clone(), message })?;
+            .map_err(|e| ConvertError::Tensor { tensor: t.name.clone(), message: e.to_string() })?;
         format::encode_tensor(&self.plan, &mut self.out, &t.name, &ours.data, &ours.shape, self.dtype);
         Ok(())
     }

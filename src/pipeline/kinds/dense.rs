@@ -23,7 +23,7 @@ impl KindModel for DenseModel {
     }
 
     fn describe(&self) -> String {
-        format!("plain CLIP, dense {}", self.protocol.method)
+        format!("plain CLIP, segmented densely with {}", self.protocol.method)
     }
 
     fn protocol(&self) -> Protocol {

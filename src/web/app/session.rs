@@ -56,7 +56,7 @@ pub(super) fn apply_manifest_entry(entry: &crate::pipeline::manifest::ManifestEn
 /// All of a source's bytes, in wasm memory.
 fn read_all(bytes: &impl ByteSource) -> Result<Vec<u8>, String> {
     let mut all = vec![0u8; bytes.len() as usize];
-    bytes.read_into(0, &mut all)?;
+    bytes.read_into(0, &mut all).map_err(|e| e.to_string())?;
     Ok(all)
 }
 

@@ -28,7 +28,7 @@ thread_local! {
 pub(super) async fn init_presets() {
     let presets = match dom::fetch_bytes("weights/presets.json").await {
         Ok(bytes) => Presets::parse(&String::from_utf8_lossy(&bytes), "weights/presets.json").unwrap_or_else(|e| {
-            dom::log(&e);
+            dom::log(&e.to_string());
             Presets::bundled()
         }),
         Err(_) => Presets::bundled(),
@@ -334,7 +334,7 @@ async fn download_and_convert(p: &Preset) -> Result<Vec<u8>, String> {
     let Source::Hub { sha256, bytes, .. } = &p.source else { unreachable!("a hub preset") };
     let presets = app().borrow().presets.clone().unwrap_or_else(Presets::bundled);
     let url = p.url(&hub_base(&presets)).expect("a hub URL");
-    let method = p.dense_method()?.ok_or("a hub preset must name a dense method")?;
+    let method = p.dense_method().map_err(|e| e.to_string())?.ok_or("a hub preset must name a dense method")?;
     let tokenizer_sha256 = format::sha256_hex(&app().borrow().tokenizer_json);
     let mut converter = StreamConverter::new(ConvertOptions {
         method,

@@ -20,7 +20,9 @@ pub mod replay;
 pub use crate::pipeline::superpixels;
 
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +37,7 @@ use crate::pipeline::Segmenter;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::format::sha256_hex;
 use crate::weights::{format, import, model_io};
+use config::LossSection;
 pub use config::TrainConfig;
 pub use log::{read_log, LogRow, ValSignals, LOG_HEADER};
 use optim::{AdamW, GradientSum};
@@ -134,93 +137,125 @@ fn scalar(t: Tensor<1>) -> f64 {
 /// only while nothing else in the process draws random numbers meanwhile (the CLI runs one).
 pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options: &TrainOptions) -> Result<TrainSummary, String> {
     let started = Instant::now();
-    let run_dir = PathBuf::from(&config.run.out);
-    let ckpt_path = checkpoint::path_in(&run_dir);
-    let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
-    let tokenizer_sha = sha256_hex(tokenizer_json);
-    let device = crate::backend::device(options.backend)?.autodiff();
-
-    // A fresh run or the continuation of a checkpoint.
-    let OpenRun { config, mut model, model_config, mut optimizer, first_step } =
-        open_run(config, resume, &tokenizer_sha, &run_dir, &ckpt_path, &device)?;
-    if tokenizer.vocab_size() > model_config.vocab_size {
-        return Err(format!(
-            "the tokenizer has {} tokens but the model's vocabulary is {}: set model.overrides.vocab_size",
-            tokenizer.vocab_size(),
-            model_config.vocab_size
-        ));
-    }
-    let total = config.optim.steps;
-    if first_step >= total {
-        return Err(format!("{}: the run already finished all {total} steps", ckpt_path.display()));
-    }
-
-    // The log keeps only rows the checkpoint covers: steps after it are redone.
-    let log_path = run_dir.join("log.csv");
-    let mut rows: Vec<LogRow> =
-        if resume { read_log(&run_dir).unwrap_or_default().into_iter().filter(|r| r.step <= first_step).collect() } else { Vec::new() };
-    {
-        let mut text = String::from(LOG_HEADER);
-        text.push('\n');
-        for r in &rows {
-            text.push_str(&r.to_csv());
-            text.push('\n');
-        }
-        std::fs::write(&log_path, text).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    }
-    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-
-    let mut loader = data::Loader::start(&config, &model_config, tokenizer_json, first_step)?;
-    let bar = if options.progress { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_position(first_step);
-
-    let save = |model: &SegClip, optimizer: &AdamW, step: u64| -> Result<(), String> {
-        checkpoint::write(
-            &ckpt_path,
-            &checkpoint::Checkpoint {
-                step,
-                adam_t: optimizer.t,
-                config: config.clone(),
-                model_config: model_config.clone(),
-                tokenizer_sha256: tokenizer_sha.clone(),
-                model: model_io::model_tensors(model),
-                optim: optimizer.state_tensors(),
-            },
-        )
-    };
-
-    let l = &config.loss;
-    let samples_per_step = (config.optim.batch_size * config.optim.accumulation) as f64;
-    let mut step = first_step;
+    let (mut run, mut model) = Run::set_up(config, resume, tokenizer_json, options)?;
     let mut interrupted = false;
-    let mut val_miou = None;
-    while step < total {
-        if options.stop.load(Ordering::SeqCst) || options.stop_after.is_some_and(|n| step >= n) {
+    while run.step < run.config.optim.steps {
+        if options.stop.load(Ordering::SeqCst) || options.stop_after.is_some_and(|n| run.step >= n) {
             interrupted = true;
             break;
         }
+        let (next, mut done) = run.one_step(model)?;
+        model = next;
+        run.validate_if_due(&model, &mut done.row)?;
+        run.record(done)?;
+        run.checkpoint_if_due(&model)?;
+    }
+    run.report(&model, interrupted, started)
+}
+
+/// A run in progress: everything its steps share but the model, which each step takes and
+/// gives back (the optimiser consumes it).
+struct Run<'a> {
+    /// The run's config (the checkpoint's when resumed).
+    config: TrainConfig,
+    model_config: SegClipConfig,
+    optimizer: AdamW,
+    tokenizer_json: &'a [u8],
+    tokenizer_sha: String,
+    /// The training device (autodiff).
+    device: Device,
+    run_dir: PathBuf,
+    ckpt_path: PathBuf,
+    log_path: PathBuf,
+    log: std::fs::File,
+    /// The log's rows so far (those the checkpoint covers when resumed, then one per step).
+    rows: Vec<LogRow>,
+    loader: data::Loader,
+    bar: indicatif::ProgressBar,
+    first_step: u64,
+    /// Steps done.
+    step: u64,
+    /// The last validation's dev mIoU.
+    val_miou: Option<f64>,
+}
+
+/// What one step did: its log row (validation signals not yet filled in) and the center-usage
+/// term, which the progress bar shows but the log does not keep.
+struct StepDone {
+    row: LogRow,
+    center_usage: f64,
+}
+
+impl<'a> Run<'a> {
+    /// Opens the run (fresh or resumed), its log, data loader and progress bar; the model to
+    /// train comes back beside it.
+    fn set_up(config: &TrainConfig, resume: bool, tokenizer_json: &'a [u8], options: &TrainOptions) -> Result<(Self, SegClip), String> {
+        let run_dir = PathBuf::from(&config.run.out);
+        let ckpt_path = checkpoint::path_in(&run_dir);
+        let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
+        let tokenizer_sha = sha256_hex(tokenizer_json);
+        let device = crate::backend::device(options.backend)?.autodiff();
+
+        // A fresh run or the continuation of a checkpoint.
+        let OpenRun { config, model, model_config, optimizer, first_step } =
+            open_run(config, resume, &tokenizer_sha, &run_dir, &ckpt_path, &device)?;
+        if tokenizer.vocab_size() > model_config.vocab_size {
+            return Err(format!(
+                "the tokenizer has {} tokens but the model's vocabulary is {}: set model.overrides.vocab_size",
+                tokenizer.vocab_size(),
+                model_config.vocab_size
+            ));
+        }
+        let total = config.optim.steps;
+        if first_step >= total {
+            return Err(format!("{}: the run already finished all {total} steps", ckpt_path.display()));
+        }
+        let (log_path, log, rows) = open_log(&run_dir, resume, first_step)?;
+        let loader = data::Loader::start(&config, &model_config, tokenizer_json, first_step)?;
+        let bar = progress_bar(options.progress, total, first_step);
+        let run = Run {
+            config,
+            model_config,
+            optimizer,
+            tokenizer_json,
+            tokenizer_sha,
+            device,
+            run_dir,
+            ckpt_path,
+            log_path,
+            log,
+            rows,
+            loader,
+            bar,
+            first_step,
+            step: first_step,
+            val_miou: None,
+        };
+        Ok((run, model))
+    }
+
+    /// One optimiser step on the next step's batches. A loss that is not finite writes the
+    /// checkpoint of the step before it and ends the run with an error.
+    fn one_step(&mut self, model: SegClip) -> Result<(SegClip, StepDone), String> {
         let t0 = Instant::now();
+        let (config, step) = (&self.config, self.step);
+        let l = &config.loss;
         // Gumbel noise and any other device randomness: a function of (seed, step).
-        device.seed(mix64(config.run.seed ^ mix64(step + 1)));
-        let micro_batches = loader.next_step()?;
+        self.device.seed(mix64(config.run.seed ^ mix64(step + 1)));
+        let micro_batches = self.loader.next_step()?;
         let (sum, StepLosses { contrastive: lc, reconstruction: lr, superpixel: ls, center_usage: usage, group_nouns: gn }) =
-            step_gradients(&model, &model_config, &micro_batches, &config, None, &device)?;
+            step_gradients(&model, &self.model_config, &micro_batches, config, None, &self.device)?;
         let loss =
             lc + lr * l.reconstruction_weight + ls * l.superpixel_weight + usage * l.center_usage_weight + gn * l.group_nouns_weight;
         if !loss.is_finite() {
-            save(&model, &optimizer, step)?;
+            self.save(&model)?;
             return Err(format!("step {step}: the loss is {loss} (contrastive {lc}, reconstruction {lr}, superpixel {ls}); checkpoint of step {step} kept, lower the learning rate"));
         }
-        let (next, info) = optimizer.step(model, sum, step);
-        model = next;
-        step += 1;
-
-        let mut row = LogRow {
-            step,
+        let (model, info) = self.optimizer.step(model, sum, step);
+        self.step += 1;
+        let samples_per_step = (config.optim.batch_size * config.optim.accumulation) as f64;
+        let row = LogRow {
+            step: self.step,
             lr_new: info.lr_new,
             loss,
             contrastive: lc,
@@ -231,48 +266,114 @@ pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options:
             samples_per_s: samples_per_step / t0.elapsed().as_secs_f64(),
             ..LogRow::default()
         };
-        let validate_now = step == total || (config.run.val_every > 0 && step % config.run.val_every == 0);
-        if validate_now {
-            bar.set_message("validating");
-            let v = validate(&model, &model_config, tokenizer_json, &config, &device.clone().without_autodiff())?;
-            row.set_signals(&v);
-            val_miou = Some(v.miou);
-            bar.println(format!(
-                "step {step}: dev mIoU {:.2} (true background {:.2}), naming {:.1}%, centers {:.1}, prompt cosine {:.3}",
-                v.miou * 100.0,
-                v.miou_true_bg * 100.0,
-                v.naming * 100.0,
-                v.centers,
-                v.prompt_cos
-            ));
+        Ok((model, StepDone { row, center_usage: usage }))
+    }
+
+    /// Validates every `run.val_every` steps and after the last, the signals going into `row`.
+    fn validate_if_due(&mut self, model: &SegClip, row: &mut LogRow) -> Result<(), String> {
+        let (step, every) = (self.step, self.config.run.val_every);
+        if !(step == self.config.optim.steps || (every > 0 && step % every == 0)) {
+            return Ok(());
         }
-        writeln!(log, "{}", row.to_csv()).map_err(|e| format!("{}: {e}", log_path.display()))?;
-        bar.set_message(format!(
-            "loss {:.3} (c {:.3} r {:.3} s {:.4} u {:.3}) {:.1} samples/s",
-            row.loss, row.contrastive, row.reconstruction, row.superpixel, usage, row.samples_per_s
+        self.bar.set_message("validating");
+        let v = validate(model, &self.model_config, self.tokenizer_json, &self.config, &self.device.clone().without_autodiff())?;
+        row.set_signals(&v);
+        self.val_miou = Some(v.miou);
+        self.bar.println(format!(
+            "step {step}: dev mIoU {:.2} (true background {:.2}), naming {:.1}%, centers {:.1}, prompt cosine {:.3}",
+            v.miou * 100.0,
+            v.miou_true_bg * 100.0,
+            v.naming * 100.0,
+            v.centers,
+            v.prompt_cos
         ));
-        bar.set_position(step);
-        rows.push(row);
-        if step % config.run.checkpoint_every == 0 || step == total {
-            save(&model, &optimizer, step)?;
+        Ok(())
+    }
+
+    /// Appends the step's row to the log and shows its losses.
+    fn record(&mut self, done: StepDone) -> Result<(), String> {
+        let StepDone { row, center_usage } = done;
+        writeln!(self.log, "{}", row.to_csv()).map_err(|e| format!("{}: {e}", self.log_path.display()))?;
+        self.bar.set_message(format!(
+            "loss {:.3} (c {:.3} r {:.3} s {:.4} u {:.3}) {:.1} samples/s",
+            row.loss, row.contrastive, row.reconstruction, row.superpixel, center_usage, row.samples_per_s
+        ));
+        self.bar.set_position(self.step);
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Writes the checkpoint every `run.checkpoint_every` steps and after the last.
+    fn checkpoint_if_due(&self, model: &SegClip) -> Result<(), String> {
+        if self.step % self.config.run.checkpoint_every == 0 || self.step == self.config.optim.steps {
+            self.save(model)?;
         }
+        Ok(())
     }
-    if interrupted {
-        save(&model, &optimizer, step)?;
-        bar.abandon_with_message(format!("interrupted: checkpoint of step {step} written to {}", ckpt_path.display()));
-    } else {
-        bar.finish();
+
+    /// The checkpoint of the steps done so far.
+    fn save(&self, model: &SegClip) -> Result<(), String> {
+        checkpoint::write(
+            &self.ckpt_path,
+            &checkpoint::Checkpoint {
+                step: self.step,
+                adam_t: self.optimizer.t,
+                config: self.config.clone(),
+                model_config: self.model_config.clone(),
+                tokenizer_sha256: self.tokenizer_sha.clone(),
+                model: model_io::model_tensors(model),
+                optim: self.optimizer.state_tensors(),
+            },
+        )
     }
-    plot::write_curves(&rows, &run_dir.join("curves.png"))?;
-    Ok(TrainSummary {
-        run_dir,
-        first_step,
-        steps_done: step,
-        interrupted,
-        last: rows.last().cloned(),
-        val_miou,
-        wall_s: started.elapsed().as_secs_f64(),
-    })
+
+    /// Ends the run: a checkpoint when interrupted, the curves plot, and what was done.
+    fn report(self, model: &SegClip, interrupted: bool, started: Instant) -> Result<TrainSummary, String> {
+        if interrupted {
+            self.save(model)?;
+            self.bar.abandon_with_message(format!("interrupted: checkpoint of step {} written to {}", self.step, self.ckpt_path.display()));
+        } else {
+            self.bar.finish();
+        }
+        plot::write_curves(&self.rows, &self.run_dir.join("curves.png"))?;
+        Ok(TrainSummary {
+            run_dir: self.run_dir,
+            first_step: self.first_step,
+            steps_done: self.step,
+            interrupted,
+            last: self.rows.last().cloned(),
+            val_miou: self.val_miou,
+            wall_s: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// The run's `log.csv`, rewritten to keep only the rows the checkpoint covers (steps after it
+/// are redone), and open for appending; with those rows.
+fn open_log(run_dir: &Path, resume: bool, first_step: u64) -> Result<(PathBuf, std::fs::File, Vec<LogRow>), String> {
+    let log_path = run_dir.join("log.csv");
+    let rows: Vec<LogRow> =
+        if resume { read_log(run_dir).unwrap_or_default().into_iter().filter(|r| r.step <= first_step).collect() } else { Vec::new() };
+    let mut text = String::from(LOG_HEADER);
+    text.push('\n');
+    for r in &rows {
+        text.push_str(&r.to_csv());
+        text.push('\n');
+    }
+    std::fs::write(&log_path, text).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    Ok((log_path, log, rows))
+}
+
+/// The progress bar over all `total` steps, at `first_step` (hidden without `progress`).
+fn progress_bar(progress: bool, total: u64, first_step: u64) -> indicatif::ProgressBar {
+    let bar = if progress { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(first_step);
+    bar
 }
 
 /// A run ready to train: its config (the checkpoint's when resumed), model, optimiser and the
@@ -444,151 +545,244 @@ fn micro_batch_gradients(
     device: &Device,
     sum: &mut GradientSum,
 ) -> Result<StepLosses, String> {
-    use std::sync::mpsc;
     let l = &config.loss;
-    let tau = l.gumbel_tau;
-    let freeze = config.optim.freeze_embeddings;
-    let n = b.batch;
-    let images = Tensor::<4>::from_data(TensorData::new(b.images.clone(), [n, 3, b.size, b.size]), device);
-    let centers = model.visual.group.semantic_center.dims()[0];
-    let grid = b.size / model_config.patch_size;
-    let uniform = |shape: [usize; 3]| Tensor::<3>::random(shape, burn::tensor::Distribution::Uniform(1e-10, 1.0), device);
-    let full_noise = match given {
-        Some(g) => g.full.clone(),
-        None => uniform([n, centers, grid * grid]),
-    };
-    let masked_noise = match (l.reconstruction, given) {
-        (false, _) => None,
-        (true, Some(g)) => Some(g.masked.clone()),
-        (true, None) => Some(uniform([n, centers, b.keep.first().map_or(0, Vec::len)])),
-    };
+    let inputs = PartInputs::new(model, b, l, model_config, given, device);
     let nouns = b.nouns.as_ref().filter(|_| l.group_nouns_weight > 0.0 && l.contrastive);
-    let parts: Vec<std::ops::Range<usize>> =
-        if n >= 2 && l.center_usage_weight == 0.0 { vec![0..n / 2, n / 2..n] } else { vec![0..n] };
+    let n = b.batch;
+    let parts: Vec<Range<usize>> = if n >= 2 && l.center_usage_weight == 0.0 { vec![0..n / 2, n / 2..n] } else { vec![0..n] };
 
     std::thread::scope(|scope| -> Result<StepLosses, String> {
-        let mut to_parts = Vec::new();
-        let mut from_parts = Vec::new();
+        let mut exchange = Exchange { to_parts: Vec::new(), from_parts: Vec::new(), parts: parts.clone() };
         let mut handles = Vec::new();
-        for range in parts.clone() {
+        for range in parts {
             // Image, text and (for the group-noun term) group embeddings, detached, to this
             // thread, their loss gradients back. A part that fails drops its sender; its error
             // comes back through `join`.
             let (embed_tx, embed_rx) = mpsc::channel::<Embeddings>();
             let (grad_tx, grad_rx) = mpsc::channel::<Embeddings>();
-            to_parts.push(grad_tx);
-            from_parts.push(embed_rx);
-            let (images, full_noise, masked_noise) = (images.clone(), full_noise.clone(), masked_noise.clone());
-            handles.push(scope.spawn(move || -> Result<(StepLosses, Vec<burn::tensor::Gradients>, SegClip), PartFailure> {
-                // burn's autodiff merges graphs that share a leaf, and a graph's backward pass
-                // holds its lock throughout: on the shared parameters the two parts would take
-                // turns. Each part works on its own leaves over the same values.
-                let model = &own_leaves(model);
-                let (start, len) = (range.start, range.len());
-                let share = len as f64 / n as f64;
-                let images = images.narrow(0, start, len);
-                let mut out = StepLosses::default();
-                let mut grads = Vec::new();
-                let vision = model.visual.forward(images.clone(), Assignment::GumbelGiven { tau, uniform: full_noise.narrow(0, start, len) });
-                let text = if l.contrastive { Some(model.text(&TokenBatch::new(&b.tokens[range.clone()])?.trimmed(), device)) } else { None };
-                let mut terms: Vec<Tensor<1>> = Vec::new();
-                if l.superpixel {
-                    let sp = b.superpixels.as_ref().ok_or("batch without superpixels")?;
-                    let loss = losses::superpixel_kl(vision.hard_assign.clone(), &sp[range.clone()], device);
-                    out.superpixel = scalar(loss.clone()) * share;
-                    terms.push(loss * (l.superpixel_weight * share));
-                }
-                if l.center_usage_weight > 0.0 {
-                    let loss = losses::center_usage(vision.soft_assign.clone());
-                    out.center_usage = scalar(loss.clone());
-                    terms.push(loss * l.center_usage_weight);
-                }
-                if let Some(text) = &text {
-                    let groups = nouns.map(|_| vision.group_embed.clone().detach());
-                    let _ = embed_tx.send(Embeddings { image: vision.image_embed.clone().detach(), text: text.clone().detach(), groups });
-                    let g = grad_rx.recv().map_err(|_| PartFailure::Released)?;
-                    let mut surrogate = (vision.image_embed.clone() * g.image).sum() + (text.clone() * g.text).sum();
-                    if let Some(g_groups) = g.groups {
-                        surrogate = surrogate + (vision.group_embed.clone() * g_groups).sum();
-                    }
-                    terms.push(surrogate);
-                }
-                if let Some(total) = terms.into_iter().reduce(|a, b| a + b) {
-                    grads.push(total.backward());
-                }
-                drop(vision);
-                if let Some(masked) = masked_noise {
-                    let recon = model
-                        .reconstruct(images, &b.keep[range.clone()], Assignment::GumbelGiven { tau, uniform: masked.narrow(0, start, len) })
-                        .ok_or("reconstruction is on but the model has no reconstruction heads")?;
-                    out.reconstruction = scalar(recon.loss.clone()) * share;
-                    grads.push((recon.loss * (l.reconstruction_weight * share)).backward());
-                }
-                Ok((out, grads, model.clone()))
-            }));
+            exchange.to_parts.push(grad_tx);
+            exchange.from_parts.push(embed_rx);
+            let part = Part { model, batch: b, loss: l, range, inputs: inputs.clone(), group_nouns: nouns.is_some(), device };
+            handles.push(scope.spawn(move || part.gradients(embed_tx, grad_rx)));
         }
-
-        // The contrastive loss over the whole micro-batch, on the parts' embeddings. When a part
-        // fails, the others are released (their gradient channels close) and `join` reports it.
-        let (mut contrastive, mut group_nouns) = (0.0, 0.0);
-        let received: Option<Vec<Embeddings>> = if l.contrastive { from_parts.iter().map(|rx| rx.recv().ok()).collect() } else { None };
-        if let Some(received) = received {
-            let cat2 = |f: fn(&Embeddings) -> &Tensor<2>| Tensor::cat(received.iter().map(|e| f(e).clone()).collect(), 0).require_grad();
-            let image = cat2(|e| &e.image);
-            let text = cat2(|e| &e.text);
-            let loss = losses::contrastive(image.clone(), text.clone(), model.scale());
-            contrastive = scalar(loss.clone());
-            let mut total = loss;
-            let groups = match nouns {
-                Some(nouns) => {
-                    let groups: Option<Vec<Tensor<3>>> = received.iter().map(|e| e.groups.clone()).collect();
-                    let groups = Tensor::cat(groups.ok_or("a part sent no group embeddings")?, 0).require_grad();
-                    let prompts = model.text(&TokenBatch::new(&nouns.tokens)?.trimmed(), device);
-                    let term = losses::group_nouns(groups.clone(), prompts, &nouns.named, &nouns.unknown, model.scale());
-                    group_nouns = scalar(term.clone());
-                    total = total + term * l.group_nouns_weight;
-                    Some(groups)
-                }
-                None => None,
-            };
-            let grads = total.backward();
-            let (g_image, g_text) = (gradient_constant(&image, &grads, device), gradient_constant(&text, &grads, device));
-            let g_groups = groups.map(|g| gradient_constant(&g, &grads, device));
-            for (tx, range) in to_parts.iter().zip(&parts) {
-                let (start, len) = (range.start, range.len());
-                let _ = tx.send(Embeddings {
-                    image: g_image.clone().narrow(0, start, len),
-                    text: g_text.clone().narrow(0, start, len),
-                    groups: g_groups.as_ref().map(|g| g.clone().narrow(0, start, len)),
-                });
-            }
-            sum.add_part(model, &grads, freeze);
-        }
-        drop(to_parts);
+        let (contrastive, group_nouns) = exchange.contrastive_gradients(model, config, nouns, device, sum)?;
+        drop(exchange);
         let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("a training thread panicked")).collect();
-        // The failing part's own error, not the release of a part it stopped.
-        let mut released = false;
-        for r in &results {
-            match r {
-                Err(PartFailure::Failed(e)) => return Err(e.clone()),
-                Err(PartFailure::Released) => released = true,
-                Ok(_) => {}
-            }
-        }
-        if released {
-            return Err("a part of the batch was released, but no part reported a failure".into());
-        }
-        let mut total = StepLosses { contrastive, group_nouns, ..StepLosses::default() };
-        for (part, grads, own) in results.into_iter().flatten() {
-            total.reconstruction += part.reconstruction;
-            total.superpixel += part.superpixel;
-            total.center_usage += part.center_usage;
-            for g in &grads {
-                sum.add_part(&own, g, freeze);
-            }
-        }
-        Ok(total)
+        sum_parts(results, StepLosses { contrastive, group_nouns, ..StepLosses::default() }, config.optim.freeze_embeddings, sum)
     })
+}
+
+/// The whole micro-batch's tensors that its parts narrow to their samples: the images and the
+/// Gumbel noise of the full pass and (when the reconstruction loss is on) the masked one.
+#[derive(Clone)]
+struct PartInputs {
+    images: Tensor<4>,
+    full_noise: Tensor<3>,
+    masked_noise: Option<Tensor<3>>,
+}
+
+impl PartInputs {
+    /// The images of `b` on `device`, and the noise given, or drawn here (full pass first).
+    fn new(model: &SegClip, b: &data::Batch, l: &LossSection, model_config: &SegClipConfig, given: Option<&GivenNoise>, device: &Device) -> Self {
+        let n = b.batch;
+        let images = Tensor::<4>::from_data(TensorData::new(b.images.clone(), [n, 3, b.size, b.size]), device);
+        let centers = model.visual.group.semantic_center.dims()[0];
+        let grid = b.size / model_config.patch_size;
+        let uniform = |shape: [usize; 3]| Tensor::<3>::random(shape, burn::tensor::Distribution::Uniform(1e-10, 1.0), device);
+        let full_noise = match given {
+            Some(g) => g.full.clone(),
+            None => uniform([n, centers, grid * grid]),
+        };
+        let masked_noise = match (l.reconstruction, given) {
+            (false, _) => None,
+            (true, Some(g)) => Some(g.masked.clone()),
+            (true, None) => Some(uniform([n, centers, b.keep.first().map_or(0, Vec::len)])),
+        };
+        Self { images, full_noise, masked_noise }
+    }
+}
+
+/// One part of a micro-batch: the samples `range` of `batch`, run on a thread of its own.
+struct Part<'a> {
+    model: &'a SegClip,
+    batch: &'a data::Batch,
+    loss: &'a LossSection,
+    range: Range<usize>,
+    inputs: PartInputs,
+    /// Whether the step's thread wants the group embeddings too (the group-noun term is on).
+    group_nouns: bool,
+    device: &'a Device,
+}
+
+/// What a part hands back: its loss terms (weighted by its share of the micro-batch), its
+/// gradients, and the model copy they were taken on.
+type PartOutput = (StepLosses, Vec<burn::tensor::Gradients>, SegClip);
+
+impl Part<'_> {
+    /// The part's forward and backward passes. Its embeddings go to the step's thread through
+    /// `embed_tx` and their contrastive gradients come back through `grad_rx`.
+    fn gradients(self, embed_tx: mpsc::Sender<Embeddings>, grad_rx: mpsc::Receiver<Embeddings>) -> Result<PartOutput, PartFailure> {
+        // burn's autodiff merges graphs that share a leaf, and a graph's backward pass holds its
+        // lock throughout: on the shared parameters the two parts would take turns. Each part
+        // works on its own leaves over the same values.
+        let model = &own_leaves(self.model);
+        let mut out = StepLosses::default();
+        let mut grads = Vec::new();
+        let images = self.inputs.images.clone().narrow(0, self.range.start, self.range.len());
+        let terms = self.full_pass(model, images.clone(), &embed_tx, &grad_rx, &mut out)?;
+        if let Some(total) = terms.into_iter().reduce(|a, b| a + b) {
+            grads.push(total.backward());
+        }
+        if let Some(g) = self.reconstruction(model, images, &mut out)? {
+            grads.push(g);
+        }
+        Ok((out, grads, model.clone()))
+    }
+
+    /// The full pass's weighted loss terms: superpixel KL, center usage, and the contrastive
+    /// surrogate (`<embedding, its gradient>` from the step's thread).
+    fn full_pass(
+        &self,
+        model: &SegClip,
+        images: Tensor<4>,
+        embed_tx: &mpsc::Sender<Embeddings>,
+        grad_rx: &mpsc::Receiver<Embeddings>,
+        out: &mut StepLosses,
+    ) -> Result<Vec<Tensor<1>>, PartFailure> {
+        let (l, range, device) = (self.loss, self.range.clone(), self.device);
+        let (start, len) = (range.start, range.len());
+        let share = len as f64 / self.batch.batch as f64;
+        let uniform = self.inputs.full_noise.clone().narrow(0, start, len);
+        let vision = model.visual.forward(images, Assignment::GumbelGiven { tau: l.gumbel_tau, uniform });
+        let text = if l.contrastive { Some(model.text(&TokenBatch::new(&self.batch.tokens[range.clone()])?.trimmed(), device)) } else { None };
+        let mut terms: Vec<Tensor<1>> = Vec::new();
+        if l.superpixel {
+            let sp = self.batch.superpixels.as_ref().ok_or("batch without superpixels")?;
+            let loss = losses::superpixel_kl(vision.hard_assign.clone(), &sp[range.clone()], device);
+            out.superpixel = scalar(loss.clone()) * share;
+            terms.push(loss * (l.superpixel_weight * share));
+        }
+        if l.center_usage_weight > 0.0 {
+            let loss = losses::center_usage(vision.soft_assign.clone());
+            out.center_usage = scalar(loss.clone());
+            terms.push(loss * l.center_usage_weight);
+        }
+        if let Some(text) = &text {
+            let groups = self.group_nouns.then(|| vision.group_embed.clone().detach());
+            let _ = embed_tx.send(Embeddings { image: vision.image_embed.clone().detach(), text: text.clone().detach(), groups });
+            let g = grad_rx.recv().map_err(|_| PartFailure::Released)?;
+            let mut surrogate = (vision.image_embed.clone() * g.image).sum() + (text.clone() * g.text).sum();
+            if let Some(g_groups) = g.groups {
+                surrogate = surrogate + (vision.group_embed.clone() * g_groups).sum();
+            }
+            terms.push(surrogate);
+        }
+        Ok(terms)
+    }
+
+    /// The masked reconstruction pass's gradients (none when that loss is off).
+    fn reconstruction(&self, model: &SegClip, images: Tensor<4>, out: &mut StepLosses) -> Result<Option<burn::tensor::Gradients>, PartFailure> {
+        let Some(masked) = &self.inputs.masked_noise else { return Ok(None) };
+        let (l, range) = (self.loss, self.range.clone());
+        let (start, len) = (range.start, range.len());
+        let share = len as f64 / self.batch.batch as f64;
+        let uniform = masked.clone().narrow(0, start, len);
+        let recon = model
+            .reconstruct(images, &self.batch.keep[range], Assignment::GumbelGiven { tau: l.gumbel_tau, uniform })
+            .ok_or("reconstruction is on but the model has no reconstruction heads")?;
+        out.reconstruction = scalar(recon.loss.clone()) * share;
+        Ok(Some((recon.loss * (l.reconstruction_weight * share)).backward()))
+    }
+}
+
+/// The step's thread's ends of the parts' channels, in the parts' order.
+struct Exchange {
+    to_parts: Vec<mpsc::Sender<Embeddings>>,
+    from_parts: Vec<mpsc::Receiver<Embeddings>>,
+    parts: Vec<Range<usize>>,
+}
+
+impl Exchange {
+    /// The contrastive loss (and the group-noun term) over the whole micro-batch, on the parts'
+    /// embeddings: each part gets its rows of the gradients back, and the gradients of this
+    /// thread's graph (the logit scale, the noun prompts' text tower) go into `sum`. Returns the
+    /// two terms (0 when the contrastive loss is off). When a part fails, the others are
+    /// released (their gradient channels close as this is dropped) and `join` reports it.
+    fn contrastive_gradients(
+        &self,
+        model: &SegClip,
+        config: &TrainConfig,
+        nouns: Option<&data::NounPrompts>,
+        device: &Device,
+        sum: &mut GradientSum,
+    ) -> Result<(f64, f64), String> {
+        let l = &config.loss;
+        let received: Option<Vec<Embeddings>> = if l.contrastive { self.from_parts.iter().map(|rx| rx.recv().ok()).collect() } else { None };
+        let Some(received) = received else { return Ok((0.0, 0.0)) };
+        let cat2 = |f: fn(&Embeddings) -> &Tensor<2>| Tensor::cat(received.iter().map(|e| f(e).clone()).collect(), 0).require_grad();
+        let image = cat2(|e| &e.image);
+        let text = cat2(|e| &e.text);
+        let loss = losses::contrastive(image.clone(), text.clone(), model.scale());
+        let contrastive = scalar(loss.clone());
+        let mut total = loss;
+        let mut group_nouns = 0.0;
+        let groups = match nouns {
+            Some(nouns) => {
+                let groups: Option<Vec<Tensor<3>>> = received.iter().map(|e| e.groups.clone()).collect();
+                let groups = Tensor::cat(groups.ok_or("a part sent no group embeddings")?, 0).require_grad();
+                let prompts = model.text(&TokenBatch::new(&nouns.tokens)?.trimmed(), device);
+                let term = losses::group_nouns(groups.clone(), prompts, &nouns.named, &nouns.unknown, model.scale());
+                group_nouns = scalar(term.clone());
+                total = total + term * l.group_nouns_weight;
+                Some(groups)
+            }
+            None => None,
+        };
+        let grads = total.backward();
+        self.send_back(&image, &text, groups.as_ref(), &grads, device);
+        sum.add_part(model, &grads, config.optim.freeze_embeddings);
+        Ok((contrastive, group_nouns))
+    }
+
+    /// Sends each part its rows of the loss gradients with respect to the embeddings.
+    fn send_back(&self, image: &Tensor<2>, text: &Tensor<2>, groups: Option<&Tensor<3>>, grads: &burn::tensor::Gradients, device: &Device) {
+        let (g_image, g_text) = (gradient_constant(image, grads, device), gradient_constant(text, grads, device));
+        let g_groups = groups.map(|g| gradient_constant(g, grads, device));
+        for (tx, range) in self.to_parts.iter().zip(&self.parts) {
+            let (start, len) = (range.start, range.len());
+            let _ = tx.send(Embeddings {
+                image: g_image.clone().narrow(0, start, len),
+                text: g_text.clone().narrow(0, start, len),
+                groups: g_groups.as_ref().map(|g| g.clone().narrow(0, start, len)),
+            });
+        }
+    }
+}
+
+/// The micro-batch's loss terms: `total` (the contrastive and group-noun terms) plus the parts'
+/// own, their gradients added to `sum`. A failing part's own error is reported, not the release
+/// of a part it stopped.
+fn sum_parts(results: Vec<Result<PartOutput, PartFailure>>, mut total: StepLosses, freeze: bool, sum: &mut GradientSum) -> Result<StepLosses, String> {
+    let mut released = false;
+    for r in &results {
+        match r {
+            Err(PartFailure::Failed(e)) => return Err(e.clone()),
+            Err(PartFailure::Released) => released = true,
+            Ok(_) => {}
+        }
+    }
+    if released {
+        return Err("a part of the batch was released, but no part reported a failure".into());
+    }
+    for (part, grads, own) in results.into_iter().flatten() {
+        total.reconstruction += part.reconstruction;
+        total.superpixel += part.superpixel;
+        total.center_usage += part.center_usage;
+        for g in &grads {
+            sum.add_part(&own, g, freeze);
+        }
+    }
+    Ok(total)
 }
 
 /// The signals of the current model on `run.val_scenes` dev scenes of the training world,

@@ -13,9 +13,13 @@ use std::sync::Arc;
 use image::imageops::FilterType;
 use image::RgbImage;
 
+mod nouns;
+mod pairs;
+
 use super::augment::ColorJitter;
 use super::config::{DataSource, SilentBackground, TrainConfig};
-use super::superpixels::{felzenszwalb, patch_labels};
+use super::superpixel_targets::patch_labels;
+use super::superpixels::felzenszwalb;
 use crate::data::emoji::{self, EmojiConfig};
 use crate::data::rng::mix64;
 use crate::data::{generate, generate_reshaped, SceneConfig, Shape, Split, SplitMix64};
@@ -23,6 +27,9 @@ use crate::model::SegClipConfig;
 use crate::pipeline::decode;
 use crate::pipeline::preprocess::normalise_into;
 use crate::tokenizer::ClipTokenizer;
+use nouns::tokenize_trimmed;
+pub use nouns::NounPrompts;
+pub use pairs::{read_coco, read_jsonl};
 
 /// One micro-batch, ready for the model.
 #[derive(Clone, Debug)]
@@ -40,93 +47,6 @@ pub struct Batch {
     pub keep: Vec<Vec<usize>>,
     /// The captions' nouns as prompts (when the group-noun term is on).
     pub nouns: Option<NounPrompts>,
-}
-
-/// The classes a micro-batch's captions name, each prompted once ("a photo of a {noun}.", the
-/// word of its first mention), and which caption names which: the group-noun term's targets
-/// (`loss.group_nouns_weight`). With `loss.group_nouns_background`, the backgrounds the captions
-/// describe join them ("a photo of a striped backdrop."), one target per adjective family
-/// (linear and radial gradients share "gradient").
-#[derive(Clone, Debug, PartialEq)]
-pub struct NounPrompts {
-    /// Token ids of the prompts [K], padded to the longest.
-    pub tokens: Vec<Vec<i64>>,
-    /// `named[i][k]`: caption i names the class (or background) of prompt k [B][K].
-    pub named: Vec<Vec<bool>>,
-    /// `unknown[i][k]`: caption i says nothing either way about prompt k (a background target
-    /// of a caption silent about its background, with `loss.silent_background = "unknown"`):
-    /// neither a positive nor a negative of the term [B][K].
-    pub unknown: Vec<Vec<bool>>,
-}
-
-impl NounPrompts {
-    /// The prompts of `captions` through the emoji world's words for its classes (and, with
-    /// `backgrounds`, for its background textures); `None` when no caption names anything (the
-    /// term has nothing to say about such a batch). With `silent_unknown`, a caption that
-    /// describes no background leaves every background target unknown instead of not named.
-    pub fn from_captions(
-        captions: &[String],
-        backgrounds: bool,
-        silent_unknown: bool,
-        tokenizer: &ClipTokenizer,
-        context_length: usize,
-    ) -> Result<Option<Self>, String> {
-        // A target: a class by its index, or a background by the first adjective of its kind.
-        #[derive(PartialEq)]
-        enum Target {
-            Class(u8),
-            Background(&'static str),
-        }
-        // Each caption's targets with the words it used for them.
-        let per_caption: Vec<Vec<(Target, String)>> = captions
-            .iter()
-            .map(|c| {
-                let mut found: Vec<(Target, String)> =
-                    emoji::classes_in_caption(c).into_iter().map(|(class, word)| (Target::Class(class), word.to_string())).collect();
-                if backgrounds {
-                    found.extend(emoji::background_in_caption(c).map(|(kind, words)| (Target::Background(kind), words)));
-                }
-                found
-            })
-            .collect();
-        let mut keys: Vec<&Target> = Vec::new();
-        let mut prompts = Vec::new();
-        for (key, words) in per_caption.iter().flatten() {
-            if !keys.contains(&key) {
-                keys.push(key);
-                prompts.push(crate::labels::DEFAULT_TEMPLATE.replace("{}", words));
-            }
-        }
-        if keys.is_empty() {
-            return Ok(None);
-        }
-        let named = per_caption.iter().map(|found| keys.iter().map(|k| found.iter().any(|(c, _)| c == *k)).collect()).collect();
-        let is_background = |t: &Target| matches!(t, Target::Background(_));
-        let unknown = per_caption
-            .iter()
-            .map(|found| {
-                let silent = silent_unknown && !found.iter().any(|(c, _)| is_background(c));
-                keys.iter().map(|k| silent && is_background(k)).collect()
-            })
-            .collect();
-        let tokens = tokenize_trimmed(&prompts, tokenizer, context_length)?;
-        Ok(Some(Self { tokens, named, unknown }))
-    }
-}
-
-/// Token ids of `texts`, with the padding they all share trimmed (every row keeps its EOT, where
-/// the text tower reads it).
-fn tokenize_trimmed(texts: &[String], tokenizer: &ClipTokenizer, context_length: usize) -> Result<Vec<Vec<i64>>, String> {
-    let mut tokens = Vec::with_capacity(texts.len());
-    for text in texts {
-        let (ids, _) = tokenizer.encode(text, context_length).map_err(|e| format!("caption '{text}': {e}"))?;
-        tokens.push(ids);
-    }
-    let longest = tokens.iter().map(|t| t.iter().rposition(|&id| id != 0).map_or(1, |i| i + 1)).max().unwrap_or(1);
-    for t in &mut tokens {
-        t.truncate(longest);
-    }
-    Ok(tokens)
 }
 
 /// Where images and captions come from.
@@ -169,75 +89,6 @@ impl Source {
             }
         }
     }
-}
-
-/// Reads `{"image": path, "caption": text}` lines; relative paths are relative to the file.
-pub fn read_jsonl(path: &Path) -> Result<Vec<(PathBuf, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let where_ = || format!("{} line {}", path.display(), i + 1);
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{}: {e}", where_()))?;
-        let image = v.get("image").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: no string field \"image\"", where_()))?;
-        let caption = v.get("caption").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: no string field \"caption\"", where_()))?;
-        out.push((base.join(image), caption.to_string()));
-    }
-    if out.is_empty() {
-        return Err(format!("{}: no samples", path.display()));
-    }
-    check_images_exist(&out)?;
-    Ok(out)
-}
-
-/// Reads a COCO captions file (`images[].{id, file_name}`, `annotations[].{image_id, caption}`);
-/// every caption is its own sample, as in the reference.
-pub fn read_coco(path: &Path, images: &Path) -> Result<Vec<(PathBuf, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let list = |field: &str| {
-        v.get(field)
-            .and_then(|x| x.as_array())
-            .ok_or_else(|| format!("{}: no array \"{field}\" (not a COCO captions file?)", path.display()))
-    };
-    let mut files = std::collections::HashMap::new();
-    for (i, im) in list("images")?.iter().enumerate() {
-        let id = im.get("id").and_then(|x| x.as_u64()).ok_or_else(|| format!("{}: images[{i}] has no integer \"id\"", path.display()))?;
-        let name =
-            im.get("file_name").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: images[{i}] has no \"file_name\"", path.display()))?;
-        files.insert(id, images.join(name));
-    }
-    let mut out = Vec::new();
-    for (i, a) in list("annotations")?.iter().enumerate() {
-        let id = a
-            .get("image_id")
-            .and_then(|x| x.as_u64())
-            .ok_or_else(|| format!("{}: annotations[{i}] has no integer \"image_id\"", path.display()))?;
-        let caption =
-            a.get("caption").and_then(|x| x.as_str()).ok_or_else(|| format!("{}: annotations[{i}] has no \"caption\"", path.display()))?;
-        let file =
-            files.get(&id).ok_or_else(|| format!("{}: annotations[{i}] names image {id}, which \"images\" lacks", path.display()))?;
-        out.push((file.clone(), caption.trim().to_string()));
-    }
-    if out.is_empty() {
-        return Err(format!("{}: no captions", path.display()));
-    }
-    check_images_exist(&out)?;
-    Ok(out)
-}
-
-fn check_images_exist(pairs: &[(PathBuf, String)]) -> Result<(), String> {
-    let missing: Vec<String> = pairs.iter().filter(|(p, _)| !p.is_file()).map(|(p, _)| p.display().to_string()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let mut unique = missing;
-    unique.sort();
-    unique.dedup();
-    Err(format!("{} image files are missing, e.g. {}", unique.len(), unique[..unique.len().min(3)].join(", ")))
 }
 
 /// torchvision's RandomResizedCrop box: 10 tries at a random area share and log-uniform aspect
@@ -485,39 +336,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn noun_prompts_name_each_class_once_and_backgrounds_only_when_asked() {
-        let tokenizer = ClipTokenizer::from_bytes(include_bytes!("../../static/tokenizer.json")).unwrap();
-        let captions = ["Two kitties on a stripy backdrop.", "a cat and a dog, and the rest is a plain background.", "a bus"].map(String::from);
-        let nouns = NounPrompts::from_captions(&captions, false, false, &tokenizer, 77).unwrap().unwrap();
-        // cat (first word "kitty"), dog, bus.
-        assert_eq!(nouns.tokens.len(), 3);
-        assert_eq!(nouns.named, vec![vec![true, false, false], vec![true, true, false], vec![false, false, true]]);
-        let first = |texts: &[&str]| tokenize_trimmed(&texts.iter().map(|t| t.to_string()).collect::<Vec<_>>(), &tokenizer, 77).unwrap();
-        assert_eq!(nouns.tokens, first(&["a photo of a kitty.", "a photo of a dog.", "a photo of a bus."]));
-        let with = NounPrompts::from_captions(&captions, true, false, &tokenizer, 77).unwrap().unwrap();
-        // cat, striped, dog, plain, bus: each caption's background is its own target.
-        assert_eq!(with.tokens.len(), 5);
-        assert_eq!(
-            with.named,
-            vec![vec![true, true, false, false, false], vec![true, false, true, true, false], vec![false, false, false, false, true]]
-        );
-        let texts = ["a photo of a kitty.", "a photo of a stripy backdrop.", "a photo of a dog.", "a photo of a plain background.", "a photo of a bus."];
-        assert_eq!(with.tokens, first(&texts));
-        assert!(with.unknown.iter().flatten().all(|u| !u));
-        // Silent captions ("a bus") leave the background targets unknown, not negative.
-        let silent = NounPrompts::from_captions(&captions, true, true, &tokenizer, 77).unwrap().unwrap();
-        assert_eq!(silent.named, with.named);
-        assert_eq!(
-            silent.unknown,
-            vec![vec![false; 5], vec![false; 5], vec![false, true, false, true, false]]
-        );
-        assert_eq!(NounPrompts::from_captions(&["a striped background".to_string()], false, false, &tokenizer, 77).unwrap(), None);
-    }
-
-    #[test]
     fn single_object_curriculum_draws_one_object_scenes_until_its_step() {
         let overrides = ["data.single_object_steps=2", "data.max_objects=4", "data.pool=0"].map(String::from);
-        let config = TrainConfig::parse(include_str!("../../configs/smoke.toml"), &overrides).unwrap();
+        let config = TrainConfig::parse(include_str!("../../../configs/smoke.toml"), &overrides).unwrap();
         let model = config.model.resolve().unwrap();
         let recipe = Recipe { source: Source::from_config(&config).unwrap(), model, config, tokenizer_json: Arc::new(Vec::new()) };
         let scene = SceneConfig { size: 32, min_objects: recipe.config.data.min_objects, max_objects: 4, ..SceneConfig::default() };
@@ -539,7 +360,7 @@ mod tests {
     #[test]
     fn shape_variants_follow_their_scene_in_the_batch() {
         let overrides = ["data.shape_variants=3", "optim.batch_size=8", "data.pool=0"].map(String::from);
-        let config = TrainConfig::parse(include_str!("../../configs/smoke.toml"), &overrides).unwrap();
+        let config = TrainConfig::parse(include_str!("../../../configs/smoke.toml"), &overrides).unwrap();
         let model = config.model.resolve().unwrap();
         let scene = SceneConfig {
             size: config.data.scene_size,
@@ -564,7 +385,7 @@ mod tests {
         }
         assert!(redrawn >= 6, "only {redrawn} of 9 variants were redrawn");
         let bad = ["data.shape_variants=3", "optim.batch_size=6"].map(String::from);
-        let e = TrainConfig::parse(include_str!("../../configs/smoke.toml"), &bad).unwrap_err();
+        let e = TrainConfig::parse(include_str!("../../../configs/smoke.toml"), &bad).unwrap_err();
         assert!(e.contains("batch_size 6") && e.contains("multiple of 4"), "{e}");
     }
 
@@ -581,30 +402,5 @@ mod tests {
         let (x, y, w, h) = random_resized_crop_box(300, 10, [0.9, 1.0], [1.0, 1.0], &mut rng);
         assert_eq!((w, h), (10, 10));
         assert_eq!((x, y), (145, 0));
-    }
-
-    #[test]
-    fn jsonl_and_coco_errors_name_the_problem() {
-        let dir = std::env::temp_dir().join(format!("segclip-data-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let img = dir.join("a.png");
-        RgbImage::new(8, 8).save(&img).unwrap();
-        let jsonl = dir.join("pairs.jsonl");
-        std::fs::write(&jsonl, "{\"image\": \"a.png\", \"caption\": \"a cat\"}\n{\"image\": \"a.png\"}\n").unwrap();
-        let e = read_jsonl(&jsonl).unwrap_err();
-        assert!(e.contains("line 2") && e.contains("caption"), "{e}");
-        std::fs::write(&jsonl, "{\"image\": \"a.png\", \"caption\": \"a cat\"}\n{\"image\": \"b.png\", \"caption\": \"x\"}\n").unwrap();
-        let e = read_jsonl(&jsonl).unwrap_err();
-        assert!(e.contains("b.png") && e.contains("missing"), "{e}");
-        std::fs::write(&jsonl, "{\"image\": \"a.png\", \"caption\": \"a cat\"}\n").unwrap();
-        assert_eq!(read_jsonl(&jsonl).unwrap(), vec![(dir.join("a.png"), "a cat".to_string())]);
-
-        let coco = dir.join("captions.json");
-        std::fs::write(&coco, r#"{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "caption": " a cat "}, {"image_id": 1, "caption": "two"}]}"#).unwrap();
-        assert_eq!(read_coco(&coco, &dir).unwrap().len(), 2);
-        std::fs::write(&coco, r#"{"images": [], "annotations": [{"image_id": 5, "caption": "x"}]}"#).unwrap();
-        let e = read_coco(&coco, &dir).unwrap_err();
-        assert!(e.contains("image 5"), "{e}");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -18,6 +18,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use super::dom;
+use super::PageError;
 use crate::selfcheck;
 
 /// What the page reports about its backend (shown to the user and exposed for tests).
@@ -53,16 +54,16 @@ pub struct Picked {
 
 /// Picks the backend: `requested` is the `backend` query parameter, if any; `on_device_lost`
 /// runs when a WebGPU device in use goes away (the app moves to the CPU then).
-pub async fn pick(requested: Option<&str>, on_device_lost: fn(String)) -> Result<Picked, String> {
+pub async fn pick(requested: Option<&str>, on_device_lost: fn(String)) -> Result<Picked, PageError> {
     let forced = match requested {
         None => false,
         Some("webgpu") => true,
         Some("cpu") => return cpu("CPU backend requested (?backend=cpu)".into(), None, false).await,
-        Some(other) => return Err(format!("unknown backend '{other}' in the address: use ?backend=webgpu or ?backend=cpu")),
+        Some(other) => return Err(PageError::UnknownBackend(other.to_string())),
     };
     let adapter = match describe_adapter().await {
         Ok(a) => a,
-        Err(reason) => return cpu(reason, None, false).await,
+        Err(reason) => return cpu(reason.to_string(), None, false).await,
     };
     let software = is_software(&adapter);
     if software && !forced {
@@ -76,7 +77,7 @@ pub async fn pick(requested: Option<&str>, on_device_lost: fn(String)) -> Result
     let unclear = !forced && adapter_name(&adapter).is_empty();
     let mut picked = match try_webgpu(adapter, software, on_device_lost).await {
         Ok(picked) => picked,
-        Err(reason) => return cpu(reason, None, false).await,
+        Err(reason) => return cpu(reason.to_string(), None, false).await,
     };
     if unclear {
         // The browser hides what the adapter is: time a warm self-check on both and keep WebGPU
@@ -109,11 +110,11 @@ fn adapter_name(a: &AdapterSummary) -> String {
 }
 
 /// The CPU path, self-checked, with the reason the page is on it.
-async fn cpu(reason: String, adapter: Option<AdapterSummary>, software_adapter: bool) -> Result<Picked, String> {
+async fn cpu(reason: String, adapter: Option<AdapterSummary>, software_adapter: bool) -> Result<Picked, PageError> {
     let device = Device::flex();
     let (err, ms) = self_check(&device).await?;
     if err > selfcheck::TOLERANCE {
-        return Err(format!("the CPU backend failed its self-check (error {err:.2e})"));
+        return Err(PageError::CpuWrong(err));
     }
     Ok(Picked {
         device,
@@ -146,7 +147,7 @@ pub fn lose_device_for_tests() -> bool {
 }
 
 /// The CPU backend after the WebGPU device was lost mid-session.
-pub async fn cpu_after_device_loss(reason: &str) -> Result<Picked, String> {
+pub async fn cpu_after_device_loss(reason: &str) -> Result<Picked, PageError> {
     let device = Device::flex();
     let (err, ms) = self_check(&device).await?;
     Ok(Picked {
@@ -163,19 +164,19 @@ pub async fn cpu_after_device_loss(reason: &str) -> Result<Picked, String> {
     })
 }
 
-async fn try_webgpu(adapter: AdapterSummary, software: bool, on_device_lost: fn(String)) -> Result<Picked, String> {
+async fn try_webgpu(adapter: AdapterSummary, software: bool, on_device_lost: fn(String)) -> Result<Picked, PageError> {
     let (device, setup) = Device::wgpu_options()
         .init_with_setup_async()
         .await
-        .map_err(|e| format!("WebGPU failed to initialise: {e}"))?;
+        .map_err(|e| PageError::WebGpuInit(e.to_string()))?;
     // A lost device (driver reset, GPU removed, tab in the background too long) moves the page
     // to the CPU backend; the model is rebuilt there from the bytes it was loaded from.
     setup.device.set_device_lost_callback(move |reason, message| on_device_lost(format!("{reason:?}: {message}")));
     let gpu = setup.device.clone();
     GPU_DEVICE.with(|d| *d.borrow_mut() = Some(Box::new(move || gpu.destroy())));
-    let (err, ms) = self_check(&device).await.map_err(|e| format!("WebGPU self-check failed: {e}"))?;
+    let (err, ms) = self_check(&device).await.map_err(|e| PageError::WebGpuSelfCheck(Box::new(e)))?;
     if err > selfcheck::TOLERANCE {
-        return Err(format!("WebGPU computed a wrong self-check result (max error {err:.2e})"));
+        return Err(PageError::WebGpuWrong(err));
     }
     Ok(Picked {
         device,
@@ -193,26 +194,26 @@ async fn try_webgpu(adapter: AdapterSummary, software: bool, on_device_lost: fn(
 
 /// Asks `navigator.gpu` for an adapter to learn what it is (web-sys's WebGPU bindings are behind
 /// an unstable cfg, so this reads the few fields it needs through `Reflect`).
-async fn describe_adapter() -> Result<AdapterSummary, String> {
-    let window = web_sys::window().ok_or("no window")?;
+async fn describe_adapter() -> Result<AdapterSummary, PageError> {
+    let window = web_sys::window().ok_or(PageError::Missing("window"))?;
     let gpu = Reflect::get(&window.navigator(), &"gpu".into()).unwrap_or(JsValue::UNDEFINED);
     if gpu.is_undefined() || gpu.is_null() {
-        return Err("this browser does not offer WebGPU".into());
+        return Err(PageError::NoWebGpu("this browser does not offer WebGPU"));
     }
     let request = Reflect::get(&gpu, &"requestAdapter".into())
         .ok()
         .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
-        .ok_or("navigator.gpu.requestAdapter is missing")?;
+        .ok_or(PageError::NoWebGpu("navigator.gpu.requestAdapter is missing"))?;
     let promise: Promise = request
         .call0(&gpu)
-        .map_err(|e| format!("requestAdapter threw: {e:?}"))?
+        .map_err(|e| PageError::RequestAdapter { outcome: "threw", detail: format!("{e:?}") })?
         .dyn_into()
-        .map_err(|_| "requestAdapter did not return a promise")?;
+        .map_err(|_| PageError::NoWebGpu("requestAdapter did not return a promise"))?;
     let adapter = JsFuture::from(promise)
         .await
-        .map_err(|e| format!("requestAdapter failed: {e:?}"))?;
+        .map_err(|e| PageError::RequestAdapter { outcome: "failed", detail: format!("{e:?}") })?;
     if adapter.is_null() || adapter.is_undefined() {
-        return Err("the browser refused a WebGPU adapter".into());
+        return Err(PageError::NoWebGpu("the browser refused a WebGPU adapter"));
     }
     let info = Reflect::get(&adapter, &"info".into()).unwrap_or(JsValue::UNDEFINED);
     let text = |obj: &JsValue, key: &str| {
@@ -232,13 +233,13 @@ async fn describe_adapter() -> Result<AdapterSummary, String> {
 }
 
 /// Runs the shared self-check on `device`, reading back asynchronously (a sync read panics in wasm).
-async fn self_check(device: &Device) -> Result<(f32, f64), String> {
+async fn self_check(device: &Device) -> Result<(f32, f64), PageError> {
     let started = now_ms();
     let data = selfcheck::on_device(device)
         .into_data_async()
         .await
-        .map_err(|e| format!("read-back failed: {e:?}"))?;
-    let err = selfcheck::max_abs_error(&data)?;
+        .map_err(|e| PageError::ReadBack(format!("{e:?}")))?;
+    let err = selfcheck::max_abs_error(&data).map_err(PageError::Message)?;
     Ok((err, now_ms() - started))
 }
 

@@ -5,6 +5,8 @@ use js_sys::Reflect;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+use super::PageError;
+
 pub fn set_text(id: &str, text: &str) {
     if let Some(el) = element(id) {
         el.set_text_content(Some(text));
@@ -64,30 +66,30 @@ pub fn merge_status(key: &str, value: &serde_json::Value) {
     }
 }
 
-async fn fetch_response(path: &str) -> Result<web_sys::Response, String> {
-    let window = web_sys::window().ok_or("no window")?;
+async fn fetch_response(path: &str) -> Result<web_sys::Response, PageError> {
+    let window = web_sys::window().ok_or(PageError::Missing("window"))?;
     let response: web_sys::Response = JsFuture::from(window.fetch_with_str(path))
         .await
-        .map_err(|e| format!("fetch {path}: {e:?}"))?
+        .map_err(|e| PageError::Network { url: path.to_string(), detail: format!("{e:?}") })?
         .dyn_into()
-        .map_err(|_| format!("fetch {path}: not a response"))?;
+        .map_err(|_| PageError::Network { url: path.to_string(), detail: "not a response".to_string() })?;
     if !response.ok() {
-        return Err(format!("fetch {path}: HTTP {}", response.status()));
+        return Err(PageError::Fetch { url: path.to_string(), status: response.status() });
     }
     Ok(response)
 }
 
 /// Fetches an asset's bytes.
-pub async fn fetch_bytes(path: &str) -> Result<Vec<u8>, String> {
+pub async fn fetch_bytes(path: &str) -> Result<Vec<u8>, PageError> {
     let response = fetch_response(path).await?;
-    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{path}: {e:?}"))?)
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| PageError::read(path, e))?)
         .await
-        .map_err(|e| format!("{path}: {e:?}"))?;
+        .map_err(|e| PageError::read(path, e))?;
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
 /// Fetches an asset's bytes, reporting bytes received of the total on a `<progress>` element.
-pub async fn fetch_bytes_with_progress(path: &str, progress_id: &str, text_id: &str) -> Result<Vec<u8>, String> {
+pub async fn fetch_bytes_with_progress(path: &str, progress_id: &str, text_id: &str) -> Result<Vec<u8>, PageError> {
     let response = fetch_response(path).await?;
     let total: f64 = response
         .headers()
@@ -99,17 +101,19 @@ pub async fn fetch_bytes_with_progress(path: &str, progress_id: &str, text_id: &
     if let Some(wrap) = element("progress-wrap") {
         let _ = wrap.remove_attribute("hidden");
     }
-    let body = response.body().ok_or_else(|| format!("{path}: empty response"))?;
-    let reader: web_sys::ReadableStreamDefaultReader =
-        body.get_reader().dyn_into().map_err(|_| format!("{path}: no stream reader"))?;
+    let body = response.body().ok_or_else(|| PageError::Read { what: path.to_string(), detail: "empty response".to_string() })?;
+    let reader: web_sys::ReadableStreamDefaultReader = body
+        .get_reader()
+        .dyn_into()
+        .map_err(|_| PageError::Read { what: path.to_string(), detail: "no stream reader".to_string() })?;
     let mut bytes = Vec::with_capacity(total as usize);
     loop {
-        let chunk = JsFuture::from(reader.read()).await.map_err(|e| format!("{path}: {e:?}"))?;
+        let chunk = JsFuture::from(reader.read()).await.map_err(|e| PageError::read(path, e))?;
         let done = Reflect::get(&chunk, &"done".into()).ok().and_then(|v| v.as_bool()).unwrap_or(true);
         if done {
             break;
         }
-        let value = Reflect::get(&chunk, &"value".into()).map_err(|e| format!("{path}: {e:?}"))?;
+        let value = Reflect::get(&chunk, &"value".into()).map_err(|e| PageError::read(path, e))?;
         bytes.extend(js_sys::Uint8Array::new(&value).to_vec());
         if let Some(p) = element(progress_id) {
             let _ = p.set_attribute("value", &(if total > 0.0 { bytes.len() as f64 / total } else { 0.0 }).to_string());
@@ -135,7 +139,7 @@ const WEIGHTS_CACHE: &str = "segclip-weights-v1";
 /// no request at all (a reload starts at once and works offline); otherwise it is downloaded
 /// with progress, checked against `sha`, and stored. A stale or damaged cached copy is replaced.
 /// Without the Cache API (an insecure context), it is a plain checked download.
-pub async fn fetch_cached_verified(path: &str, sha: Option<&str>, progress_id: &str, text_id: &str) -> Result<(Vec<u8>, Origin), String> {
+pub async fn fetch_cached_verified(path: &str, sha: Option<&str>, progress_id: &str, text_id: &str) -> Result<(Vec<u8>, Origin), PageError> {
     let cache = open_cache(WEIGHTS_CACHE).await;
     if let Some(cache) = &cache {
         if let Some(bytes) = cached_bytes(cache, path).await {
@@ -150,7 +154,7 @@ pub async fn fetch_cached_verified(path: &str, sha: Option<&str>, progress_id: &
     if let Some(sha) = sha {
         let found = crate::weights::format::sha256_hex(&bytes);
         if found != sha {
-            return Err(format!("{path}: SHA-256 {found} does not match the manifest's {sha} (a damaged or partial download?)"));
+            return Err(PageError::Checksum { url: path.to_string(), found, expected: sha.to_string() });
         }
     }
     if let Some(cache) = &cache {
@@ -226,8 +230,10 @@ impl crate::weights::format::ByteSource for JsBytes {
 }
 
 /// A response's body, left in the JS heap.
-pub async fn response_array(response: &web_sys::Response) -> Result<JsBytes, String> {
-    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{e:?}"))?).await.map_err(|e| format!("{e:?}"))?;
+pub async fn response_array(response: &web_sys::Response) -> Result<JsBytes, PageError> {
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| PageError::browser("arrayBuffer", e))?)
+        .await
+        .map_err(|e| PageError::browser("arrayBuffer", e))?;
     Ok(JsBytes(js_sys::Uint8Array::new(&buffer)))
 }
 
@@ -241,31 +247,31 @@ pub fn wasm_memory_bytes() -> f64 {
         .unwrap_or(0.0)
 }
 
-pub async fn response_bytes(response: &web_sys::Response) -> Result<Vec<u8>, String> {
+pub async fn response_bytes(response: &web_sys::Response) -> Result<Vec<u8>, PageError> {
     Ok(response_array(response).await?.0.to_vec())
 }
 
 /// Stores `bytes` under `key` with their length in an `x-segclip-bytes` header; the error says
 /// when the browser's storage quota is full.
-pub async fn cache_put(cache: &web_sys::Cache, key: &str, bytes: &[u8], mime: &str) -> Result<(), String> {
+pub async fn cache_put(cache: &web_sys::Cache, key: &str, bytes: &[u8], mime: &str) -> Result<(), PageError> {
     // A Blob made from a view into wasm memory: the bytes are copied once, into the browser's
     // blob store, not into the JS heap.
     // SAFETY: the view is consumed by the Blob constructor before anything can allocate.
     let view = unsafe { js_sys::Uint8Array::view(bytes) };
     let options = web_sys::BlobPropertyBag::new();
     options.set_type(mime);
-    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&js_sys::Array::of1(&view), &options).map_err(|e| format!("{e:?}"))?;
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&js_sys::Array::of1(&view), &options).map_err(|e| PageError::browser("Blob", e))?;
     let init = web_sys::ResponseInit::new();
-    let headers = web_sys::Headers::new().map_err(|e| format!("{e:?}"))?;
+    let headers = web_sys::Headers::new().map_err(|e| PageError::browser("Headers", e))?;
     let _ = headers.set("x-segclip-bytes", &bytes.len().to_string());
     init.set_headers(&headers);
-    let response = web_sys::Response::new_with_opt_blob_and_init(Some(&blob), &init).map_err(|e| format!("{e:?}"))?;
+    let response = web_sys::Response::new_with_opt_blob_and_init(Some(&blob), &init).map_err(|e| PageError::browser("Response", e))?;
     JsFuture::from(cache.put_with_str(key, &response)).await.map(|_| ()).map_err(|e| {
         let name = Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
         if name == "QuotaExceededError" {
-            "the browser's storage quota is full (free some in the site settings, or Forget another model)".to_string()
+            PageError::QuotaFull
         } else {
-            format!("{e:?}")
+            PageError::browser("cache.put", e)
         }
     })
 }

@@ -4,6 +4,9 @@
 mod app;
 mod backend;
 mod dom;
+mod error;
+
+pub use error::PageError;
 
 use wasm_bindgen::prelude::*;
 
@@ -13,13 +16,13 @@ pub fn start() {
     wasm_bindgen_futures::spawn_local(async {
         if let Err(e) = run().await {
             dom::log(&format!("start-up failed: {e}"));
-            dom::publish_status(&serde_json::json!({ "state": "error", "error": e }));
+            dom::publish_status(&serde_json::json!({ "state": "error", "error": e.to_string() }));
             dom::set_text("backend", &format!("Start-up failed: {e}"));
         }
     });
 }
 
-async fn run() -> Result<(), String> {
+async fn run() -> Result<(), PageError> {
     dom::publish_status(&serde_json::json!({ "state": "starting" }));
     let requested = dom::query_param("backend");
     let picked = backend::pick(requested.as_deref(), |reason| wasm_bindgen_futures::spawn_local(app::on_device_lost(reason))).await?;
@@ -28,7 +31,7 @@ async fn run() -> Result<(), String> {
     backend::show_backend(info);
 
     let manifest = dom::fetch_bytes("weights/manifest.json").await.and_then(|bytes| {
-        crate::pipeline::manifest::Manifest::parse(&String::from_utf8_lossy(&bytes), "weights/manifest.json").map_err(|e| e.to_string())
+        crate::pipeline::manifest::Manifest::parse(&String::from_utf8_lossy(&bytes), "weights/manifest.json").map_err(PageError::from)
     });
     let bundled = match &manifest {
         Ok(m) => m.default_model().cloned(),

@@ -15,6 +15,7 @@ use crate::labels;
 use crate::pipeline::{decode, preprocess, Rgb};
 use crate::web::dom;
 use crate::web::dom::input;
+use crate::web::PageError;
 
 /// Reads a picked, dropped or pasted image file locally and shows it.
 pub(super) fn load_image_file(file: web_sys::File) {
@@ -22,7 +23,7 @@ pub(super) fn load_image_file(file: web_sys::File) {
         let name = file.name();
         match file_bytes(file).await {
             Ok(bytes) => handle_image_bytes(&bytes, &name),
-            Err(e) => message(&e, true),
+            Err(e) => message(&e.to_string(), true),
         }
     });
 }
@@ -70,27 +71,27 @@ pub(super) fn add_labels(text: &str) {
     schedule();
 }
 
-pub(super) fn on<E: wasm_bindgen::convert::FromWasmAbi + 'static>(id: &str, event: &str, handler: impl FnMut(E) + 'static) -> Result<(), String> {
-    let el = dom::element(id).ok_or_else(|| format!("the page lacks #{id}"))?;
+pub(super) fn on<E: wasm_bindgen::convert::FromWasmAbi + 'static>(id: &str, event: &str, handler: impl FnMut(E) + 'static) -> Result<(), PageError> {
+    let el = dom::element(id).ok_or_else(|| PageError::NoElement(id.to_string()))?;
     let closure = Closure::<dyn FnMut(E)>::new(handler);
-    el.add_event_listener_with_callback(event, closure.as_ref().unchecked_ref()).map_err(|e| format!("{e:?}"))?;
+    el.add_event_listener_with_callback(event, closure.as_ref().unchecked_ref()).map_err(|e| PageError::browser("addEventListener", e))?;
     closure.forget(); // lives as long as the page
     Ok(())
 }
 
 
 /// Reads a picked or dropped file's bytes locally.
-pub(super) async fn file_bytes(file: web_sys::File) -> Result<Vec<u8>, String> {
+pub(super) async fn file_bytes(file: web_sys::File) -> Result<Vec<u8>, PageError> {
     Ok(file_array(file).await?.0.to_vec())
 }
 
 /// A dropped file's bytes, left in the JS heap (`dom::JsBytes`).
-pub(super) async fn file_array(file: web_sys::File) -> Result<crate::web::dom::JsBytes, String> {
-    let buffer = JsFuture::from(file.array_buffer()).await.map_err(|e| format!("{}: {e:?}", file.name()))?;
+pub(super) async fn file_array(file: web_sys::File) -> Result<crate::web::dom::JsBytes, PageError> {
+    let buffer = JsFuture::from(file.array_buffer()).await.map_err(|e| PageError::read(&file.name(), e))?;
     Ok(crate::web::dom::JsBytes(js_sys::Uint8Array::new(&buffer)))
 }
 
-pub(super) fn wire_controls() -> Result<(), String> {
+pub(super) fn wire_controls() -> Result<(), PageError> {
     on::<web_sys::Event>("image-input", "change", |_| {
         let Some(file) = input("image-input").and_then(|i| i.files()).and_then(|f| f.get(0)) else {
             return;
@@ -244,15 +245,15 @@ pub(super) fn wire_controls() -> Result<(), String> {
     wire_drop_and_paste()
 }
 
-pub(super) fn wire_drop_and_paste() -> Result<(), String> {
-    let document = dom::document().ok_or("no document")?;
+pub(super) fn wire_drop_and_paste() -> Result<(), PageError> {
+    let document = dom::document().ok_or(PageError::Missing("document"))?;
     let over = Closure::<dyn FnMut(web_sys::DragEvent)>::new(|e: web_sys::DragEvent| {
         e.prevent_default();
         if let Some(z) = dom::element("drop-zone") {
             z.set_class_name("canvas-wrap dragging");
         }
     });
-    document.add_event_listener_with_callback("dragover", over.as_ref().unchecked_ref()).map_err(|e| format!("{e:?}"))?;
+    document.add_event_listener_with_callback("dragover", over.as_ref().unchecked_ref()).map_err(|e| PageError::browser("addEventListener", e))?;
     over.forget();
     let drop_handler = Closure::<dyn FnMut(web_sys::DragEvent)>::new(|e: web_sys::DragEvent| {
         e.prevent_default();
@@ -264,7 +265,7 @@ pub(super) fn wire_drop_and_paste() -> Result<(), String> {
         };
         load_image_file(file);
     });
-    document.add_event_listener_with_callback("drop", drop_handler.as_ref().unchecked_ref()).map_err(|e| format!("{e:?}"))?;
+    document.add_event_listener_with_callback("drop", drop_handler.as_ref().unchecked_ref()).map_err(|e| PageError::browser("addEventListener", e))?;
     drop_handler.forget();
     let paste = Closure::<dyn FnMut(web_sys::ClipboardEvent)>::new(|e: web_sys::ClipboardEvent| {
         let Some(items) = e.clipboard_data().and_then(|d| d.files()) else {
@@ -274,7 +275,7 @@ pub(super) fn wire_drop_and_paste() -> Result<(), String> {
         e.prevent_default();
         load_image_file(file);
     });
-    document.add_event_listener_with_callback("paste", paste.as_ref().unchecked_ref()).map_err(|e| format!("{e:?}"))?;
+    document.add_event_listener_with_callback("paste", paste.as_ref().unchecked_ref()).map_err(|e| PageError::browser("addEventListener", e))?;
     paste.forget();
     Ok(())
 }

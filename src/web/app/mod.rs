@@ -15,11 +15,13 @@ mod view;
 
 use burn::tensor::Device;
 
+use crate::web::PageError;
+
 pub use session::on_device_lost;
 
 /// Called once the backend is chosen: loads the tokenizer, wires the controls and loads the
 /// bundled model when the manifest lists one.
-pub async fn init(device: Device, bundled: Option<crate::pipeline::manifest::ManifestEntry>) -> Result<(), String> {
+pub async fn init(device: Device, bundled: Option<crate::pipeline::manifest::ManifestEntry>) -> Result<(), PageError> {
     session::prepare(device).await?;
     controls::wire_controls()?;
     models::init_presets().await;

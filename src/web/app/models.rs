@@ -12,7 +12,7 @@ use wasm_bindgen_futures::JsFuture;
 use super::session::{load_weights, warm_up};
 use super::state::*;
 use super::view::{message, publish};
-use crate::web::dom;
+use crate::web::{dom, PageError};
 use crate::weights::presets::{Preset, Presets, Source};
 use crate::weights::stream::{ConvertOptions, StreamConverter};
 use crate::weights::{format, StorageDtype};
@@ -193,7 +193,7 @@ pub(super) async fn load_preset(id: &str) {
             }
         }
         Err(e) => {
-            dom::merge_status("model_error", &serde_json::json!(e));
+            dom::merge_status("model_error", &serde_json::json!(e.to_string()));
             message(&format!("{}: {e} The current model stays.", p.name), true);
         }
     }
@@ -203,7 +203,7 @@ pub(super) async fn load_preset(id: &str) {
 
 /// Where a loaded model came from ("bundled", "cache" or "network"), and a note when it loaded
 /// but could not be kept.
-async fn load(p: &Preset) -> Result<(&'static str, Option<String>), String> {
+async fn load(p: &Preset) -> Result<(&'static str, Option<String>), PageError> {
     match &p.source {
         Source::Bundled { file } => {
             let entry = app().borrow().bundled.clone();
@@ -230,12 +230,7 @@ async fn load(p: &Preset) -> Result<(&'static str, Option<String>), String> {
                 Source::Hub { .. } => download_and_convert(p).await?,
                 _ => match dom::query_param("mirror") {
                     Some(mirror) => fetch_converted(&format!("{}/{}", mirror.trim_end_matches('/'), p.converted_name())).await?,
-                    None => {
-                        return Err("GitHub serves this file without CORS headers, so the page cannot download it. Run \
-                                    `segclip fetch segclip-release` and drop the file on \"Use my own weights\", or open \
-                                    the page with ?mirror=URL."
-                            .into())
-                    }
+                    None => return Err(PageError::NeedsMirror),
                 },
             };
             load_weights(&bytes.as_slice(), &p.converted_name())?;
@@ -266,29 +261,18 @@ async fn restore_label_embeddings(cache: &web_sys::Cache, p: &Preset) {
 
 /// Fetches `url` and gives each chunk of its body to `sink`, showing bytes, percent and speed;
 /// stops at the Cancel button. Errors are one line naming what went wrong.
-async fn stream(url: &str, expected: Option<u64>, mut sink: impl FnMut(&[u8]) -> Result<(), String>) -> Result<u64, String> {
-    let window = web_sys::window().ok_or("no window")?;
+async fn stream(url: &str, expected: Option<u64>, mut sink: impl FnMut(&[u8]) -> Result<(), PageError>) -> Result<u64, PageError> {
+    let window = web_sys::window().ok_or(PageError::Missing("window"))?;
     let response = match JsFuture::from(window.fetch_with_str(url)).await {
-        Ok(r) => r.dyn_into::<web_sys::Response>().map_err(|_| "not a response".to_string())?,
+        Ok(r) => r.dyn_into::<web_sys::Response>().map_err(|_| PageError::Browser { call: "fetch", detail: "not a response".to_string() })?,
         Err(e) => {
             let online = Reflect::get(&window.navigator(), &"onLine".into()).ok().and_then(|v| v.as_bool()).unwrap_or(true);
-            return Err(if !online {
-                "you are offline: the model cannot be downloaded now.".to_string()
-            } else {
-                format!(
-                    "{url} could not be fetched: the server is unreachable or refused a cross-origin request (CORS) ({}).",
-                    error_text(&e)
-                )
-            });
+            return Err(if !online { PageError::Offline } else { PageError::Unreachable { url: url.to_string(), detail: error_text(&e) } });
         }
     };
     let status = response.status();
     if !response.ok() {
-        return Err(match status {
-            401 | 403 => format!("HTTP {status} at {url}: the repository is private or gated (it needs a login)."),
-            404 => format!("HTTP 404 at {url}: no such repository, revision or file (check the preset or the mirror)."),
-            _ => format!("HTTP {status} at {url}."),
-        });
+        return Err(PageError::Refused { url: url.to_string(), status });
     }
     let total = response
         .headers()
@@ -297,23 +281,24 @@ async fn stream(url: &str, expected: Option<u64>, mut sink: impl FnMut(&[u8]) ->
         .flatten()
         .and_then(|v| v.parse::<u64>().ok())
         .or(expected);
-    let body = response.body().ok_or_else(|| format!("{url}: an empty response"))?;
-    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().dyn_into().map_err(|_| "no stream reader".to_string())?;
+    let body = response.body().ok_or_else(|| PageError::Read { what: url.to_string(), detail: "an empty response".to_string() })?;
+    let reader: web_sys::ReadableStreamDefaultReader =
+        body.get_reader().dyn_into().map_err(|_| PageError::Browser { call: "getReader", detail: "no stream reader".to_string() })?;
     show_progress(true);
     let started = now();
     let mut received = 0u64;
     loop {
         if CANCEL.with(Cell::get) {
             let _ = reader.cancel();
-            return Err("cancelled; nothing was kept.".into());
+            return Err(PageError::Cancelled);
         }
         let chunk = JsFuture::from(reader.read())
             .await
-            .map_err(|e| format!("the download broke off after {:.1} MB ({}).", received as f64 / 1e6, error_text(&e)))?;
+            .map_err(|e| PageError::BrokeOff { received, detail: error_text(&e) })?;
         if Reflect::get(&chunk, &"done".into()).ok().and_then(|v| v.as_bool()).unwrap_or(true) {
             break;
         }
-        let value: js_sys::Uint8Array = Reflect::get(&chunk, &"value".into()).map_err(|e| format!("{e:?}"))?.unchecked_into();
+        let value: js_sys::Uint8Array = Reflect::get(&chunk, &"value".into()).map_err(|e| PageError::browser("read", e))?.unchecked_into();
         let bytes = value.to_vec();
         received += bytes.len() as u64;
         if let Err(e) = sink(&bytes) {
@@ -330,11 +315,11 @@ fn error_text(e: &JsValue) -> String {
 }
 
 /// Downloads a hub preset and converts it to the int8 file as the bytes arrive.
-async fn download_and_convert(p: &Preset) -> Result<Vec<u8>, String> {
+async fn download_and_convert(p: &Preset) -> Result<Vec<u8>, PageError> {
     let Source::Hub { sha256, bytes, .. } = &p.source else { unreachable!("a hub preset") };
     let presets = app().borrow().presets.clone().unwrap_or_else(Presets::bundled);
     let url = p.url(&hub_base(&presets)).expect("a hub URL");
-    let method = p.dense_method().map_err(|e| e.to_string())?.ok_or("a hub preset must name a dense method")?;
+    let method = p.dense_method().map_err(|e| PageError::Message(e.to_string()))?.ok_or_else(|| PageError::Message("a hub preset must name a dense method".into()))?;
     let tokenizer_sha256 = format::sha256_hex(&app().borrow().tokenizer_json);
     let mut converter = StreamConverter::new(ConvertOptions {
         method,
@@ -345,12 +330,12 @@ async fn download_and_convert(p: &Preset) -> Result<Vec<u8>, String> {
     });
     let mut peak = MemoryPeak::start();
     let received = stream(&url, Some(*bytes), |chunk| {
-        converter.push(chunk).map_err(|e| format!("{url}: {e}"))?;
+        converter.push(chunk).map_err(|error| PageError::Convert { url: url.clone(), error })?;
         peak.sample();
         Ok(())
     })
     .await?;
-    let converted = converter.finish().map_err(|e| format!("{url}: {e}"))?;
+    let converted = converter.finish().map_err(|error| PageError::Convert { url: url.clone(), error })?;
     peak.sample();
     dom::merge_status(
         "conversion",
@@ -366,7 +351,7 @@ async fn download_and_convert(p: &Preset) -> Result<Vec<u8>, String> {
 }
 
 /// A converted file from a mirror (the release preset).
-async fn fetch_converted(url: &str) -> Result<Vec<u8>, String> {
+async fn fetch_converted(url: &str) -> Result<Vec<u8>, PageError> {
     let mut bytes = Vec::new();
     stream(url, None, |chunk| {
         bytes.extend_from_slice(chunk);

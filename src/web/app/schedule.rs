@@ -29,7 +29,7 @@ pub(super) fn schedule() {
     spawn_local(async move {
         loop {
             if let Err(e) = compute(requested).await {
-                message(&e, true);
+                message(&e.to_string(), true);
             }
             let state = app();
             let mut a = state.borrow_mut();
@@ -105,7 +105,7 @@ impl From<crate::pipeline::PipelineError> for Stop {
     }
 }
 
-pub(super) async fn compute(requested: f64) -> Result<(), String> {
+pub(super) async fn compute(requested: f64) -> Result<(), crate::pipeline::PipelineError> {
     let app = app();
     let (mut segmenter, image, features, labels_now, bg, started) = {
         let mut a = app.borrow_mut();
@@ -238,7 +238,7 @@ pub(super) async fn compute(requested: f64) -> Result<(), String> {
             }
             match stop {
                 Stop::Stale => Ok(()),
-                Stop::Failed(e) => Err(e.to_string()),
+                Stop::Failed(e) => Err(e),
             }
         }
     }

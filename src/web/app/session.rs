@@ -8,13 +8,13 @@ use super::state::*;
 use super::view::{message, publish};
 use crate::pipeline::{Kind, Protocol, Rgb, Segmenter};
 use crate::tokenizer::ClipTokenizer;
-use crate::web::dom;
+use crate::web::{dom, PageError};
 use crate::weights::format::{self, ByteSource, Residency};
 
 /// Keeps the compute device and loads the tokenizer.
-pub(super) async fn prepare(device: Device) -> Result<(), String> {
+pub(super) async fn prepare(device: Device) -> Result<(), PageError> {
     let tokenizer_json = dom::fetch_bytes("static/tokenizer.json").await?;
-    ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;
+    ClipTokenizer::from_bytes(&tokenizer_json)?;
     {
         let app = app();
         let mut a = app.borrow_mut();
@@ -25,7 +25,7 @@ pub(super) async fn prepare(device: Device) -> Result<(), String> {
 }
 
 /// Loads, checks and warms up the bundled model, when the manifest lists one.
-pub(super) async fn load_bundled(bundled: Option<crate::pipeline::manifest::ManifestEntry>) -> Result<(), String> {
+pub(super) async fn load_bundled(bundled: Option<crate::pipeline::manifest::ManifestEntry>) -> Result<(), PageError> {
     match bundled {
         Some(entry) => {
             let file = entry.file.clone();
@@ -45,18 +45,18 @@ pub(super) async fn load_bundled(bundled: Option<crate::pipeline::manifest::Mani
 /// The bundled model's own protocol from its manifest entry (threshold, windows, scales,
 /// snapping, refinement). Weights loaded later by the user start from their own again, as the
 /// CLI's do without a manifest.
-pub(super) fn apply_manifest_entry(entry: &crate::pipeline::manifest::ManifestEntry) -> Result<(), String> {
+pub(super) fn apply_manifest_entry(entry: &crate::pipeline::manifest::ManifestEntry) -> Result<(), PageError> {
     if let Some(s) = app().borrow_mut().segmenter.as_mut() {
-        s.set_protocol(entry.protocol.clone()).map_err(|e| format!("{}: {e}", entry.file))?;
+        s.set_protocol(entry.protocol.clone()).map_err(|error| PageError::Model { file: entry.file.clone(), error })?;
     }
     set_bg_thresh(entry.protocol.bg_thresh);
     Ok(())
 }
 
 /// All of a source's bytes, in wasm memory.
-fn read_all(bytes: &impl ByteSource) -> Result<Vec<u8>, String> {
+fn read_all(bytes: &impl ByteSource) -> Result<Vec<u8>, PageError> {
     let mut all = vec![0u8; bytes.len() as usize];
-    bytes.read_into(0, &mut all).map_err(|e| e.to_string())?;
+    bytes.read_into(0, &mut all).map_err(|e| PageError::Message(e.to_string()))?;
     Ok(all)
 }
 
@@ -91,21 +91,21 @@ fn residency(on_cpu: bool, file_bytes: u64) -> Residency {
 
 /// Builds a model from a weights file, read a tensor at a time from `bytes` (wasm memory, or a
 /// buffer in the JS heap); on failure the current model stays.
-pub(super) fn load_weights(bytes: &impl ByteSource, name: &str) -> Result<(), String> {
+pub(super) fn load_weights(bytes: &impl ByteSource, name: &str) -> Result<(), PageError> {
     let app = app();
     let (device, tokenizer_json) = {
         let a = app.borrow();
-        (a.device.clone().ok_or("no compute device")?, a.tokenizer_json.clone())
+        (a.device.clone().ok_or(PageError::Missing("compute device"))?, a.tokenizer_json.clone())
     };
     // On the CPU path an int8 file stays int8 (dequantised per layer as it runs, the same label
     // maps). On WebGPU the bytes are kept to rebuild the model on the CPU should the GPU be lost.
     let on_cpu = crate::backend::is_cpu(&device);
     let residency = residency(on_cpu, bytes.len());
-    let file = format::read_model_from(bytes, residency).map_err(|e| format!("{name}: {e}"))?;
+    let file = format::read_model_from(bytes, residency).map_err(|error| PageError::Weights { file: name.to_string(), error })?;
     let (config, dtype) = (file.config.clone(), file.dtype);
-    let tokenizer = ClipTokenizer::from_bytes(&tokenizer_json).map_err(|e| e.to_string())?;
+    let tokenizer = ClipTokenizer::from_bytes(&tokenizer_json)?;
     // A SegCLIP file or a plain CLIP converted for a dense method: the file says which.
-    let segmenter = Segmenter::from_file(file, tokenizer, device).map_err(|e| format!("{name}: {e}"))?;
+    let segmenter = Segmenter::from_file(file, tokenizer, device).map_err(|error| PageError::Model { file: name.to_string(), error })?;
     if segmenter.kind() == Kind::Dense {
         // The method's own background threshold (its VOC setting); a SegCLIP file keeps the
         // slider where it is.

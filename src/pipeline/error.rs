@@ -39,8 +39,9 @@ pub enum PipelineError {
     Model(String),
     #[error("reading back from the device: {0}")]
     Device(String),
-    /// An image the pipeline cannot work on (its size, its superpixels).
-    #[error("image: {0}")]
+    /// An image the pipeline cannot work on (its size, its superpixels); the message names the
+    /// step.
+    #[error("{0}")]
     Image(String),
     /// Features encoded by another kind of model than the one combining them.
     #[error("these image features were encoded by another kind of model; encode the image again")]

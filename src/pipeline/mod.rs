@@ -244,7 +244,7 @@ impl Segmenter {
         let short_side = if o.short_side == 0 { self.config.image_size } else { o.short_side };
         let prepared = preprocess::prepare(image, short_side, o.long_cap);
         let segments = match &o.superpixels {
-            Some(p) => Some(superpixels::felzenszwalb(&prepared.rgb, prepared.width, prepared.height, p).map_err(PipelineError::Image)?),
+            Some(p) => Some(superpixels::felzenszwalb(&prepared.rgb, prepared.width, prepared.height, p)?),
             None => None,
         };
         let affinity = match &o.refine {

@@ -210,7 +210,7 @@ impl Protocol {
             return bad("--stride", format!("{} is larger than the window side {window} px", self.stride));
         }
         if let Some(p) = &self.superpixels {
-            p.validate().map_err(|message| PipelineError::Setting { flag: "--superpixels", message })?;
+            p.validate().map_err(|e| PipelineError::Setting { flag: "--superpixels", message: e.0 })?;
         }
         if let Some(r) = &self.refine {
             r.validate().map_err(|e| PipelineError::Setting { flag: "--refine", message: e.0 })?;

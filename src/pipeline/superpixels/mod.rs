@@ -28,6 +28,8 @@
 
 use std::cell::RefCell;
 
+use super::{BadValue, PipelineError};
+
 mod graph;
 mod merge;
 mod smooth;
@@ -61,13 +63,13 @@ impl Default for FelzenszwalbParams {
 impl FelzenszwalbParams {
     /// Reads `"SCALE,SIGMA,MIN_SIZE"` (as the command line writes it, e.g. `100,0.8,40`); the
     /// error names what is wrong and what was expected.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, BadValue> {
         let parts: Vec<&str> = text.split(',').map(str::trim).collect();
         if parts.len() != 3 {
-            return Err(format!("\"{text}\" has {} comma-separated values, expected 3: SCALE,SIGMA,MIN_SIZE (e.g. 100,0.8,40)", parts.len()));
+            return Err(BadValue(format!("\"{text}\" has {} comma-separated values, expected 3: SCALE,SIGMA,MIN_SIZE (e.g. 100,0.8,40)", parts.len())));
         }
-        let num = |name: &str, v: &str| v.parse::<f32>().map_err(|_| format!("{name} \"{v}\" is not a number (in \"{text}\")"));
-        let min_size = parts[2].parse::<usize>().map_err(|_| format!("MIN_SIZE \"{}\" is not a whole number of pixels (in \"{text}\")", parts[2]))?;
+        let num = |name: &str, v: &str| v.parse::<f32>().map_err(|_| BadValue(format!("{name} \"{v}\" is not a number (in \"{text}\")")));
+        let min_size = parts[2].parse::<usize>().map_err(|_| BadValue(format!("MIN_SIZE \"{}\" is not a whole number of pixels (in \"{text}\")", parts[2])))?;
         let p = FelzenszwalbParams { scale: num("SCALE", parts[0])?, sigma: num("SIGMA", parts[1])?, min_size };
         p.validate()?;
         Ok(p)
@@ -75,12 +77,12 @@ impl FelzenszwalbParams {
 
     /// The parameters' own checks (`felzenszwalb` makes them too): a finite scale, a finite sigma
     /// in 0..=1000.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BadValue> {
         if !self.scale.is_finite() {
-            return Err(format!("superpixel scale must be finite, got {}", self.scale));
+            return Err(BadValue(format!("superpixel scale must be finite, got {}", self.scale)));
         }
         if !self.sigma.is_finite() || self.sigma < 0.0 || self.sigma as f64 > MAX_SIGMA {
-            return Err(format!("superpixel sigma must be in 0..={MAX_SIGMA}, got {}", self.sigma));
+            return Err(BadValue(format!("superpixel sigma must be in 0..={MAX_SIGMA}, got {}", self.sigma)));
         }
         Ok(())
     }
@@ -97,20 +99,20 @@ const MAX_PIXELS: usize = 1 << 30;
 const RETAINED_PIXELS: usize = 512 * 512;
 
 /// Labels 0..n (contiguous, first-appearance order in raster order), row-major, len = width*height.
-/// `rgb` is interleaved RGB u8, len = width*height*3. Returns Err(String) naming the problem on a length mismatch or zero size.
+/// `rgb` is interleaved RGB u8, len = width*height*3. Returns an error naming the problem on a length mismatch or zero size.
 ///
 /// Also errors on a negative or non-finite `sigma` (skimage raises on a negative one too), a
 /// `sigma` above 1000, a non-finite `scale`, or an image of more than 2^30 pixels.
-pub fn felzenszwalb(rgb: &[u8], width: usize, height: usize, params: &FelzenszwalbParams) -> Result<Vec<u32>, String> {
+pub fn felzenszwalb(rgb: &[u8], width: usize, height: usize, params: &FelzenszwalbParams) -> Result<Vec<u32>, PipelineError> {
     if width == 0 || height == 0 {
-        return Err(format!("felzenszwalb: zero-sized image ({width}x{height})"));
+        return Err(PipelineError::Image(format!("felzenszwalb: zero-sized image ({width}x{height})")));
     }
     let n = width.checked_mul(height).filter(|&n| n <= MAX_PIXELS);
-    let n = n.ok_or_else(|| format!("felzenszwalb: {width}x{height} is more than 2^30 pixels"))?;
+    let n = n.ok_or_else(|| PipelineError::Image(format!("felzenszwalb: {width}x{height} is more than 2^30 pixels")))?;
     if rgb.len() != n * 3 {
-        return Err(format!("felzenszwalb: rgb has {} bytes, expected {width}*{height}*3 = {}", rgb.len(), n * 3));
+        return Err(PipelineError::Image(format!("felzenszwalb: rgb has {} bytes, expected {width}*{height}*3 = {}", rgb.len(), n * 3)));
     }
-    params.validate().map_err(|e| format!("felzenszwalb: {e}"))?;
+    params.validate().map_err(|e| PipelineError::Image(format!("felzenszwalb: {e}")))?;
     let sigma = decimal_f64(params.sigma);
     let scale = decimal_f64(params.scale);
 

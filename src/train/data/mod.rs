@@ -212,7 +212,7 @@ impl Recipe {
                 jitter.apply(&mut crop, &mut rng);
             }
             if let Some(sp) = superpixels.as_mut() {
-                let labels = felzenszwalb(crop.as_raw(), s, s, &c.loss.felzenszwalb)?;
+                let labels = felzenszwalb(crop.as_raw(), s, s, &c.loss.felzenszwalb).map_err(|e| e.to_string())?;
                 sp.push(patch_labels(&labels, s, s, self.model.patch_size)?);
             }
             let start = images.len();

@@ -19,6 +19,12 @@ pub enum EvalError {
     OutOfRange { which: &'static str, value: u32, index: usize, num_classes: usize },
     #[error("cannot merge confusion matrices with {0} and {1} classes")]
     ClassCountMismatch(usize, usize),
+    /// Scoring scene `scene` of a world failed.
+    #[error("scene {scene}: {source}")]
+    Scene { scene: u64, source: Box<EvalError> },
+    /// The pipeline's own error (its String errors, until that room has typed ones).
+    #[error("{0}")]
+    Pipeline(String),
 }
 
 /// `counts[truth * num_classes + pred]` = number of pixels of class `truth` predicted `pred`.
@@ -366,11 +372,11 @@ pub fn score_world(
     split: crate::data::Split,
     indices: std::ops::Range<u64>,
     mut progress: impl FnMut(u64),
-) -> Result<SceneScores, String> {
+) -> Result<SceneScores, EvalError> {
     use crate::pipeline::{block_on, Rgb};
     let classes = world.classes();
     let labels = classes[1..].to_vec();
-    let embeddings = block_on(segmenter.encode_labels(&labels))?;
+    let embeddings = block_on(segmenter.encode_labels(&labels)).map_err(EvalError::Pipeline)?;
     let mut scores = SceneScores {
         pipeline: ConfusionMatrix::new(classes.len()),
         true_background: ConfusionMatrix::new(classes.len()),
@@ -383,10 +389,11 @@ pub fn score_world(
     let start = indices.start;
     for i in indices {
         let sc = world.scene(split, i);
-        let image = Rgb::new(sc.width, sc.height, sc.image)?;
-        let features = block_on(segmenter.encode_image(&image))?;
-        let result = block_on(segmenter.combine(&features, &labels, &embeddings))?;
-        scores.pipeline.add(&result.label_map, &sc.truth).map_err(|e| format!("scene {i}: {e}"))?;
+        let in_scene = |e: EvalError| EvalError::Scene { scene: i, source: Box::new(e) };
+        let image = Rgb::new(sc.width, sc.height, sc.image).map_err(EvalError::Pipeline)?;
+        let features = block_on(segmenter.encode_image(&image)).map_err(EvalError::Pipeline)?;
+        let result = block_on(segmenter.combine(&features, &labels, &embeddings)).map_err(EvalError::Pipeline)?;
+        scores.pipeline.add(&result.label_map, &sc.truth).map_err(in_scene)?;
         // The same features without a background rule: every pixel takes its best label.
         let thresh = segmenter.options.bg_thresh;
         let prompts = std::mem::take(&mut segmenter.options.background_prompts);
@@ -394,9 +401,9 @@ pub fn score_world(
         let named = block_on(segmenter.combine(&features, &labels, &embeddings));
         segmenter.options.bg_thresh = thresh;
         segmenter.options.background_prompts = prompts;
-        let named = named?;
+        let named = named.map_err(EvalError::Pipeline)?;
         let given: Vec<u8> = named.label_map.iter().zip(&sc.truth).map(|(&p, &t)| if t == 0 { 0 } else { p }).collect();
-        scores.true_background.add(&given, &sc.truth).map_err(|e| format!("scene {i}: {e}"))?;
+        scores.true_background.add(&given, &sc.truth).map_err(in_scene)?;
         for (&p, &t) in named.label_map.iter().zip(&sc.truth) {
             if t != 0 && t as u32 != IGNORE_INDEX {
                 scores.object_pixels += 1;

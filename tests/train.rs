@@ -76,7 +76,7 @@ fn every_loss_falls_and_a_resumed_run_continues_the_same_schedule() {
     assert!(stopped.interrupted && stopped.steps_done == 17);
     assert_eq!(checkpoint::read(&checkpoint::path_in(&dir.join("part"))).unwrap().step, 17);
     // Starting over in the same folder is refused; resuming continues.
-    let err = train::train(&part, false, TOKENIZER, &TrainOptions::default()).unwrap_err();
+    let err = train::train(&part, false, TOKENIZER, &TrainOptions::default()).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
     let resumed = train::train(&part, true, TOKENIZER, &TrainOptions::default()).unwrap();
     assert_eq!((resumed.first_step, resumed.steps_done), (17, 40));
@@ -105,7 +105,7 @@ fn every_loss_falls_and_a_resumed_run_continues_the_same_schedule() {
         assert!((ra.loss - rb.loss).abs() <= 1e-4 * ra.loss.abs().max(1.0), "step {}: {} vs {}", ra.step, ra.loss, rb.loss);
     }
     // Finished runs say so.
-    let err = train::train(&part, true, TOKENIZER, &TrainOptions::default()).unwrap_err();
+    let err = train::train(&part, true, TOKENIZER, &TrainOptions::default()).unwrap_err().to_string();
     assert!(err.contains("already finished"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -133,10 +133,10 @@ fn damaged_checkpoints_are_named() {
     let path = checkpoint::path_in(&dir);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let err = checkpoint::read(&path).err().expect("truncated file refused");
+    let err = checkpoint::read(&path).err().expect("truncated file refused").to_string();
     assert!(err.contains("checkpoint.safetensors") && err.contains("truncated"), "{err}");
     std::fs::write(&path, b"not a checkpoint at all").unwrap();
-    let err = checkpoint::read(&path).err().unwrap();
+    let err = checkpoint::read(&path).err().unwrap().to_string();
     assert!(err.contains("checkpoint.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

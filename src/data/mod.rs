@@ -14,6 +14,7 @@
 
 pub mod background;
 pub mod emoji;
+pub mod error;
 pub mod rng;
 pub mod synth;
 #[cfg(not(target_arch = "wasm32"))]
@@ -21,6 +22,7 @@ pub mod voc;
 pub mod world;
 
 pub use background::BackgroundKind;
+pub use error::DataError;
 pub use rng::SplitMix64;
 pub use synth::{
     colour_names, dataset_digest, generate, generate_reshaped, is_held_out, pair_from_index, pair_index, pair_labels, scene_id,

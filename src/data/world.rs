@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::emoji::{self, Atlas, EmojiConfig};
+use super::error::DataError;
 use super::synth::{self, pair_labels, shape_classes, SceneConfig, Split};
 
 /// The first index of the dev scenes: `train`-split scenes from 2^47 on, which no training run
@@ -51,7 +52,7 @@ impl World {
     }
 
     /// Checks the settings (and, for the emoji world, the styles against the atlas).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DataError> {
         match self {
             World::Shapes { config, .. } => config.validate(),
             World::Emoji { config, .. } => config.validate(self.atlas().expect("emoji world has an atlas")),

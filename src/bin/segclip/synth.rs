@@ -65,7 +65,7 @@ impl WorldArgs {
             let pair_masks = mask_kind_is_pair(split, self.masks.as_deref())?;
             World::Shapes { config: SceneConfig::with_size(self.size.unwrap_or(224)), pair_masks }
         };
-        world.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        world.validate()?;
         Ok((world, split, start))
     }
 }

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod validate;
+
+use super::error::TrainError;
 use super::superpixels::FelzenszwalbParams;
 use crate::model::SegClipConfig;
 
@@ -329,18 +332,19 @@ fn default_val_bg() -> f32 {
 
 /// The model sizes this run trains, from the preset and the overrides.
 impl ModelSection {
-    pub fn resolve(&self) -> Result<SegClipConfig, String> {
+    pub fn resolve(&self) -> Result<SegClipConfig, TrainError> {
         let base = match self.preset.as_str() {
             "bundled" => SegClipConfig::bundled(),
             "small" => SegClipConfig::small(),
             "vit-b16" => SegClipConfig::vit_b16(),
             "tiny" => SegClipConfig::tiny(),
-            other => return Err(format!("model.preset: unknown '{other}' (expected bundled, small, vit-b16 or tiny)")),
+            other => return Err(TrainError::config("model.preset", format!("unknown '{other}' (expected bundled, small, vit-b16 or tiny)"))),
         };
         if self.overrides.is_empty() {
             return Ok(base);
         }
-        let mut table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
+        let overrides = |e: &dyn std::fmt::Display| TrainError::config("model.overrides", e.to_string());
+        let mut table = toml::Table::try_from(&base).map_err(|e| overrides(&e))?;
         // Serialisation leaves the stem fields out at 0 (headers of stem-less files name no
         // stem); they still take an override.
         for optional in ["conv_stem", "patchify_stem"] {
@@ -348,12 +352,12 @@ impl ModelSection {
         }
         for (k, v) in &self.overrides {
             if !table.contains_key(k) {
-                return Err(format!("model.overrides: unknown model field '{k}'"));
+                return Err(overrides(&format!("unknown model field '{k}'")));
             }
             table.insert(k.clone(), v.clone());
         }
-        let config: SegClipConfig = table.try_into().map_err(|e| format!("model.overrides: {e}"))?;
-        config.validate().map_err(|e| format!("model.overrides: {e}"))?;
+        let config: SegClipConfig = table.try_into().map_err(|e| overrides(&e))?;
+        config.validate().map_err(|e| overrides(&e))?;
         Ok(config)
     }
 }
@@ -361,10 +365,11 @@ impl ModelSection {
 impl TrainConfig {
     /// Parses TOML text and applies `key.path=value` overrides (the value is TOML: `0.5`,
     /// `true`, `"text"`; a bare word is taken as a string).
-    pub fn parse(text: &str, overrides: &[String]) -> Result<Self, String> {
-        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Self, TrainError> {
+        let mut doc: toml::Table = text.parse()?;
         for o in overrides {
-            let (path, value) = o.split_once('=').ok_or_else(|| format!("override '{o}': expected key.path=value"))?;
+            let bad = |message: String| TrainError::Override { text: o.clone(), message };
+            let (path, value) = o.split_once('=').ok_or_else(|| bad("expected key.path=value".into()))?;
             let value: toml::Value = match format!("v = {value}").parse::<toml::Table>() {
                 Ok(mut t) => t.remove("v").unwrap(),
                 Err(_) => toml::Value::String(value.to_string()),
@@ -376,116 +381,17 @@ impl TrainConfig {
                     .entry(k.to_string())
                     .or_insert_with(|| toml::Value::Table(Default::default()))
                     .as_table_mut()
-                    .ok_or_else(|| format!("override '{o}': '{k}' is not a section"))?;
+                    .ok_or_else(|| bad(format!("'{k}' is not a section")))?;
             }
             table.insert(keys[keys.len() - 1].to_string(), value);
         }
-        let mut config: TrainConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut config: TrainConfig = doc.try_into()?;
         // `first_cycle = 0` (a config's restart turned off by --set) is no restart: stored as
         // none here, once, so the schedule and `--extend-to` need no case for it. Checkpoints
         // read their config through here too (src/train/checkpoint.rs).
         config.optim.first_cycle = config.optim.first_cycle.filter(|&c| c > 0);
         config.validate()?;
         Ok(config)
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        let o = &self.optim;
-        if o.steps == 0 || o.batch_size < 2 || o.accumulation == 0 {
-            return Err("optim: steps >= 1, batch_size >= 2 (contrastive needs negatives), accumulation >= 1".into());
-        }
-        if !(o.lr_new > 0.0 && o.lr_pretrained >= 0.0) {
-            return Err(format!("optim: learning rates must be positive (lr_new {}, lr_pretrained {})", o.lr_new, o.lr_pretrained));
-        }
-        if let Some(c) = o.first_cycle {
-            if c >= o.steps {
-                return Err(format!("optim.first_cycle {c} must be in 1..{} (below optim.steps), or 0 for none", o.steps));
-            }
-        }
-        if !(0.0..1.0).contains(&o.warmup_fraction) {
-            return Err(format!("optim.warmup_fraction {} must be in [0, 1)", o.warmup_fraction));
-        }
-        let l = &self.loss;
-        if !(l.contrastive || l.reconstruction || l.superpixel) {
-            return Err("loss: every loss is switched off".into());
-        }
-        if !(l.center_usage_weight >= 0.0 && l.center_usage_weight.is_finite()) {
-            return Err(format!("loss.center_usage_weight {} must be a finite number >= 0", l.center_usage_weight));
-        }
-        if !(l.group_nouns_weight >= 0.0 && l.group_nouns_weight.is_finite()) {
-            return Err(format!("loss.group_nouns_weight {} must be a finite number >= 0", l.group_nouns_weight));
-        }
-        if l.group_nouns_weight > 0.0 && !(l.contrastive && self.data.source == DataSource::Emoji) {
-            return Err(format!(
-                "loss.group_nouns_weight {} needs loss.contrastive = true and data.source = \"emoji\" (found contrastive {}, source \"{}\")",
-                l.group_nouns_weight, l.contrastive, self.data.source
-            ));
-        }
-        if l.silent_background != SilentBackground::Negative && !l.group_nouns_background {
-            return Err("loss.silent_background = \"unknown\" needs loss.group_nouns_background = true".to_string());
-        }
-        if l.group_nouns_background && l.group_nouns_weight <= 0.0 {
-            return Err("loss.group_nouns_background = true needs loss.group_nouns_weight > 0 (it adds targets to that term)".to_string());
-        }
-        if !(0.0..1.0).contains(&l.mask_ratio) {
-            return Err(format!("loss.mask_ratio {} must be in [0, 1)", l.mask_ratio));
-        }
-        let d = &self.data;
-        if !d.styles.is_empty() && d.source != DataSource::Emoji {
-            return Err(format!("data.styles: only the emoji source has art styles (source is '{}')", d.source));
-        }
-        if d.single_object_steps > 0 && !d.source.is_synthetic() {
-            return Err(format!(
-                "data.single_object_steps: only the synthetic worlds can draw one-object scenes (source is '{}')",
-                d.source
-            ));
-        }
-        if !d.source.is_synthetic() && d.path.is_empty() {
-            return Err(format!("data.path: needed for source '{}'", d.source));
-        }
-        if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
-            return Err(format!("data.crop_scale {:?}: need 0 < lo <= hi <= 1", d.crop_scale));
-        }
-        let limits = [("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0), ("hue", 0.5)];
-        if let Some((v, (name, max))) = d.color_jitter.iter().zip(limits).find(|(v, (_, max))| !(v.is_finite() && **v >= 0.0 && **v <= *max)) {
-            return Err(format!(
-                "data.color_jitter {:?}: {name} strength {v} must be in [0, {max}] (order: brightness, contrast, saturation, hue)",
-                d.color_jitter
-            ));
-        }
-        if d.color_jitter != [0.0; 4] && d.source == DataSource::Synthetic {
-            return Err("data.color_jitter: the shape world's captions name colours, which jitter would make false; use it with other sources".into());
-        }
-        if d.shape_variants > 0 {
-            if d.source != DataSource::Synthetic {
-                return Err(format!("data.shape_variants: only the synthetic source can redraw shapes (source is '{}')", d.source));
-            }
-            if o.batch_size % (1 + d.shape_variants) != 0 {
-                return Err(format!(
-                    "data.shape_variants {}: optim.batch_size {} must be a multiple of {} so each scene's variants share its batch",
-                    d.shape_variants,
-                    o.batch_size,
-                    1 + d.shape_variants
-                ));
-            }
-        }
-        if d.context_length < 3 {
-            return Err("data.context_length must be at least 3".into());
-        }
-        let model = self.model.resolve()?;
-        if d.context_length > model.context_length {
-            return Err(format!("data.context_length {} exceeds the model's context_length {}", d.context_length, model.context_length));
-        }
-        if d.source.is_synthetic() && d.scene_size < model.image_size / 2 {
-            return Err(format!("data.scene_size {} is too small for the model's {} px input", d.scene_size, model.image_size));
-        }
-        if d.source == DataSource::Emoji {
-            self.emoji_config().validate(crate::data::emoji::Atlas::bundled()).map_err(|e| format!("data: {e}"))?;
-        }
-        if self.run.out.is_empty() {
-            return Err("run.out: the output folder is empty".into());
-        }
-        self.model.resolve().map(|_| ())
     }
 
     /// The synthetic world validation scores: the training world (emoji or shapes); for caption
@@ -561,7 +467,7 @@ out = "runs/x"
             assert_eq!(c.data.source.to_string(), source);
             assert_eq!(c.data.source.is_synthetic(), synthetic);
         }
-        let err = TrainConfig::parse(MINIMAL, &["data.source=\"cocoa\"".into()]).unwrap_err();
+        let err = TrainConfig::parse(MINIMAL, &["data.source=\"cocoa\"".into()]).unwrap_err().to_string();
         assert!(err.contains("data.source") && err.contains("cocoa") && err.contains("expected one of"), "{err}");
     }
 
@@ -572,19 +478,19 @@ out = "runs/x"
         assert_eq!(c.optim.steps, 25);
         assert!(!c.loss.superpixel);
         assert_eq!(c.run.out, "elsewhere");
-        let e = TrainConfig::parse(MINIMAL, &["optim.stepz=3".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["optim.stepz=3".into()]).unwrap_err().to_string();
         assert!(e.contains("stepz"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["optim.batch_size=1".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["optim.batch_size=1".into()]).unwrap_err().to_string();
         assert!(e.contains("batch_size"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["model.preset=huge".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["model.preset=huge".into()]).unwrap_err().to_string();
         assert!(e.contains("huge"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["model.overrides.vision_widht=3".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["model.overrides.vision_widht=3".into()]).unwrap_err().to_string();
         assert!(e.contains("vision_widht"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["data.color_jitter=[0.2, 0.2, 0.2, 0.7]".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["data.color_jitter=[0.2, 0.2, 0.2, 0.7]".into()]).unwrap_err().to_string();
         assert!(e.contains("data.color_jitter") && e.contains("hue strength 0.7"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["loss.group_nouns_background=true".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["loss.group_nouns_background=true".into()]).unwrap_err().to_string();
         assert!(e.contains("group_nouns_weight > 0"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["loss.silent_background=\"maybe\"".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["loss.silent_background=\"maybe\"".into()]).unwrap_err().to_string();
         assert!(e.contains("maybe"), "{e}");
     }
 

@@ -338,7 +338,7 @@ mod tests {
     }
 }
 
-/// What scoring a run of synthetic scenes measured: the pipeline's own label maps, and the
+/// What scoring a run of a world's scenes measured: the pipeline's own label maps, and the
 /// cheap signals of a training run (issue: "recipe search") that tell naming from background.
 #[derive(Clone, Debug)]
 pub struct SceneScores {

@@ -236,7 +236,7 @@ fn cli_trains_exports_and_evaluates() {
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["models"][0]["windows"], serde_json::json!({"short_side": size * 3 / 2, "stride": size / 2}));
     let eval = Command::new(bin)
-        .args(["eval", "synth:emoji-val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
+        .args(["eval", "emoji:val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
         .args(["--out", dir.join("confusion.json").to_str().unwrap()])
         .output()
         .unwrap();
@@ -258,7 +258,7 @@ fn cli_trains_exports_and_evaluates() {
     assert_eq!(manifest["models"][0]["superpixels"], serde_json::json!({"scale": 80.0, "sigma": 0.5, "min_size": 20}));
     let eval = |extra: &[&str]| {
         Command::new(bin)
-            .args(["eval", "synth:emoji-val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
+            .args(["eval", "emoji:val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
             .args(extra)
             .output()
             .unwrap()
@@ -351,7 +351,7 @@ fn cli_trains_exports_and_evaluates() {
     );
 
     let out = Command::new(bin)
-        .args(["eval", "synth:val", "--weights", weights.to_str().unwrap(), "--count", "2", "--size", "32", "--out"])
+        .args(["eval", "shapes:val", "--weights", weights.to_str().unwrap(), "--count", "2", "--size", "32", "--out"])
         .arg(dir.join("confusion.json"))
         .output()
         .unwrap();

@@ -19,7 +19,7 @@
 //! Scene `i` of split `s` depends only on `(s, i, config, atlas)`; randomness is
 //! [`SplitMix64`] and the geometry uses `+ - * / floor` and [`sin_cos`], so the bytes are the
 //! same natively and in wasm32 ([`dataset_digest`] checks it). Seeds are those of the shape world
-//! ([`crate::data::synth::scene_seed`]) mixed with a world tag, so the two worlds' scenes are
+//! ([`crate::data::shapes::scene_seed`]) mixed with a world tag, so the two worlds' scenes are
 //! unrelated. There is no compositional split in this world.
 
 pub mod atlas;
@@ -35,7 +35,7 @@ pub use vocab::{class_words, classes_in_caption, EmojiObject, CLASSES, TRAIN_STY
 use super::background::{Background, BackgroundKind};
 use super::error::DataError;
 use super::rng::{mix64, sin_cos, Fnv1a, SplitMix64};
-use super::synth::{scene_seed, Split};
+use super::shapes::{scene_seed, Split};
 
 /// A world tag mixed into the shape world's seeds (ASCII "emoji").
 const WORLD_TAG: u64 = 0x656d_6f6a_69;

@@ -49,8 +49,10 @@ fn scratch() -> String {
 pub enum DataSource {
     /// The emoji world (`crate::data::emoji`), drawn in memory.
     Emoji,
-    /// The shape world (`crate::data::synth`), drawn in memory.
-    Synthetic,
+    /// The shape world (`crate::data::shapes`), drawn in memory. Configs and checkpoints written
+    /// before the worlds had one name each say `synthetic`: the alias keeps them readable.
+    #[serde(alias = "synthetic")]
+    Shapes,
     /// Lines of `{"image": path, "caption": text}`.
     Jsonl,
     /// A COCO captions JSON; images under `data.images`.
@@ -58,9 +60,10 @@ pub enum DataSource {
 }
 
 impl DataSource {
-    /// Whether the source draws scenes in memory (and so has masks to validate on).
-    pub fn is_synthetic(self) -> bool {
-        matches!(self, Self::Emoji | Self::Synthetic)
+    /// Whether the source is a world drawn in memory, shapes or emoji (and so has masks to
+    /// validate on).
+    pub fn is_world(self) -> bool {
+        matches!(self, Self::Emoji | Self::Shapes)
     }
 }
 
@@ -68,7 +71,7 @@ impl std::fmt::Display for DataSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Emoji => "emoji",
-            Self::Synthetic => "synthetic",
+            Self::Shapes => "shapes",
             Self::Jsonl => "jsonl",
             Self::Coco => "coco",
         })
@@ -78,7 +81,7 @@ impl std::fmt::Display for DataSource {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// `emoji` (the emoji world, `crate::data::emoji`), `synthetic` (the shape scenes), `jsonl`
+    /// `emoji` (the emoji world, `crate::data::emoji`), `shapes` (the shape world), `jsonl`
     /// (lines of `{"image": path, "caption": text}`) or `coco` (a COCO captions JSON; images
     /// under `images`).
     pub source: DataSource,
@@ -92,7 +95,7 @@ pub struct DataSection {
     /// COCO: the image folder (default: the annotation file's folder).
     #[serde(default)]
     pub images: String,
-    /// Synthetic: side of the rendered scenes (before the crop).
+    /// Shapes and emoji: side of the rendered scenes (before the crop).
     #[serde(default = "default_scene_size")]
     pub scene_size: usize,
     #[serde(default = "one")]
@@ -100,20 +103,20 @@ pub struct DataSection {
     #[serde(default = "default_max_objects")]
     pub max_objects: usize,
     /// A curriculum (not in the reference; 0 = off): for the first this many steps every
-    /// synthetic scene holds one object, so a caption names exactly one shape.
+    /// scene of the world holds one object, so a caption names exactly one thing.
     #[serde(default)]
     pub single_object_steps: u64,
-    /// Hard negatives (not in the reference; 0 = off): every synthetic scene is followed in its
+    /// Hard negatives (not in the reference; 0 = off): every shape-world scene is followed in its
     /// batch by this many copies with other shapes in the same places, colours and background,
     /// so only shape words tell their captions apart. `batch_size` must be a multiple of
     /// `1 + shape_variants`.
     #[serde(default)]
     pub shape_variants: usize,
-    /// Synthetic: how many distinct training scenes to cycle through (0 = a fresh scene for every
+    /// Shapes and emoji: how many distinct training scenes to cycle through (0 = a fresh scene for every
     /// sample). A small pool makes a quick overfitting check.
     #[serde(default)]
     pub pool: u64,
-    /// Synthetic: probability that a sample's caption names only shapes ("a circle and a star"):
+    /// Shapes: probability that a sample's caption names only shapes ("a circle and a star"):
     /// colour words alone otherwise solve the contrastive task (docs/training-probe.md).
     #[serde(default = "default_shape_only")]
     pub shape_only_captions: f32,
@@ -238,7 +241,7 @@ pub struct LossSection {
     pub superpixel_weight: f64,
     /// Not in the reference (0 = off): weight of a term that keeps every center in use, log L
     /// minus the entropy of the batch's mean assignment over the L centers. Meant against the
-    /// collapse onto one center seen in the synthetic runs (the superpixel KL is exactly 0 there);
+    /// collapse onto one center seen in the shape-world runs (the superpixel KL is exactly 0 there);
     /// at weight 1 and lr 1e-3 it did not prevent it (weights/README.md).
     #[serde(default)]
     pub center_usage_weight: f64,
@@ -309,7 +312,7 @@ pub struct RunSection {
     /// Steps between validation runs (0 = only at the end).
     #[serde(default)]
     pub val_every: u64,
-    /// Synthetic `val` scenes scored at each validation.
+    /// Dev scenes of the training world scored at each validation.
     #[serde(default = "default_val_scenes")]
     pub val_scenes: u64,
     /// Background threshold used by validation.
@@ -394,7 +397,7 @@ impl TrainConfig {
         Ok(config)
     }
 
-    /// The synthetic world validation scores: the training world (emoji or shapes); for caption
+    /// The world validation scores: the training world (emoji or shapes); for caption
     /// files, which have no masks of their own, the shape world.
     pub fn val_world(&self) -> crate::data::world::World {
         use crate::data::world::World;
@@ -433,7 +436,7 @@ mod tests {
 [model]
 preset = "tiny"
 [data]
-source = "synthetic"
+source = "shapes"
 context_length = 16
 [optim]
 steps = 10
@@ -462,11 +465,14 @@ out = "runs/x"
 
     #[test]
     fn the_data_source_is_one_of_four_and_a_typo_is_named() {
-        for (source, synthetic) in [("emoji", true), ("synthetic", true), ("jsonl", false), ("coco", false)] {
+        for (source, world) in [("emoji", true), ("shapes", true), ("jsonl", false), ("coco", false)] {
             let c = TrainConfig::parse(MINIMAL, &[format!("data.source=\"{source}\""), "data.path=\"x\"".into()]).unwrap();
             assert_eq!(c.data.source.to_string(), source);
-            assert_eq!(c.data.source.is_synthetic(), synthetic);
+            assert_eq!(c.data.source.is_world(), world);
         }
+        // The shape world's old name, in configs and checkpoints written before it had one.
+        let old = TrainConfig::parse(MINIMAL, &["data.source=\"synthetic\"".into()]).unwrap();
+        assert_eq!(old.data.source, DataSource::Shapes);
         let err = TrainConfig::parse(MINIMAL, &["data.source=\"cocoa\"".into()]).unwrap_err().to_string();
         assert!(err.contains("data.source") && err.contains("cocoa") && err.contains("expected one of"), "{err}");
     }

@@ -16,7 +16,7 @@ impl TrainConfig {
             let expected = format!("at most the model's context_length {}", model.context_length);
             return Err(TrainError::bad_value("data.context_length", d.context_length, expected));
         }
-        if d.source.is_synthetic() && d.scene_size < model.image_size / 2 {
+        if d.source.is_world() && d.scene_size < model.image_size / 2 {
             let expected = format!("at least half the model's {} px input", model.image_size);
             return Err(TrainError::bad_value("data.scene_size", d.scene_size, expected));
         }
@@ -85,11 +85,11 @@ impl TrainConfig {
         if !d.styles.is_empty() && d.source != DataSource::Emoji {
             return Err(TrainError::config("data.styles", format!("only the emoji source has art styles (source is '{}')", d.source)));
         }
-        if d.single_object_steps > 0 && !d.source.is_synthetic() {
-            let message = format!("only the synthetic worlds can draw one-object scenes (source is '{}')", d.source);
+        if d.single_object_steps > 0 && !d.source.is_world() {
+            let message = format!("only the shape and emoji worlds can draw one-object scenes (source is '{}')", d.source);
             return Err(TrainError::config("data.single_object_steps", message));
         }
-        if !d.source.is_synthetic() && d.path.is_empty() {
+        if !d.source.is_world() && d.path.is_empty() {
             return Err(TrainError::config("data.path", format!("needed for source '{}'", d.source)));
         }
         if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
@@ -100,13 +100,13 @@ impl TrainConfig {
             let found = format!("{:?}: {name} strength {v}", d.color_jitter);
             return Err(TrainError::bad_value("data.color_jitter", found, format!("in [0, {max}] (order: brightness, contrast, saturation, hue)")));
         }
-        if d.color_jitter != [0.0; 4] && d.source == DataSource::Synthetic {
+        if d.color_jitter != [0.0; 4] && d.source == DataSource::Shapes {
             let message = "the shape world's captions name colours, which jitter would make false; use it with other sources";
             return Err(TrainError::config("data.color_jitter", message));
         }
         if d.shape_variants > 0 {
-            if d.source != DataSource::Synthetic {
-                return Err(TrainError::config("data.shape_variants", format!("only the synthetic source can redraw shapes (source is '{}')", d.source)));
+            if d.source != DataSource::Shapes {
+                return Err(TrainError::config("data.shape_variants", format!("only the shapes source can redraw shapes (source is '{}')", d.source)));
             }
             let group = 1 + d.shape_variants;
             if self.optim.batch_size % group != 0 {

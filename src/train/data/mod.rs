@@ -1,5 +1,5 @@
-//! Training batches: where samples come from (synthetic scenes on the fly, a JSONL image-caption
-//! list, COCO captions), the reference augmentation (RandomResizedCrop, bicubic), tokens,
+//! Training batches: where samples come from (the shape or emoji world drawn on the fly, a JSONL
+//! image-caption list, COCO captions), the reference augmentation (RandomResizedCrop, bicubic), tokens,
 //! superpixel patch labels and the reconstruction masks, prepared by worker threads so the
 //! training thread only computes.
 //!
@@ -53,7 +53,8 @@ pub struct Batch {
 /// Where images and captions come from.
 #[derive(Clone, Debug)]
 pub enum Source {
-    Synthetic {
+    /// The shape world; consecutive samples are a scene and its `variants` reshaped copies.
+    Shapes {
         scene: SceneConfig,
         pool: u64,
         shape_only: f32,
@@ -72,11 +73,11 @@ impl Source {
     pub fn from_config(config: &TrainConfig) -> Result<Self, TrainError> {
         let d = &config.data;
         match d.source {
-            DataSource::Synthetic => {
+            DataSource::Shapes => {
                 let scene =
                     SceneConfig { size: d.scene_size, min_objects: d.min_objects, max_objects: d.max_objects, ..SceneConfig::default() };
                 scene.validate()?;
-                Ok(Source::Synthetic { scene, pool: d.pool, shape_only: d.shape_only_captions, variants: d.shape_variants })
+                Ok(Source::Shapes { scene, pool: d.pool, shape_only: d.shape_only_captions, variants: d.shape_variants })
             }
             DataSource::Emoji => Ok(Source::Emoji { scene: config.emoji_config(), pool: d.pool }),
             DataSource::Jsonl => Ok(Source::Pairs(Arc::new(read_jsonl(Path::new(&d.path))?))),
@@ -247,7 +248,7 @@ impl Recipe {
     /// Sample `global` of the stream (RGB image and its caption).
     fn sample(&self, global: u64, single_object: bool, rng: &mut SplitMix64) -> Result<(RgbImage, String), TrainError> {
         match &self.source {
-            Source::Synthetic { scene, pool, shape_only, variants } => {
+            Source::Shapes { scene, pool, shape_only, variants } => {
                 // Consecutive samples form groups: a scene, then its `variants` reshaped copies.
                 let group = 1 + *variants as u64;
                 let (base, variant) = (global / group, global % group);

@@ -1,4 +1,5 @@
-//! Deterministic synthetic shape scenes with pixel-exact ground truth and true captions.
+//! The shape world: deterministic scenes of coloured shapes with pixel-exact ground truth and
+//! true captions.
 //!
 //! Each [`Scene`] is an RGB image (square, [`SceneConfig::size`] pixels a side) showing 1 to 5
 //! flat-shaded objects over a textured background, with:

@@ -81,11 +81,10 @@ pub enum AtlasError {
     Glyph { index: usize, message: String },
     #[error("emoji atlas: style '{style}' has no glyph of class '{class}'")]
     MissingGlyph { style: String, class: String },
-    #[cfg(not(target_arch = "wasm32"))]
+    /// An atlas file (native `Atlas::from_files`).
     #[error("{}: {source}", path.display())]
     Io { path: std::path::PathBuf, source: std::io::Error },
-    /// The atlas in the index file `path` (`Atlas::from_files`).
-    #[cfg(not(target_arch = "wasm32"))]
+    /// The atlas in the index file `path` (native `Atlas::from_files`).
     #[error("{}: {source}", path.display())]
     File { path: std::path::PathBuf, source: Box<AtlasError> },
 }

@@ -1,7 +1,7 @@
 //! The training probe's cheap signals for a weights file (docs/training-probe.md): how far apart
-//! the image embeddings of different synthetic scenes are, and the shape prompts' text
+//! the image embeddings of different shape-world scenes are, and the shape prompts' text
 //! embeddings. Cosines near 1 mean the tower ignores its input.
-//!   segclip export runs/synthetic /tmp/f32.safetensors --dtype f32 --no-manifest
+//!   segclip export runs/shapes /tmp/f32.safetensors --dtype f32 --no-manifest
 //!   cargo run --example embedding_spread -- /tmp/f32.safetensors
 use burn::tensor::{Device, Tensor, TensorData};
 use segclip::data::{generate, shape_classes, SceneConfig, Split};

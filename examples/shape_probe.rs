@@ -5,7 +5,7 @@
 //! If training taught the tower shape, its probe beats the untrained one by a wide margin.
 //! Separates the two halves of a naming failure (docs/training-probe.md): an image side blind
 //! to shape versus a text side that cannot name what the image side sees.
-//!   segclip export runs/synthetic /tmp/f32.safetensors --dtype f32 --no-manifest
+//!   segclip export runs/shapes /tmp/f32.safetensors --dtype f32 --no-manifest
 //!   cargo run --example shape_probe -- /tmp/f32.safetensors [TRAIN_SCENES] [VAL_SCENES]
 use burn::tensor::{Device, Tensor, TensorData};
 use segclip::data::{generate, Colour, SceneConfig, Split};

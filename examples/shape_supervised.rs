@@ -32,7 +32,7 @@ struct Batch {
     sizes: Vec<usize>,
 }
 
-const MAX_OBJECTS: usize = segclip::data::synth::MAX_OBJECTS;
+const MAX_OBJECTS: usize = segclip::data::shapes::MAX_OBJECTS;
 
 /// `colour`: label each object by its colour instead (the control: plain in the pixels).
 fn batch(split: Split, first: u64, n: usize, config: &SegClipConfig, colour: bool, device: &Device) -> Batch {

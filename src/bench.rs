@@ -227,20 +227,20 @@ pub fn training_steps(
     }
     use crate::train::optim::AdamW;
     use crate::train::step_gradients;
-    let config = recording.model_config()?;
-    let mut train = recording.train_config()?;
+    let config = recording.model_config().map_err(|e| e.to_string())?;
+    let mut train = recording.train_config().map_err(|e| e.to_string())?;
     // A constant learning rate, as the PyTorch side (the schedule's factor stays ~1).
     train.optim.steps = 1_000_000;
     let ad = device.clone().autodiff();
-    let mut model = recording.model(&config, &ad)?;
-    let batch = recording.batch()?;
-    let noise = [recording.noise(device)?];
+    let mut model = recording.model(&config, &ad).map_err(|e| e.to_string())?;
+    let batch = recording.batch().map_err(|e| e.to_string())?;
+    let noise = [recording.noise(device).map_err(|e| e.to_string())?];
     let mut optimizer = AdamW::new(train.optim.clone());
     let mut losses_step0 = std::collections::BTreeMap::new();
     let (mut times, mut gradient_times, mut optimizer_times) = (Vec::new(), Vec::new(), Vec::new());
     for step in 0..=steps {
         let t = Instant::now();
-        let (sum, losses) = step_gradients(&model, &config, std::slice::from_ref(&batch), &train, Some(&noise), &ad)?;
+        let (sum, losses) = step_gradients(&model, &config, std::slice::from_ref(&batch), &train, Some(&noise), &ad).map_err(|e| e.to_string())?;
         let gradients_ms = t.elapsed().as_secs_f64() * 1e3;
         // The step's info holds the gradient norm, read back from the device: the update is done.
         let (next, _) = optimizer.step(model, sum, step as u64);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// The conventional "unlabelled" value in ground-truth maps.
 pub const IGNORE_INDEX: u32 = 255;
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error("prediction has {pred} pixels but ground truth has {truth}")]
     LengthMismatch { pred: usize, truth: usize },
@@ -19,6 +19,11 @@ pub enum EvalError {
     OutOfRange { which: &'static str, value: u32, index: usize, num_classes: usize },
     #[error("cannot merge confusion matrices with {0} and {1} classes")]
     ClassCountMismatch(usize, usize),
+    /// Scoring scene `scene` of a world failed.
+    #[error("scene {scene}: {source}")]
+    Scene { scene: u64, source: Box<EvalError> },
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
 }
 
 /// `counts[truth * num_classes + pred]` = number of pixels of class `truth` predicted `pred`.
@@ -281,13 +286,13 @@ mod tests {
 
         // Without an ignore index, 255 is simply out of range.
         let err = ConfusionMatrix::new(4).add_with_ignore(&pred, &truth, None).unwrap_err();
-        assert_eq!(err, EvalError::OutOfRange { which: "ground-truth", value: 255, index: 4, num_classes: 4 });
+        assert!(matches!(err, EvalError::OutOfRange { which: "ground-truth", value: 255, index: 4, num_classes: 4 }), "{err}");
     }
 
     #[test]
     fn errors_leave_matrix_unchanged() {
         let mut m = ConfusionMatrix::new(2);
-        assert_eq!(m.add(&[0u8, 1], &[0u8]).unwrap_err(), EvalError::LengthMismatch { pred: 2, truth: 1 });
+        assert!(matches!(m.add(&[0u8, 1], &[0u8]).unwrap_err(), EvalError::LengthMismatch { pred: 2, truth: 1 }));
         let err = m.add(&[0u8, 2], &[0u8, 1]).unwrap_err();
         assert!(matches!(err, EvalError::OutOfRange { which: "predicted", value: 2, index: 1, .. }));
         assert!(err.to_string().contains("predicted value 2 at pixel 1"));
@@ -332,7 +337,7 @@ mod tests {
     }
 }
 
-/// What scoring a run of synthetic scenes measured: the pipeline's own label maps, and the
+/// What scoring a run of a world's scenes measured: the pipeline's own label maps, and the
 /// cheap signals of a training run (issue: "recipe search") that tell naming from background.
 #[derive(Clone, Debug)]
 pub struct SceneScores {
@@ -366,11 +371,11 @@ pub fn score_world(
     split: crate::data::Split,
     indices: std::ops::Range<u64>,
     mut progress: impl FnMut(u64),
-) -> Result<SceneScores, String> {
+) -> Result<SceneScores, EvalError> {
     use crate::pipeline::{block_on, Rgb};
     let classes = world.classes();
     let labels = classes[1..].to_vec();
-    let embeddings = block_on(segmenter.encode_labels(&labels)).map_err(|e| e.to_string())?;
+    let embeddings = block_on(segmenter.encode_labels(&labels)).map_err(EvalError::Pipeline)?;
     let mut scores = SceneScores {
         pipeline: ConfusionMatrix::new(classes.len()),
         true_background: ConfusionMatrix::new(classes.len()),
@@ -383,10 +388,11 @@ pub fn score_world(
     let start = indices.start;
     for i in indices {
         let sc = world.scene(split, i);
-        let image = Rgb::new(sc.width, sc.height, sc.image)?;
-        let features = block_on(segmenter.encode_image(&image)).map_err(|e| e.to_string())?;
-        let result = block_on(segmenter.combine(&features, &labels, &embeddings)).map_err(|e| e.to_string())?;
-        scores.pipeline.add(&result.label_map, &sc.truth).map_err(|e| format!("scene {i}: {e}"))?;
+        let in_scene = |e: EvalError| EvalError::Scene { scene: i, source: Box::new(e) };
+        let image = Rgb::new(sc.width, sc.height, sc.image).map_err(EvalError::Pipeline)?;
+        let features = block_on(segmenter.encode_image(&image)).map_err(EvalError::Pipeline)?;
+        let result = block_on(segmenter.combine(&features, &labels, &embeddings)).map_err(EvalError::Pipeline)?;
+        scores.pipeline.add(&result.label_map, &sc.truth).map_err(in_scene)?;
         // The same features without a background rule: every pixel takes its best label.
         let thresh = segmenter.protocol.bg_thresh;
         let prompts = std::mem::take(&mut segmenter.protocol.background_prompts);
@@ -394,9 +400,9 @@ pub fn score_world(
         let named = block_on(segmenter.combine(&features, &labels, &embeddings));
         segmenter.protocol.bg_thresh = thresh;
         segmenter.protocol.background_prompts = prompts;
-        let named = named.map_err(|e| e.to_string())?;
+        let named = named.map_err(EvalError::Pipeline)?;
         let given: Vec<u8> = named.label_map.iter().zip(&sc.truth).map(|(&p, &t)| if t == 0 { 0 } else { p }).collect();
-        scores.true_background.add(&given, &sc.truth).map_err(|e| format!("scene {i}: {e}"))?;
+        scores.true_background.add(&given, &sc.truth).map_err(in_scene)?;
         for (&p, &t) in named.label_map.iter().zip(&sc.truth) {
             if t != 0 && t as u32 != IGNORE_INDEX {
                 scores.object_pixels += 1;

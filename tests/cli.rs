@@ -246,7 +246,7 @@ fn eval_prints_miou_and_writes_the_confusion_matrix() {
     let dir = scratch("eval");
     let weights = tiny_weights(&dir, "int8");
     let json = dir.join("confusion.json");
-    let run = segclip(&["eval", "synth:val", "--weights", &weights, "--count", "2", "--size", "48", "--out", json.to_str().unwrap()]);
+    let run = segclip(&["eval", "shapes:val", "--weights", &weights, "--count", "2", "--size", "48", "--out", json.to_str().unwrap()]);
     let log = text(&run);
     assert!(run.status.success(), "{log}");
     assert!(log.contains("mIoU:") && log.contains("circle"), "{log}");
@@ -270,7 +270,7 @@ fn emoji_world_in_voc_layout_and_in_eval() {
 
     let weights = tiny_weights(&dir, "int8");
     let json = dir.join("confusion.json");
-    let run = segclip(&["eval", "synth:emoji-val", "--weights", &weights, "--count", "2", "--size", "48", "--out", json.to_str().unwrap()]);
+    let run = segclip(&["eval", "emoji:val", "--weights", &weights, "--count", "2", "--size", "48", "--out", json.to_str().unwrap()]);
     let log = text(&run);
     assert!(run.status.success(), "{log}");
     for line in ["mIoU:", "mIoU with the true background", "centers in use", "tv monitor", "background threshold: 0.8"] {
@@ -279,17 +279,20 @@ fn emoji_world_in_voc_layout_and_in_eval() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["num_classes"], 20);
     // The shape world has a compositional split; the emoji world does not, and says so.
-    let bad = segclip(&["eval", "synth:emoji-compositional", "--weights", &weights, "--count", "1"]);
+    let bad = segclip(&["eval", "emoji:compositional", "--weights", &weights, "--count", "1"]);
     assert!(!bad.status.success() && text(&bad).contains("no compositional split"), "{}", text(&bad));
+    // The name from before the worlds had one name each still works, with a note.
+    let old = segclip(&["eval", "synth:emoji-val", "--weights", &weights, "--count", "1", "--size", "48", "--out", json.to_str().unwrap()]);
+    assert!(old.status.success() && text(&old).contains("deprecated; it is 'emoji:val' now"), "{}", text(&old));
     let bad = segclip(&["synth", "--world", "emoji", "--split", "val", "--style", "comic", "--out", dir.join("x").to_str().unwrap()]);
     assert!(!bad.status.success() && text(&bad).contains("comic"), "{}", text(&bad));
     // Background prompts given by hand are used and printed; a duplicate is refused by name.
     let run = segclip(&[
-        "eval", "synth:emoji-val", "--weights", &weights, "--count", "1", "--size", "48", "--top-k", "19",
+        "eval", "emoji:val", "--weights", &weights, "--count", "1", "--size", "48", "--top-k", "19",
         "--background-prompts", "plain background, striped background", "--out", json.to_str().unwrap(),
     ]);
     assert!(run.status.success() && text(&run).contains("background prompts: plain background, striped background"), "{}", text(&run));
-    let bad = segclip(&["eval", "synth:emoji-val", "--weights", &weights, "--count", "1", "--background-prompts", "sky,Sky"]);
+    let bad = segclip(&["eval", "emoji:val", "--weights", &weights, "--count", "1", "--background-prompts", "sky,Sky"]);
     assert!(!bad.status.success() && text(&bad).contains("--background-prompts") && text(&bad).contains("Sky"), "{}", text(&bad));
 }
 

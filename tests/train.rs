@@ -76,7 +76,7 @@ fn every_loss_falls_and_a_resumed_run_continues_the_same_schedule() {
     assert!(stopped.interrupted && stopped.steps_done == 17);
     assert_eq!(checkpoint::read(&checkpoint::path_in(&dir.join("part"))).unwrap().step, 17);
     // Starting over in the same folder is refused; resuming continues.
-    let err = train::train(&part, false, TOKENIZER, &TrainOptions::default()).unwrap_err();
+    let err = train::train(&part, false, TOKENIZER, &TrainOptions::default()).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
     let resumed = train::train(&part, true, TOKENIZER, &TrainOptions::default()).unwrap();
     assert_eq!((resumed.first_step, resumed.steps_done), (17, 40));
@@ -105,7 +105,7 @@ fn every_loss_falls_and_a_resumed_run_continues_the_same_schedule() {
         assert!((ra.loss - rb.loss).abs() <= 1e-4 * ra.loss.abs().max(1.0), "step {}: {} vs {}", ra.step, ra.loss, rb.loss);
     }
     // Finished runs say so.
-    let err = train::train(&part, true, TOKENIZER, &TrainOptions::default()).unwrap_err();
+    let err = train::train(&part, true, TOKENIZER, &TrainOptions::default()).unwrap_err().to_string();
     assert!(err.contains("already finished"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -133,10 +133,10 @@ fn damaged_checkpoints_are_named() {
     let path = checkpoint::path_in(&dir);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let err = checkpoint::read(&path).err().expect("truncated file refused");
+    let err = checkpoint::read(&path).err().expect("truncated file refused").to_string();
     assert!(err.contains("checkpoint.safetensors") && err.contains("truncated"), "{err}");
     std::fs::write(&path, b"not a checkpoint at all").unwrap();
-    let err = checkpoint::read(&path).err().unwrap();
+    let err = checkpoint::read(&path).err().unwrap().to_string();
     assert!(err.contains("checkpoint.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -236,7 +236,7 @@ fn cli_trains_exports_and_evaluates() {
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["models"][0]["windows"], serde_json::json!({"short_side": size * 3 / 2, "stride": size / 2}));
     let eval = Command::new(bin)
-        .args(["eval", "synth:emoji-val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
+        .args(["eval", "emoji:val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
         .args(["--out", dir.join("confusion.json").to_str().unwrap()])
         .output()
         .unwrap();
@@ -258,7 +258,7 @@ fn cli_trains_exports_and_evaluates() {
     assert_eq!(manifest["models"][0]["superpixels"], serde_json::json!({"scale": 80.0, "sigma": 0.5, "min_size": 20}));
     let eval = |extra: &[&str]| {
         Command::new(bin)
-            .args(["eval", "synth:emoji-val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
+            .args(["eval", "emoji:val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
             .args(extra)
             .output()
             .unwrap()
@@ -351,7 +351,7 @@ fn cli_trains_exports_and_evaluates() {
     );
 
     let out = Command::new(bin)
-        .args(["eval", "synth:val", "--weights", weights.to_str().unwrap(), "--count", "2", "--size", "32", "--out"])
+        .args(["eval", "shapes:val", "--weights", weights.to_str().unwrap(), "--count", "2", "--size", "32", "--out"])
         .arg(dir.join("confusion.json"))
         .output()
         .unwrap();

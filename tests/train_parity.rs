@@ -159,6 +159,7 @@ fn a_failing_part_of_the_batch_reports_its_own_error() {
     let Err(err) = step_gradients(&model, &config, &[batch], &train, Some(&noise), &autodiff) else {
         panic!("a batch with a short caption trained");
     };
+    let err = err.to_string();
     assert!(err.contains("token sequence 1 has length"), "{err}");
 }
 

@@ -1,4 +1,4 @@
-//! Procedural backgrounds shared by the synthetic worlds (shapes and emoji): six texture kinds,
+//! Procedural backgrounds shared by the two worlds (shapes and emoji): six texture kinds,
 //! muted colours kept away from the objects' colours, all from [`SplitMix64`] and `+ - * /`
 //! (no libm), so they are identical natively and in wasm32.
 

@@ -1,17 +1,18 @@
-//! One face for the two synthetic worlds, so evaluation, validation, the VOC writer and training
+//! One face for the two worlds (shapes and emoji), so evaluation, validation, the VOC writer and training
 //! draw labelled samples without caring which world they come from.
 
 use std::sync::Arc;
 
 use super::emoji::{self, Atlas, EmojiConfig};
-use super::synth::{self, pair_labels, shape_classes, SceneConfig, Split};
+use super::error::DataError;
+use super::shapes::{self, pair_labels, shape_classes, SceneConfig, Split};
 
 /// The first index of the dev scenes: `train`-split scenes from 2^47 on, which no training run
 /// reaches (training draws indices from 0 up, one per sample). Validation during training scores
 /// these, so recipes are compared without looking at `val`.
 pub const DEV_START: u64 = 1 << 47;
 
-/// A synthetic world with its settings.
+/// A world (shapes or emoji) with its settings.
 #[derive(Clone, Debug)]
 pub enum World {
     /// The shape scenes; `pair_masks` labels colour+shape pairs instead of shapes.
@@ -51,7 +52,7 @@ impl World {
     }
 
     /// Checks the settings (and, for the emoji world, the styles against the atlas).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DataError> {
         match self {
             World::Shapes { config, .. } => config.validate(),
             World::Emoji { config, .. } => config.validate(self.atlas().expect("emoji world has an atlas")),
@@ -71,7 +72,7 @@ impl World {
     pub fn scene(&self, split: Split, index: u64) -> LabelledScene {
         match self {
             World::Shapes { config, pair_masks } => {
-                let s = synth::generate(split, index, config);
+                let s = shapes::generate(split, index, config);
                 let truth = if *pair_masks {
                     s.pair_map.iter().map(|&p| u8::try_from(p).expect("pair index < 255")).collect()
                 } else {
@@ -84,7 +85,7 @@ impl World {
                 let s = emoji::generate_with(self.atlas().expect("emoji world has an atlas"), split, index, config);
                 let objects = serde_json::json!({ "background": s.background, "objects": s.objects });
                 LabelledScene {
-                    id: synth::scene_id(split, index),
+                    id: shapes::scene_id(split, index),
                     width: s.width,
                     height: s.height,
                     image: s.image,

@@ -47,7 +47,7 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Rgb, DecodeError> {
     decoded.apply_orientation(orientation);
     let rgb = decoded.to_rgb8();
     let (w, h) = rgb.dimensions();
-    Rgb::new(w as usize, h as usize, rgb.into_raw()).map_err(DecodeError::Corrupt)
+    Rgb::new(w as usize, h as usize, rgb.into_raw()).map_err(|e| DecodeError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

@@ -15,12 +15,13 @@ pub struct Rgb {
 }
 
 impl Rgb {
-    pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<Self, String> {
+    pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<Self, super::PipelineError> {
+        let bad = |m: String| Err(super::PipelineError::Image(m));
         if width == 0 || height == 0 {
-            return Err(format!("image has no pixels ({width}x{height})"));
+            return bad(format!("image has no pixels ({width}x{height})"));
         }
         if pixels.len() != width * height * 3 {
-            return Err(format!("{width}x{height} RGB image needs {} bytes, got {}", width * height * 3, pixels.len()));
+            return bad(format!("{width}x{height} RGB image needs {} bytes, got {}", width * height * 3, pixels.len()));
         }
         Ok(Self { width, height, pixels })
     }

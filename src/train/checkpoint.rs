@@ -10,6 +10,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use super::config::TrainConfig;
+use super::error::TrainError;
 use crate::model::SegClipConfig;
 use crate::weights::format::HostTensor;
 
@@ -35,7 +36,8 @@ pub fn path_in(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoint.safetensors")
 }
 
-pub fn write(path: &Path, c: &Checkpoint) -> Result<(), String> {
+pub fn write(path: &Path, c: &Checkpoint) -> Result<(), TrainError> {
+    let bad = |message: String| TrainError::Checkpoint { path: path.to_path_buf(), message };
     let mut entries: Vec<(String, &HostTensor)> = Vec::new();
     entries.extend(c.model.iter().map(|(k, v)| (format!("model.{k}"), v)));
     entries.extend(c.optim.iter().map(|(k, v)| (format!("optim.{k}"), v)));
@@ -43,7 +45,7 @@ pub fn write(path: &Path, c: &Checkpoint) -> Result<(), String> {
     let views = entries
         .iter()
         .zip(&bytes)
-        .map(|((name, t), b)| TensorView::new(Dtype::F32, t.shape.clone(), b).map(|v| (name.clone(), v)).map_err(|e| format!("tensor {name}: {e}")))
+        .map(|((name, t), b)| TensorView::new(Dtype::F32, t.shape.clone(), b).map(|v| (name.clone(), v)).map_err(|e| bad(format!("tensor {name}: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let metadata: HashMap<String, String> = [
         ("format", FORMAT_NAME.to_string()),
@@ -57,13 +59,13 @@ pub fn write(path: &Path, c: &Checkpoint) -> Result<(), String> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let data = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
-    crate::files::write_atomic(path, &data)
+    let data = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(e.to_string()))?;
+    crate::files::write_atomic(path, &data).map_err(TrainError::Other)
 }
 
-pub fn read(path: &Path) -> Result<Checkpoint, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let bad = |m: String| format!("{}: {m}", path.display());
+pub fn read(path: &Path) -> Result<Checkpoint, TrainError> {
+    let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
+    let bad = |message: String| TrainError::Checkpoint { path: path.to_path_buf(), message };
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a readable checkpoint: truncated, damaged or another kind of file ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     if meta.get("format").map(|s| s.as_str()) != Some(FORMAT_NAME) {

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use super::error::TrainError;
+
 /// One row of the CSV log.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogRow {
@@ -100,9 +102,9 @@ pub struct ValSignals {
 }
 
 /// Reads a run's CSV log.
-pub fn read_log(run_dir: &Path) -> Result<Vec<LogRow>, String> {
+pub fn read_log(run_dir: &Path) -> Result<Vec<LogRow>, TrainError> {
     let path = run_dir.join("log.csv");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(TrainError::io(&path))?;
     Ok(text.lines().skip(1).filter_map(LogRow::parse).collect())
 }
 

@@ -11,6 +11,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod error;
 pub mod log;
 pub mod losses;
 pub mod optim;
@@ -35,6 +36,7 @@ use crate::pipeline::Segmenter;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::format;
 pub use config::TrainConfig;
+pub use error::TrainError;
 pub use log::{read_log, LogRow, ValSignals, LOG_HEADER};
 pub use run::train;
 pub use step::{step_gradients, GivenNoise, StepLosses};
@@ -79,10 +81,10 @@ pub fn validate(
     tokenizer_json: &[u8],
     config: &TrainConfig,
     device: &Device,
-) -> Result<ValSignals, String> {
+) -> Result<ValSignals, TrainError> {
     let inference = model.valid();
-    let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
-    let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device.clone()).map_err(|e| e.to_string())?;
+    let tokenizer = ClipTokenizer::from_bytes(tokenizer_json)?;
+    let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device.clone()).map_err(TrainError::Pipeline)?;
     segmenter.protocol.bg_thresh = config.run.val_bg_thresh;
     // The rule the exported file will carry (src/bin/segclip/export.rs).
     if config.loss.group_nouns_background {

@@ -13,6 +13,7 @@ use burn::tensor::Gradients;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::OptimSection;
+use super::error::TrainError;
 use crate::model::SegClip;
 use crate::weights::format::HostTensor;
 
@@ -270,14 +271,14 @@ impl AdamW {
     }
 
     /// Restores moment estimates saved by [`AdamW::state_tensors`].
-    pub fn load_state(&mut self, t: u64, tensors: &BTreeMap<String, HostTensor>, device: &Device) -> Result<(), String> {
+    pub fn load_state(&mut self, t: u64, tensors: &BTreeMap<String, HostTensor>, device: &Device) -> Result<(), TrainError> {
         self.t = t;
         self.moments.clear();
         for (key, m) in tensors.iter().filter(|(k, _)| k.starts_with("m.")) {
             let name = &key[2..];
-            let v = tensors.get(&format!("v.{name}")).ok_or_else(|| format!("optimizer state: 'v.{name}' is missing"))?;
+            let v = tensors.get(&format!("v.{name}")).ok_or_else(|| TrainError::OptimizerState(format!("'v.{name}' is missing")))?;
             if v.data.len() != m.data.len() {
-                return Err(format!("optimizer state: 'm.{name}' and 'v.{name}' differ in size"));
+                return Err(TrainError::OptimizerState(format!("'m.{name}' and 'v.{name}' differ in size")));
             }
             let to = |h: &HostTensor| Tensor::<1>::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device);
             self.moments.insert(name.to_string(), (to(m), to(v)));
@@ -345,7 +346,7 @@ mod tests {
             assert_eq!(run_schedule(step, &none), schedule(step, 120, 0.1), "step {step}");
         }
         for bad in [120, 200] {
-            let e = config(bad).unwrap_err();
+            let e = config(bad).unwrap_err().to_string();
             assert!(e.contains("optim.first_cycle") && e.contains("1..120"), "{e}");
         }
     }

@@ -6,13 +6,14 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
+use super::error::TrainError;
 use super::log::LogRow;
 
 const PANEL_W: u32 = 400;
 const PANEL_H: u32 = 240;
 const MARGIN: u32 = 16;
 
-pub fn write_curves(rows: &[LogRow], path: &Path) -> Result<(), String> {
+pub fn write_curves(rows: &[LogRow], path: &Path) -> Result<(), TrainError> {
     let series: [(Vec<(f64, f64)>, [u8; 3]); 4] = [
         (rows.iter().map(|r| (r.step as f64, r.contrastive)).collect(), [31, 119, 180]),
         (rows.iter().map(|r| (r.step as f64, r.reconstruction)).collect(), [255, 127, 14]),
@@ -24,7 +25,7 @@ pub fn write_curves(rows: &[LogRow], path: &Path) -> Result<(), String> {
         let (ox, oy) = ((i as u32 % 2) * PANEL_W, (i as u32 / 2) * PANEL_H);
         draw_panel(&mut img, ox, oy, points, Rgb(*colour));
     }
-    img.save(path).map_err(|e| format!("{}: {e}", path.display()))
+    img.save(path).map_err(|source| TrainError::Image { path: path.to_path_buf(), source })
 }
 
 fn draw_panel(img: &mut RgbImage, ox: u32, oy: u32, points: &[(f64, f64)], colour: Rgb<u8>) {

@@ -16,6 +16,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::data::Batch;
+use super::error::TrainError;
 use super::{GivenNoise, TrainConfig};
 use crate::model::{SegClip, SegClipConfig};
 use crate::weights::keymap::release_to_ours;
@@ -35,59 +36,67 @@ pub struct Recording {
 
 impl Recording {
     /// Reads `json` and `tensors` (a safetensors file of f32 and i64 tensors).
-    pub fn read(json: &Path, tensors: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
-        let json_value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
-        let bytes = std::fs::read(tensors).map_err(|e| format!("{}: {e}", tensors.display()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", tensors.display()))?;
+    pub fn read(json: &Path, tensors: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(json).map_err(TrainError::io(json))?;
+        let json_value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| TrainError::Json { path: json.to_path_buf(), source })?;
+        let bytes = std::fs::read(tensors).map_err(TrainError::io(tensors))?;
+        let origin = tensors.display().to_string();
+        let bad = |message: String| TrainError::Recording { origin: origin.clone(), message };
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
         let mut out = BTreeMap::new();
         for (name, view) in st.tensors() {
             let b = view.data();
             let data: Vec<f32> = match view.dtype() {
                 safetensors::Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
                 safetensors::Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-                other => return Err(format!("{}: tensor '{name}' is {other:?}; expected F32 or I64", tensors.display())),
+                other => return Err(bad(format!("tensor '{name}' is {other:?}; expected F32 or I64"))),
             };
             out.insert(name, HostTensor::new(view.shape().to_vec(), data));
         }
-        Ok(Self { json: json_value, tensors: out, origin: tensors.display().to_string() })
+        Ok(Self { json: json_value, tensors: out, origin })
     }
 
-    pub fn get(&self, name: &str) -> Result<&HostTensor, String> {
-        self.tensors.get(name).ok_or_else(|| format!("{}: no tensor '{name}'", self.origin))
+    /// An error about this recording.
+    fn bad(&self, message: String) -> TrainError {
+        TrainError::Recording { origin: self.origin.clone(), message }
+    }
+
+    pub fn get(&self, name: &str) -> Result<&HostTensor, TrainError> {
+        self.tensors.get(name).ok_or_else(|| self.bad(format!("no tensor '{name}'")))
     }
 
     /// Rows of a 2-D tensor, each value converted by `f`.
-    pub fn rows<T>(&self, name: &str, f: impl Fn(f32) -> T) -> Result<Vec<Vec<T>>, String> {
+    pub fn rows<T>(&self, name: &str, f: impl Fn(f32) -> T) -> Result<Vec<Vec<T>>, TrainError> {
         let t = self.get(name)?;
         if t.shape.len() != 2 {
-            return Err(format!("{}: '{name}' has shape {:?}; expected 2 dimensions", self.origin, t.shape));
+            return Err(self.bad(format!("'{name}' has shape {:?}; expected 2 dimensions", t.shape)));
         }
         Ok(t.data.chunks(t.shape[1]).map(|r| r.iter().map(|&v| f(v)).collect()).collect())
     }
 
-    pub fn tensor3(&self, name: &str, device: &Device) -> Result<Tensor<3>, String> {
+    pub fn tensor3(&self, name: &str, device: &Device) -> Result<Tensor<3>, TrainError> {
         let t = self.get(name)?;
         let [a, b, c] = t.shape[..] else {
-            return Err(format!("{}: '{name}' has shape {:?}; expected 3 dimensions", self.origin, t.shape));
+            return Err(self.bad(format!("'{name}' has shape {:?}; expected 3 dimensions", t.shape)));
         };
         Ok(Tensor::from_data(TensorData::new(t.data.clone(), [a, b, c]), device))
     }
 
-    pub fn model_config(&self) -> Result<SegClipConfig, String> {
-        serde_json::from_value(self.json["model"].clone()).map_err(|e| format!("{}: field 'model': {e}", self.origin))
+    pub fn model_config(&self) -> Result<SegClipConfig, TrainError> {
+        serde_json::from_value(self.json["model"].clone()).map_err(|e| self.bad(format!("field 'model': {e}")))
     }
 
     /// The step's training config: the recording's optimiser and loss settings (one step at
     /// schedule factor 1, no warm-up, all three losses at weight 1, no center-usage term).
-    pub fn train_config(&self) -> Result<TrainConfig, String> {
+    pub fn train_config(&self) -> Result<TrainConfig, TrainError> {
         let o = &self.json["optim"];
         let l = &self.json["loss"];
         let number = |v: &serde_json::Value, field: &str| {
-            v.as_f64().ok_or_else(|| format!("{}: field '{field}' is missing or not a number", self.origin))
+            v.as_f64().ok_or_else(|| self.bad(format!("field '{field}' is missing or not a number")))
         };
         let betas = o["betas"].as_array().and_then(|b| Some((b.first()?.as_f64()?, b.get(1)?.as_f64()?)));
-        let (beta1, beta2) = betas.ok_or_else(|| format!("{}: field 'optim.betas' must be two numbers", self.origin))?;
+        let (beta1, beta2) = betas.ok_or_else(|| self.bad("field 'optim.betas' must be two numbers".into()))?;
         // The parity fixture follows the release (embeddings frozen) and does not say so.
         let freeze = o["freeze_embeddings"].as_bool().unwrap_or(true);
         let overrides = vec![
@@ -112,22 +121,22 @@ impl Recording {
             "loss.center_usage_weight=0.0".into(),
             "run.out=\"unused\"".into(),
         ];
-        TrainConfig::parse(BASE_CONFIG, &overrides).map_err(|e| format!("{}: {e}", self.origin))
+        TrainConfig::parse(BASE_CONFIG, &overrides).map_err(|e| self.bad(e.to_string()))
     }
 
     /// The tensors `kind.<release key>` (kind: init, grad, after) in our parameter names and
     /// layouts, each with its release key: every key goes through the importer's key map alone,
     /// so a key it does not map is an error rather than silently dropped.
-    pub fn ours(&self, kind: &str, config: &SegClipConfig) -> Result<BTreeMap<String, (String, HostTensor)>, String> {
+    pub fn ours(&self, kind: &str, config: &SegClipConfig) -> Result<BTreeMap<String, (String, HostTensor)>, TrainError> {
         let prefix = format!("{kind}.");
         let mut out = BTreeMap::new();
         for (name, host) in &self.tensors {
             let Some(key) = name.strip_prefix(&prefix) else { continue };
             let mut unused = Vec::new();
             let mapped = release_to_ours(BTreeMap::from([(key.to_string(), host.clone())]), config, true, &mut unused)
-                .map_err(|e| format!("{}: {key}: {e}", self.origin))?;
+                .map_err(|e| self.bad(format!("{key}: {e}")))?;
             if !unused.is_empty() {
-                return Err(format!("{}: {key} has no place in our model ({:?})", self.origin, unused));
+                return Err(self.bad(format!("{key} has no place in our model ({:?})", unused)));
             }
             for (ours, t) in mapped {
                 out.insert(ours, (key.to_string(), t));
@@ -138,23 +147,23 @@ impl Recording {
 
     /// Our model with the recording's initial parameters, on `device` (an autodiff device to
     /// train). Every parameter of ours must be in the recording.
-    pub fn model(&self, config: &SegClipConfig, device: &Device) -> Result<SegClip, String> {
+    pub fn model(&self, config: &SegClipConfig, device: &Device) -> Result<SegClip, TrainError> {
         let init = self.ours("init", config)?;
         let mut model = SegClip::new_for_training(config, device);
         let tensors: BTreeMap<String, HostTensor> = init.into_iter().map(|(k, (_, t))| (k, t)).collect();
         let missing: Vec<String> = model_io::model_tensors(&model).into_keys().filter(|n| !tensors.contains_key(n)).collect();
         if !missing.is_empty() {
-            return Err(format!("{}: lacks the parameters {missing:?}", self.origin));
+            return Err(self.bad(format!("lacks the parameters {missing:?}")));
         }
-        model_io::apply_tensors(&mut model, &tensors, false).map_err(|e| format!("{}: {e}", self.origin))?;
+        model_io::apply_tensors(&mut model, &tensors, false).map_err(|e| self.bad(e.to_string()))?;
         Ok(model)
     }
 
     /// The batch the step trains on (captions are not recorded: the tokens are).
-    pub fn batch(&self) -> Result<Batch, String> {
+    pub fn batch(&self) -> Result<Batch, TrainError> {
         let images = self.get("input.images")?;
         let [batch, 3, size, _] = images.shape[..] else {
-            return Err(format!("{}: input.images has shape {:?}; expected [B, 3, S, S]", self.origin, images.shape));
+            return Err(self.bad(format!("input.images has shape {:?}; expected [B, 3, S, S]", images.shape)));
         };
         Ok(Batch {
             images: images.data.clone(),
@@ -169,7 +178,7 @@ impl Recording {
     }
 
     /// The Gumbel noise of both passes, as drawn by the reference.
-    pub fn noise(&self, device: &Device) -> Result<GivenNoise, String> {
+    pub fn noise(&self, device: &Device) -> Result<GivenNoise, TrainError> {
         Ok(GivenNoise { full: self.tensor3("input.gumbel_uniform", device)?, masked: self.tensor3("input.gumbel_uniform_recon", device)? })
     }
 }

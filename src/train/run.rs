@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 use super::log::{read_log, LogRow, LOG_HEADER};
 use super::optim::AdamW;
 use super::step::{step_gradients, StepLosses};
-use super::{checkpoint, data, plot, validate, TrainConfig, TrainOptions, TrainSummary};
+use super::{checkpoint, data, plot, validate, TrainConfig, TrainError, TrainOptions, TrainSummary};
 use crate::data::rng::mix64;
 use crate::model::{SegClip, SegClipConfig};
 use crate::tokenizer::ClipTokenizer;
@@ -23,7 +23,7 @@ use crate::weights::{format, import, model_io};
 /// Batches are a pure function of (seed, step) and the device generator is reseeded every step,
 /// but burn's CPU backend keeps one generator for the whole process: a run is bit-reproducible
 /// only while nothing else in the process draws random numbers meanwhile (the CLI runs one).
-pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options: &TrainOptions) -> Result<TrainSummary, String> {
+pub fn train(config: &TrainConfig, resume: bool, tokenizer_json: &[u8], options: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
     let (mut run, mut model) = Run::set_up(config, resume, tokenizer_json, options)?;
     let mut interrupted = false;
@@ -77,26 +77,22 @@ struct StepDone {
 impl<'a> Run<'a> {
     /// Opens the run (fresh or resumed), its log, data loader and progress bar; the model to
     /// train comes back beside it.
-    fn set_up(config: &TrainConfig, resume: bool, tokenizer_json: &'a [u8], options: &TrainOptions) -> Result<(Self, SegClip), String> {
+    fn set_up(config: &TrainConfig, resume: bool, tokenizer_json: &'a [u8], options: &TrainOptions) -> Result<(Self, SegClip), TrainError> {
         let run_dir = PathBuf::from(&config.run.out);
         let ckpt_path = checkpoint::path_in(&run_dir);
-        let tokenizer = ClipTokenizer::from_bytes(tokenizer_json).map_err(|e| e.to_string())?;
+        let tokenizer = ClipTokenizer::from_bytes(tokenizer_json)?;
         let tokenizer_sha = sha256_hex(tokenizer_json);
-        let device = crate::backend::device(options.backend)?.autodiff();
+        let device = crate::backend::device(options.backend).map_err(TrainError::Other)?.autodiff();
 
         // A fresh run or the continuation of a checkpoint.
         let OpenRun { config, model, model_config, optimizer, first_step } =
             open_run(config, resume, &tokenizer_sha, &run_dir, &ckpt_path, &device)?;
         if tokenizer.vocab_size() > model_config.vocab_size {
-            return Err(format!(
-                "the tokenizer has {} tokens but the model's vocabulary is {}: set model.overrides.vocab_size",
-                tokenizer.vocab_size(),
-                model_config.vocab_size
-            ));
+            return Err(TrainError::VocabTooSmall { tokenizer: tokenizer.vocab_size(), model: model_config.vocab_size });
         }
         let total = config.optim.steps;
         if first_step >= total {
-            return Err(format!("{}: the run already finished all {total} steps", ckpt_path.display()));
+            return Err(TrainError::Finished { path: ckpt_path, steps: total });
         }
         let (log_path, log, rows) = open_log(&run_dir, resume, first_step)?;
         let loader = data::Loader::start(&config, &model_config, tokenizer_json, first_step)?;
@@ -124,7 +120,7 @@ impl<'a> Run<'a> {
 
     /// One optimiser step on the next step's batches. A loss that is not finite writes the
     /// checkpoint of the step before it and ends the run with an error.
-    fn one_step(&mut self, model: SegClip) -> Result<(SegClip, StepDone), String> {
+    fn one_step(&mut self, model: SegClip) -> Result<(SegClip, StepDone), TrainError> {
         let t0 = Instant::now();
         let (config, step) = (&self.config, self.step);
         let l = &config.loss;
@@ -137,7 +133,7 @@ impl<'a> Run<'a> {
             lc + lr * l.reconstruction_weight + ls * l.superpixel_weight + usage * l.center_usage_weight + gn * l.group_nouns_weight;
         if !loss.is_finite() {
             self.save(&model)?;
-            return Err(format!("step {step}: the loss is {loss} (contrastive {lc}, reconstruction {lr}, superpixel {ls}); checkpoint of step {step} kept, lower the learning rate"));
+            return Err(TrainError::NonFiniteLoss { step, loss, contrastive: lc, reconstruction: lr, superpixel: ls });
         }
         let (model, info) = self.optimizer.step(model, sum, step);
         self.step += 1;
@@ -158,7 +154,7 @@ impl<'a> Run<'a> {
     }
 
     /// Validates every `run.val_every` steps and after the last, the signals going into `row`.
-    fn validate_if_due(&mut self, model: &SegClip, row: &mut LogRow) -> Result<(), String> {
+    fn validate_if_due(&mut self, model: &SegClip, row: &mut LogRow) -> Result<(), TrainError> {
         let (step, every) = (self.step, self.config.run.val_every);
         if !(step == self.config.optim.steps || (every > 0 && step % every == 0)) {
             return Ok(());
@@ -179,9 +175,9 @@ impl<'a> Run<'a> {
     }
 
     /// Appends the step's row to the log and shows its losses.
-    fn record(&mut self, done: StepDone) -> Result<(), String> {
+    fn record(&mut self, done: StepDone) -> Result<(), TrainError> {
         let StepDone { row, center_usage } = done;
-        writeln!(self.log, "{}", row.to_csv()).map_err(|e| format!("{}: {e}", self.log_path.display()))?;
+        writeln!(self.log, "{}", row.to_csv()).map_err(TrainError::io(&self.log_path))?;
         self.bar.set_message(format!(
             "loss {:.3} (c {:.3} r {:.3} s {:.4} u {:.3}) {:.1} samples/s",
             row.loss, row.contrastive, row.reconstruction, row.superpixel, center_usage, row.samples_per_s
@@ -192,7 +188,7 @@ impl<'a> Run<'a> {
     }
 
     /// Writes the checkpoint every `run.checkpoint_every` steps and after the last.
-    fn checkpoint_if_due(&self, model: &SegClip) -> Result<(), String> {
+    fn checkpoint_if_due(&self, model: &SegClip) -> Result<(), TrainError> {
         if self.step % self.config.run.checkpoint_every == 0 || self.step == self.config.optim.steps {
             self.save(model)?;
         }
@@ -200,7 +196,7 @@ impl<'a> Run<'a> {
     }
 
     /// The checkpoint of the steps done so far.
-    fn save(&self, model: &SegClip) -> Result<(), String> {
+    fn save(&self, model: &SegClip) -> Result<(), TrainError> {
         checkpoint::write(
             &self.ckpt_path,
             &checkpoint::Checkpoint {
@@ -216,7 +212,7 @@ impl<'a> Run<'a> {
     }
 
     /// Ends the run: a checkpoint when interrupted, the curves plot, and what was done.
-    fn report(self, model: &SegClip, interrupted: bool, started: Instant) -> Result<TrainSummary, String> {
+    fn report(self, model: &SegClip, interrupted: bool, started: Instant) -> Result<TrainSummary, TrainError> {
         if interrupted {
             self.save(model)?;
             self.bar.abandon_with_message(format!("interrupted: checkpoint of step {} written to {}", self.step, self.ckpt_path.display()));
@@ -238,7 +234,7 @@ impl<'a> Run<'a> {
 
 /// The run's `log.csv`, rewritten to keep only the rows the checkpoint covers (steps after it
 /// are redone), and open for appending; with those rows.
-fn open_log(run_dir: &Path, resume: bool, first_step: u64) -> Result<(PathBuf, std::fs::File, Vec<LogRow>), String> {
+fn open_log(run_dir: &Path, resume: bool, first_step: u64) -> Result<(PathBuf, std::fs::File, Vec<LogRow>), TrainError> {
     let log_path = run_dir.join("log.csv");
     let rows: Vec<LogRow> =
         if resume { read_log(run_dir).unwrap_or_default().into_iter().filter(|r| r.step <= first_step).collect() } else { Vec::new() };
@@ -248,8 +244,8 @@ fn open_log(run_dir: &Path, resume: bool, first_step: u64) -> Result<(PathBuf, s
         text.push_str(&r.to_csv());
         text.push('\n');
     }
-    std::fs::write(&log_path, text).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    std::fs::write(&log_path, text).map_err(TrainError::io(&log_path))?;
+    let log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(TrainError::io(&log_path))?;
     Ok((log_path, log, rows))
 }
 
@@ -276,14 +272,14 @@ struct OpenRun {
 
 /// Opens a run: resumes the checkpoint in `run_dir`, or starts a fresh one there (refusing a
 /// folder that already holds a checkpoint).
-fn open_run(config: &TrainConfig, resume: bool, tokenizer_sha: &str, run_dir: &Path, ckpt_path: &Path, device: &Device) -> Result<OpenRun, String> {
+fn open_run(config: &TrainConfig, resume: bool, tokenizer_sha: &str, run_dir: &Path, ckpt_path: &Path, device: &Device) -> Result<OpenRun, TrainError> {
     Ok(if resume {
         let ck = checkpoint::read(ckpt_path)?;
         if ck.tokenizer_sha256 != tokenizer_sha {
-            return Err(format!("{}: made with another tokenizer (sha256 {})", ckpt_path.display(), ck.tokenizer_sha256));
+            return Err(TrainError::OtherTokenizer { path: ckpt_path.to_path_buf(), sha256: ck.tokenizer_sha256 });
         }
         let mut model = fresh_model(&ck.model_config, ck.config.loss.reconstruction, device);
-        model_io::apply_tensors(&mut model, &ck.model, false).map_err(|e| format!("{}: {e}", ckpt_path.display()))?;
+        model_io::apply_tensors(&mut model, &ck.model, false).map_err(|source| TrainError::Weights { path: ckpt_path.to_path_buf(), source })?;
         // The checkpoint's config, but the caller's schedule: `segclip train --resume --extend-to`
         // lengthens it to go on past its end (src/bin/segclip/train.rs).
         let mut run_config = ck.config;
@@ -295,16 +291,13 @@ fn open_run(config: &TrainConfig, resume: bool, tokenizer_sha: &str, run_dir: &P
     } else {
         if ckpt_path.exists() {
             let step = checkpoint::read(ckpt_path).map(|c| c.step.to_string()).unwrap_or_else(|_| "?".into());
-            return Err(format!(
-                "{} already holds a checkpoint (step {step}): resume it with --resume, or set run.out to another folder",
-                run_dir.display()
-            ));
+            return Err(TrainError::RunExists { dir: run_dir.to_path_buf(), step });
         }
-        std::fs::create_dir_all(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        std::fs::create_dir_all(run_dir).map_err(TrainError::io(run_dir))?;
         device.seed(config.run.seed);
         let model_config = config.model.resolve()?;
         let (model, model_config) = initial_model(config, &model_config, device)?;
-        std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        std::fs::write(run_dir.join("config.toml"), config.to_toml()).map_err(TrainError::io(run_dir))?;
         OpenRun { config: config.clone(), model, model_config, optimizer: AdamW::new(config.optim.clone()), first_step: 0 }
     })
 }
@@ -320,7 +313,7 @@ fn fresh_model(config: &SegClipConfig, with_reconstruction: bool, device: &Devic
 }
 
 /// Builds the model to train: fresh, or from a checkpoint named by `model.init`.
-fn initial_model(config: &TrainConfig, model_config: &SegClipConfig, device: &Device) -> Result<(SegClip, SegClipConfig), String> {
+fn initial_model(config: &TrainConfig, model_config: &SegClipConfig, device: &Device) -> Result<(SegClip, SegClipConfig), TrainError> {
     let with_recon = config.loss.reconstruction;
     let fresh = |c: &SegClipConfig| fresh_model(c, with_recon, device);
     let init = config.model.init.as_str();
@@ -329,26 +322,27 @@ fn initial_model(config: &TrainConfig, model_config: &SegClipConfig, device: &De
         model_io::initialise_all(&model);
         if let Some(scale) = config.model.logit_scale_init {
             if !(scale > 0.0 && scale <= crate::model::MAX_LOGIT_SCALE) {
-                return Err(format!("model.logit_scale_init {scale} must be in (0, {}]", crate::model::MAX_LOGIT_SCALE));
+                return Err(TrainError::bad_value("model.logit_scale_init", scale, format!("in (0, {}]", crate::model::MAX_LOGIT_SCALE)));
             }
             model.logit_scale = burn::module::Param::from_tensor(Tensor::from_floats([scale.ln() as f32], device));
         }
         return Ok((model, model_config.clone()));
     }
     let path = Path::new(init);
-    let bytes = std::fs::read(path).map_err(|e| format!("model.init {}: {e}", path.display()))?;
+    let init_error = |e: Box<dyn std::error::Error + Send + Sync>| TrainError::Init { path: path.to_path_buf(), source: e };
+    let bytes = std::fs::read(path).map_err(|e| init_error(e.into()))?;
     // A segclip weights file, else a checkpoint the importer knows; a damaged segclip file keeps
     // its own error rather than the importer's.
     let (tensors, found) = match format::read(&bytes) {
         Ok(file) => (file.tensors, file.config),
         Err(format::WeightsError::NotSegclip(_)) => {
-            let imported = import::import_for_training(path, None).map_err(|e| format!("model.init {}: {e}", path.display()))?;
+            let imported = import::import_for_training(path, None).map_err(|e| init_error(e.into()))?;
             (imported.tensors, imported.config)
         }
-        Err(e) => return Err(format!("model.init {}: {e}", path.display())),
+        Err(e) => return Err(init_error(e.into())),
     };
     let mut model = fresh(&found);
-    let report = model_io::apply_tensors(&mut model, &tensors, true).map_err(|e| format!("model.init {}: {e}", path.display()))?;
+    let report = model_io::apply_tensors(&mut model, &tensors, true).map_err(|e| init_error(e.into()))?;
     // The parameters the file did not have start fresh, drawn here in module order.
     model_io::initialise_all(&model);
     if !report.initialised.is_empty() {

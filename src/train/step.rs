@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::LossSection;
 use super::optim::GradientSum;
-use super::{data, losses, TrainConfig};
+use super::{data, losses, TrainConfig, TrainError};
 use crate::model::{Assignment, SegClip, SegClipConfig, TokenBatch};
 
 fn scalar(t: Tensor<1>) -> f64 {
@@ -46,12 +46,12 @@ pub fn step_gradients(
     config: &TrainConfig,
     noise: Option<&[GivenNoise]>,
     device: &Device,
-) -> Result<(GradientSum, StepLosses), String> {
+) -> Result<(GradientSum, StepLosses), TrainError> {
     let l = &config.loss;
     let mut sum = GradientSum::default();
     let (mut lc, mut lr, mut ls, mut usage, mut gn) = (0.0, 0.0, 0.0, 0.0, 0.0);
     if !(l.contrastive || l.superpixel || l.center_usage_weight > 0.0 || l.reconstruction) {
-        return Err("no loss is on".into());
+        return Err(TrainError::NoLoss);
     }
     for (micro, b) in micro_batches.iter().enumerate() {
         let terms = micro_batch_gradients(model, b, config, model_config, noise.and_then(|n| n.get(micro)), device, &mut sum)?;
@@ -105,12 +105,12 @@ fn gradient_constant<const D: usize>(t: &Tensor<D>, grads: &burn::tensor::Gradie
 /// Why a part of a micro-batch stopped short.
 enum PartFailure {
     /// Its own error.
-    Failed(String),
+    Failed(TrainError),
     /// Another part failed and closed this one's gradient channel: nothing of its own to report.
     Released,
 }
 
-impl<E: Into<String>> From<E> for PartFailure {
+impl<E: Into<TrainError>> From<E> for PartFailure {
     fn from(e: E) -> Self {
         Self::Failed(e.into())
     }
@@ -139,14 +139,14 @@ fn micro_batch_gradients(
     given: Option<&GivenNoise>,
     device: &Device,
     sum: &mut GradientSum,
-) -> Result<StepLosses, String> {
+) -> Result<StepLosses, TrainError> {
     let l = &config.loss;
     let inputs = PartInputs::new(model, b, l, model_config, given, device);
     let nouns = b.nouns.as_ref().filter(|_| l.group_nouns_weight > 0.0 && l.contrastive);
     let n = b.batch;
     let parts: Vec<Range<usize>> = if n >= 2 && l.center_usage_weight == 0.0 { vec![0..n / 2, n / 2..n] } else { vec![0..n] };
 
-    std::thread::scope(|scope| -> Result<StepLosses, String> {
+    std::thread::scope(|scope| -> Result<StepLosses, TrainError> {
         let mut exchange = Exchange { to_parts: Vec::new(), from_parts: Vec::new(), parts: parts.clone() };
         let mut handles = Vec::new();
         for range in parts {
@@ -249,10 +249,10 @@ impl Part<'_> {
         let share = len as f64 / self.batch.batch as f64;
         let uniform = self.inputs.full_noise.clone().narrow(0, start, len);
         let vision = model.visual.forward(images, Assignment::GumbelGiven { tau: l.gumbel_tau, uniform });
-        let text = if l.contrastive { Some(model.text(&TokenBatch::new(&self.batch.tokens[range.clone()])?.trimmed(), device)) } else { None };
+        let text = if l.contrastive { Some(model.text(&TokenBatch::new(&self.batch.tokens[range.clone()]).map_err(TrainError::Other)?.trimmed(), device)) } else { None };
         let mut terms: Vec<Tensor<1>> = Vec::new();
         if l.superpixel {
-            let sp = self.batch.superpixels.as_ref().ok_or("batch without superpixels")?;
+            let sp = self.batch.superpixels.as_ref().ok_or(TrainError::Internal("batch without superpixels"))?;
             let loss = losses::superpixel_kl(vision.hard_assign.clone(), &sp[range.clone()], device);
             out.superpixel = scalar(loss.clone()) * share;
             terms.push(loss * (l.superpixel_weight * share));
@@ -284,7 +284,7 @@ impl Part<'_> {
         let uniform = masked.clone().narrow(0, start, len);
         let recon = model
             .reconstruct(images, &self.batch.keep[range], Assignment::GumbelGiven { tau: l.gumbel_tau, uniform })
-            .ok_or("reconstruction is on but the model has no reconstruction heads")?;
+            .ok_or(TrainError::Internal("reconstruction is on but the model has no reconstruction heads"))?;
         out.reconstruction = scalar(recon.loss.clone()) * share;
         Ok(Some((recon.loss * (l.reconstruction_weight * share)).backward()))
     }
@@ -310,7 +310,7 @@ impl Exchange {
         nouns: Option<&data::NounPrompts>,
         device: &Device,
         sum: &mut GradientSum,
-    ) -> Result<(f64, f64), String> {
+    ) -> Result<(f64, f64), TrainError> {
         let l = &config.loss;
         let received: Option<Vec<Embeddings>> = if l.contrastive { self.from_parts.iter().map(|rx| rx.recv().ok()).collect() } else { None };
         let Some(received) = received else { return Ok((0.0, 0.0)) };
@@ -324,8 +324,8 @@ impl Exchange {
         let groups = match nouns {
             Some(nouns) => {
                 let groups: Option<Vec<Tensor<3>>> = received.iter().map(|e| e.groups.clone()).collect();
-                let groups = Tensor::cat(groups.ok_or("a part sent no group embeddings")?, 0).require_grad();
-                let prompts = model.text(&TokenBatch::new(&nouns.tokens)?.trimmed(), device);
+                let groups = Tensor::cat(groups.ok_or(TrainError::Internal("a part sent no group embeddings"))?, 0).require_grad();
+                let prompts = model.text(&TokenBatch::new(&nouns.tokens).map_err(TrainError::Other)?.trimmed(), device);
                 let term = losses::group_nouns(groups.clone(), prompts, &nouns.named, &nouns.unknown, model.scale());
                 group_nouns = scalar(term.clone());
                 total = total + term * l.group_nouns_weight;
@@ -357,19 +357,20 @@ impl Exchange {
 /// The micro-batch's loss terms: `total` (the contrastive and group-noun terms) plus the parts'
 /// own, their gradients added to `sum`. A failing part's own error is reported, not the release
 /// of a part it stopped.
-fn sum_parts(results: Vec<Result<PartOutput, PartFailure>>, mut total: StepLosses, freeze: bool, sum: &mut GradientSum) -> Result<StepLosses, String> {
+fn sum_parts(results: Vec<Result<PartOutput, PartFailure>>, mut total: StepLosses, freeze: bool, sum: &mut GradientSum) -> Result<StepLosses, TrainError> {
     let mut released = false;
-    for r in &results {
+    let mut parts = Vec::with_capacity(results.len());
+    for r in results {
         match r {
-            Err(PartFailure::Failed(e)) => return Err(e.clone()),
+            Err(PartFailure::Failed(e)) => return Err(e),
             Err(PartFailure::Released) => released = true,
-            Ok(_) => {}
+            Ok(part) => parts.push(part),
         }
     }
     if released {
-        return Err("a part of the batch was released, but no part reported a failure".into());
+        return Err(TrainError::Internal("a part of the batch was released, but no part reported a failure"));
     }
-    for (part, grads, own) in results.into_iter().flatten() {
+    for (part, grads, own) in parts {
         total.reconstruction += part.reconstruction;
         total.superpixel += part.superpixel;
         total.center_usage += part.center_usage;

@@ -2,23 +2,38 @@
 //! map (src/pipeline/superpixels/) to one label per ViT patch. The loss itself is
 //! `losses::superpixel_kl`.
 
+/// A label map `patch_labels` cannot reduce.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PatchLabelsError {
+    #[error("patch_labels: zero-sized label map ({width}x{height})")]
+    Empty { width: usize, height: usize },
+    #[error("patch_labels: patch size must be positive")]
+    ZeroPatch,
+    #[error("patch_labels: {width}x{height} overflows usize")]
+    TooLarge { width: usize, height: usize },
+    #[error("patch_labels: {found} labels, expected {width}*{height} = {}", width * height)]
+    Length { found: usize, width: usize, height: usize },
+    #[error("patch_labels: {width}x{height} is not a multiple of the patch size {patch}")]
+    NotMultiple { width: usize, height: usize, patch: usize },
+}
+
 /// The release's patch label: floor(mean of the superpixel ids of the patch's pixels), for a `patch`-sized grid, row-major [rows*cols]. width and height must be multiples of patch (Err otherwise).
 ///
 /// The mean is taken with exact integer arithmetic (sum, then floor division), so no float
 /// rounding can push a mean just below an integer up to it.
-pub fn patch_labels(labels: &[u32], width: usize, height: usize, patch: usize) -> Result<Vec<u32>, String> {
+pub fn patch_labels(labels: &[u32], width: usize, height: usize, patch: usize) -> Result<Vec<u32>, PatchLabelsError> {
     if width == 0 || height == 0 {
-        return Err(format!("patch_labels: zero-sized label map ({width}x{height})"));
+        return Err(PatchLabelsError::Empty { width, height });
     }
     if patch == 0 {
-        return Err("patch_labels: patch size must be positive".to_string());
+        return Err(PatchLabelsError::ZeroPatch);
     }
-    let n = width.checked_mul(height).ok_or_else(|| format!("patch_labels: {width}x{height} overflows usize"))?;
+    let n = width.checked_mul(height).ok_or(PatchLabelsError::TooLarge { width, height })?;
     if labels.len() != n {
-        return Err(format!("patch_labels: {} labels, expected {width}*{height} = {n}", labels.len()));
+        return Err(PatchLabelsError::Length { found: labels.len(), width, height });
     }
     if !width.is_multiple_of(patch) || !height.is_multiple_of(patch) {
-        return Err(format!("patch_labels: {width}x{height} is not a multiple of the patch size {patch}"));
+        return Err(PatchLabelsError::NotMultiple { width, height, patch });
     }
     let (rows, cols) = (height / patch, width / patch);
     let area = (patch * patch) as u64;
@@ -98,9 +113,9 @@ mod tests {
     fn patch_labels_reject_bad_shapes() {
         let labels = [0u32; 24];
         assert!(patch_labels(&labels, 6, 4, 2).is_ok());
-        assert!(patch_labels(&labels, 6, 4, 4).unwrap_err().contains("multiple"));
+        assert!(patch_labels(&labels, 6, 4, 4).unwrap_err().to_string().contains("multiple"));
         assert!(patch_labels(&labels, 6, 4, 0).is_err());
-        assert!(patch_labels(&labels[..23], 6, 4, 2).unwrap_err().contains("23 labels"));
+        assert!(patch_labels(&labels[..23], 6, 4, 2).unwrap_err().to_string().contains("23 labels"));
         assert!(patch_labels(&[], 0, 4, 2).is_err());
     }
 

@@ -1,7 +1,8 @@
 //! `segclip eval --weights FILE DATASET`: mIoU, per-class IoU and pixel accuracy.
-//! DATASET is a synthetic split generated in memory (`synth:emoji-val`, `synth:emoji-train`,
-//! `synth:val`, `synth:train`, `synth:compositional`) or a folder in VOC layout
-//! (`JPEGImages/`, `SegmentationClass/`, `classes.txt`).
+//! DATASET is a split of a world drawn in memory, named `WORLD:SPLIT` (`emoji:val`, `emoji:train`,
+//! `emoji:dev`, `shapes:val`, `shapes:train`, `shapes:dev`, `shapes:compositional`), or a folder
+//! in VOC layout (`JPEGImages/`, `SegmentationClass/`, `classes.txt`). The old names
+//! (`synth:emoji-val`, `synth:val`, ...) still work, with a note on stderr.
 
 use std::path::PathBuf;
 
@@ -14,12 +15,12 @@ use crate::synth::WorldArgs;
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// `synth:emoji-val`, `synth:emoji-train`, `synth:emoji-dev`, `synth:val`,
-    /// `synth:compositional`, `synth:train`, `synth:dev`, or a VOC-layout folder.
+    /// `emoji:val`, `emoji:train`, `emoji:dev`, `shapes:val`, `shapes:compositional`,
+    /// `shapes:train`, `shapes:dev`, or a VOC-layout folder.
     dataset: String,
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Scenes of a synthetic split to score (from index 0).
+    /// Scenes of a world's split to score (from index 0).
     #[arg(long, default_value_t = 200)]
     count: u64,
     #[command(flatten)]
@@ -65,8 +66,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         println!("background prompts: {}", segmenter.protocol.background_prompts.join(", "));
     }
 
-    let (matrix, classes, scored) = if let Some(name) = args.dataset.strip_prefix("synth:") {
-        let (world, split, start) = args.world.world(name)?;
+    let (matrix, classes, scored) = if let Some((world, split)) = world_dataset(&args.dataset) {
+        let (world, split, start) = args.world.world(world, &split)?;
         let classes = world.classes();
         let bar = indicatif::ProgressBar::new(args.count);
         let scores = segclip::eval::score_world(&mut segmenter, &world, split, start..start + args.count, |n| bar.set_position(n))
@@ -94,6 +95,24 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?).with_context(|| args.out.display().to_string())?;
     println!("confusion matrix: {}", args.out.display());
     Ok(())
+}
+
+/// The world and split a dataset name means (`emoji:val`, `shapes:dev`), or `None` for a folder.
+/// The names from before the worlds had one name each (`synth:emoji-val` for `emoji:val`,
+/// `synth:val` for `shapes:val`) are still read, with a note on stderr.
+fn world_dataset(name: &str) -> Option<(&'static str, String)> {
+    for world in ["emoji", "shapes"] {
+        if let Some(split) = name.strip_prefix(world).and_then(|rest| rest.strip_prefix(':')) {
+            return Some((world, split.to_string()));
+        }
+    }
+    let old = name.strip_prefix("synth:")?;
+    let (world, split) = match old.strip_prefix("emoji-") {
+        Some(split) => ("emoji", split),
+        None => ("shapes", old),
+    };
+    eprintln!("note: the dataset name '{name}' is deprecated; it is '{world}:{split}' now");
+    Some((world, split.to_string()))
 }
 
 /// Scores every image of a VOC-layout folder.

@@ -1,5 +1,5 @@
-//! `segclip synth --world emoji --split val --count N --out DIR`: a synthetic split in VOC layout,
-//! and the world options `segclip eval` shares.
+//! `segclip synth --world emoji --split val --count N --out DIR`: a split of the emoji or the
+//! shape world in VOC layout, and the world options `segclip eval` shares.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,21 +30,22 @@ pub struct WorldArgs {
 }
 
 impl WorldArgs {
-    /// The world, split and first scene index a `synth:` dataset name means: `emoji-val`,
-    /// `emoji-train`, `emoji-dev`, `val`, `train`, `dev` or `compositional`. `dev` is the
-    /// training split's dev scenes (from `world::DEV_START`, which no training run reaches): where
-    /// thresholds are tuned, so `val` is only reported.
-    pub fn world(&self, name: &str) -> anyhow::Result<(World, Split, u64)> {
-        let (emoji, split) = match name.strip_prefix("emoji-") {
-            Some(split) => (true, split),
-            None => (false, name),
+    /// The world (`emoji` or `shapes`), split and first scene index of `world`'s split `split`:
+    /// `train`, `val`, `dev` or (shapes only) `compositional`. `dev` is the training split's dev
+    /// scenes (from `world::DEV_START`, which no training run reaches): where thresholds are
+    /// tuned, so `val` is only reported.
+    pub fn world(&self, world: &str, split: &str) -> anyhow::Result<(World, Split, u64)> {
+        let emoji = match world {
+            "emoji" => true,
+            "shapes" => false,
+            other => anyhow::bail!("unknown world '{other}': expected emoji or shapes"),
         };
         let (split, start) = match split {
             "dev" => (Split::Train, segclip::data::world::DEV_START),
             other => (parse_split(other).map_err(anyhow::Error::msg)?, 0),
         };
         let world = if emoji {
-            anyhow::ensure!(split != Split::Compositional, "the emoji world has no compositional split (use emoji-train or emoji-val)");
+            anyhow::ensure!(split != Split::Compositional, "the emoji world has no compositional split (it has train, val and dev)");
             anyhow::ensure!(self.masks.is_none(), "--masks is for the shape world; emoji masks are the 19 classes");
             let mut config = EmojiConfig::with_size(self.size.unwrap_or(96));
             let atlas = match &self.atlas {
@@ -61,11 +62,11 @@ impl WorldArgs {
             }
             World::Emoji { config, atlas }
         } else {
-            anyhow::ensure!(self.style.is_empty() && self.atlas.is_none(), "--style and --atlas are for the emoji world (synth:emoji-...)");
+            anyhow::ensure!(self.style.is_empty() && self.atlas.is_none(), "--style and --atlas are for the emoji world (emoji:...)");
             let pair_masks = mask_kind_is_pair(split, self.masks.as_deref())?;
             World::Shapes { config: SceneConfig::with_size(self.size.unwrap_or(224)), pair_masks }
         };
-        world.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        world.validate()?;
         Ok((world, split, start))
     }
 }
@@ -75,7 +76,7 @@ pub struct SynthArgs {
     /// `emoji` (19 VOC classes drawn as emoji) or `shapes` (8 shapes in 11 colours).
     #[arg(long, default_value = "shapes")]
     pub world: String,
-    /// train, val, dev (training scenes no run sees) or compositional (shapes only).
+    /// train, val, dev (training scenes no run sees) or compositional (the shape world only).
     #[arg(long)]
     pub split: String,
     /// Number of scenes.
@@ -104,12 +105,8 @@ fn mask_kind_is_pair(split: Split, masks: Option<&str>) -> anyhow::Result<bool> 
 }
 
 pub fn run(args: SynthArgs) -> anyhow::Result<()> {
-    let name = match args.world.as_str() {
-        "emoji" => format!("emoji-{}", args.split),
-        "shapes" => args.split.clone(),
-        other => anyhow::bail!("unknown --world '{other}': expected emoji or shapes"),
-    };
-    let (world, split, first) = args.options.world(&name)?;
+    anyhow::ensure!(["emoji", "shapes"].contains(&args.world.as_str()), "unknown --world '{}': expected emoji or shapes", args.world);
+    let (world, split, first) = args.options.world(&args.world, &args.split)?;
     let start = first + args.start;
     let summary = voc::write_split(&args.out, split, start..start + args.count, &world)?;
     println!(

@@ -61,6 +61,34 @@ pub struct Glyph {
     pub coverage: f32,
 }
 
+/// Why an emoji atlas cannot be used; each names the file, field or glyph at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum AtlasError {
+    #[error("emoji atlas index: {0}")]
+    Index(serde_json::Error),
+    #[error("emoji atlas index: format is '{found}', expected 'segclip-emoji-atlas'")]
+    Format { found: String },
+    #[error("emoji atlas index: version {found} is not supported (expected 1)")]
+    Version { found: u32 },
+    #[error("emoji atlas: the PNG's SHA-256 is {found}, the index expects {expected}")]
+    Checksum { found: String, expected: String },
+    #[error("emoji atlas index: cell and columns must be positive (cell {cell}, columns {columns})")]
+    EmptyCells { cell: usize, columns: usize },
+    #[error("emoji atlas PNG: {0}")]
+    Png(image::ImageError),
+    /// Glyph `index` of the index's `glyphs`.
+    #[error("emoji atlas index: glyphs[{index}] {message}")]
+    Glyph { index: usize, message: String },
+    #[error("emoji atlas: style '{style}' has no glyph of class '{class}'")]
+    MissingGlyph { style: String, class: String },
+    /// An atlas file (native `Atlas::from_files`).
+    #[error("{}: {source}", path.display())]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    /// The atlas in the index file `path` (native `Atlas::from_files`).
+    #[error("{}: {source}", path.display())]
+    File { path: std::path::PathBuf, source: Box<AtlasError> },
+}
+
 /// A loaded atlas.
 #[derive(Clone, Debug)]
 pub struct Atlas {
@@ -77,36 +105,36 @@ impl Atlas {
     }
 
     /// Parses an atlas from its PNG and JSON index. Errors name the field or glyph at fault.
-    pub fn from_bytes(png: &[u8], json: &str) -> Result<Atlas, String> {
-        let index: Index = serde_json::from_str(json).map_err(|e| format!("emoji atlas index: {e}"))?;
+    pub fn from_bytes(png: &[u8], json: &str) -> Result<Atlas, AtlasError> {
+        let index: Index = serde_json::from_str(json).map_err(AtlasError::Index)?;
         if index.format != "segclip-emoji-atlas" {
-            return Err(format!("emoji atlas index: format is '{}', expected 'segclip-emoji-atlas'", index.format));
+            return Err(AtlasError::Format { found: index.format });
         }
         if index.version != 1 {
-            return Err(format!("emoji atlas index: version {} is not supported (expected 1)", index.version));
+            return Err(AtlasError::Version { found: index.version });
         }
         let sha: String = sha2::Sha256::digest(png).iter().map(|b| format!("{b:02x}")).collect();
         if !sha.eq_ignore_ascii_case(&index.png_sha256) {
-            return Err(format!("emoji atlas: the PNG's SHA-256 is {sha}, the index expects {}", index.png_sha256));
+            return Err(AtlasError::Checksum { found: sha, expected: index.png_sha256 });
         }
         if index.cell == 0 || index.columns == 0 {
-            return Err("emoji atlas index: cell and columns must be positive".into());
+            return Err(AtlasError::EmptyCells { cell: index.cell, columns: index.columns });
         }
-        let image =
-            image::load_from_memory_with_format(png, image::ImageFormat::Png).map_err(|e| format!("emoji atlas PNG: {e}"))?.to_rgba8();
+        let image = image::load_from_memory_with_format(png, image::ImageFormat::Png).map_err(AtlasError::Png)?.to_rgba8();
         let (w, h) = (image.width() as usize, image.height() as usize);
         let c = index.cell;
         let mut glyphs = Vec::with_capacity(index.glyphs.len());
         for (i, g) in index.glyphs.iter().enumerate() {
+            let glyph = |message: String| AtlasError::Glyph { index: i, message };
             let class = CLASSES.iter().position(|&n| n == g.class).filter(|&k| k > 0).ok_or_else(|| {
-                format!("emoji atlas index: glyphs[{i}] has class '{}', which is not one of the {} classes", g.class, CLASSES.len() - 1)
+                glyph(format!("has class '{}', which is not one of the {} classes", g.class, CLASSES.len() - 1))
             })? as u8;
             if !index.styles.iter().any(|s| s.name == g.style) {
-                return Err(format!("emoji atlas index: glyphs[{i}] has style '{}', which \"styles\" lacks", g.style));
+                return Err(glyph(format!("has style '{}', which \"styles\" lacks", g.style)));
             }
             let (x0, y0) = ((g.cell % index.columns) * c, (g.cell / index.columns) * c);
             if x0 + c > w || y0 + c > h {
-                return Err(format!("emoji atlas index: glyphs[{i}] (cell {}) lies outside the {w}x{h} PNG", g.cell));
+                return Err(glyph(format!("(cell {}) lies outside the {w}x{h} PNG", g.cell)));
             }
             let mut texels = Vec::with_capacity(c * c);
             let (mut sum, mut weight, mut opaque) = ([0f32; 3], 0f32, 0usize);
@@ -124,7 +152,7 @@ impl Atlas {
                 }
             }
             if opaque == 0 {
-                return Err(format!("emoji atlas: glyphs[{i}] ({} {} {}) is empty", g.style, g.class, g.codepoint));
+                return Err(glyph(format!("({} {} {}) is empty", g.style, g.class, g.codepoint)));
             }
             glyphs.push(Glyph {
                 style: g.style.clone(),
@@ -138,7 +166,7 @@ impl Atlas {
         for style in &index.styles {
             for (k, name) in CLASSES.iter().enumerate().skip(1) {
                 if !glyphs.iter().any(|g| g.style == style.name && g.class as usize == k) {
-                    return Err(format!("emoji atlas: style '{}' has no glyph of class '{name}'", style.name));
+                    return Err(AtlasError::MissingGlyph { style: style.name.clone(), class: name.to_string() });
                 }
             }
         }
@@ -148,11 +176,15 @@ impl Atlas {
     /// Loads an atlas from `INDEX.json` with its PNG beside it (same stem, `.png`): how a new art
     /// style is evaluated without rebuilding the crate.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn from_files(json_path: &std::path::Path) -> Result<Atlas, String> {
-        let json = std::fs::read_to_string(json_path).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    pub fn from_files(json_path: &std::path::Path) -> Result<Atlas, AtlasError> {
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| AtlasError::Io { path, source }
+        };
+        let json = std::fs::read_to_string(json_path).map_err(io(json_path))?;
         let png_path = json_path.with_extension("png");
-        let png = std::fs::read(&png_path).map_err(|e| format!("{}: {e}", png_path.display()))?;
-        Atlas::from_bytes(&png, &json).map_err(|e| format!("{}: {e}", json_path.display()))
+        let png = std::fs::read(&png_path).map_err(io(&png_path))?;
+        Atlas::from_bytes(&png, &json).map_err(|e| AtlasError::File { path: json_path.to_path_buf(), source: Box::new(e) })
     }
 
     /// Names of the styles in the atlas.

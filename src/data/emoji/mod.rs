@@ -19,7 +19,7 @@
 //! Scene `i` of split `s` depends only on `(s, i, config, atlas)`; randomness is
 //! [`SplitMix64`] and the geometry uses `+ - * / floor` and [`sin_cos`], so the bytes are the
 //! same natively and in wasm32 ([`dataset_digest`] checks it). Seeds are those of the shape world
-//! ([`crate::data::synth::scene_seed`]) mixed with a world tag, so the two worlds' scenes are
+//! ([`crate::data::shapes::scene_seed`]) mixed with a world tag, so the two worlds' scenes are
 //! unrelated. There is no compositional split in this world.
 
 pub mod atlas;
@@ -28,13 +28,14 @@ mod vocab;
 
 use serde::{Deserialize, Serialize};
 
-pub use atlas::Atlas;
+pub use atlas::{Atlas, AtlasError};
 pub use captions::{background_in_caption, background_prompts};
 pub use vocab::{class_words, classes_in_caption, EmojiObject, CLASSES, TRAIN_STYLES};
 
 use super::background::{Background, BackgroundKind};
+use super::error::DataError;
 use super::rng::{mix64, sin_cos, Fnv1a, SplitMix64};
-use super::synth::{scene_seed, Split};
+use super::shapes::{scene_seed, Split};
 
 /// A world tag mixed into the shape world's seeds (ASCII "emoji").
 const WORLD_TAG: u64 = 0x656d_6f6a_69;
@@ -77,23 +78,24 @@ impl EmojiConfig {
     }
 
     /// Errors name the field at fault, and a style the atlas lacks.
-    pub fn validate(&self, atlas: &Atlas) -> Result<(), String> {
+    pub fn validate(&self, atlas: &Atlas) -> Result<(), DataError> {
         if self.size < 32 {
-            return Err(format!("size {} is below 32", self.size));
+            return Err(DataError::bad_value("size", self.size, "at least 32"));
         }
         if self.min_objects == 0 || self.min_objects > self.max_objects || self.max_objects > 8 {
-            return Err(format!("objects {}..={} must satisfy 1 <= min <= max <= 8", self.min_objects, self.max_objects));
+            let found = format!("{}..={}", self.min_objects, self.max_objects);
+            return Err(DataError::bad_value("min_objects..=max_objects", found, "within 1..=8, min <= max"));
         }
         if self.num_captions == 0 {
-            return Err("num_captions must be at least 1".into());
+            return Err(DataError::bad_value("num_captions", self.num_captions, "at least 1"));
         }
         if !(0.0..=1.0).contains(&self.min_visible_fraction) {
-            return Err(format!("min_visible_fraction {} is outside 0..1", self.min_visible_fraction));
+            return Err(DataError::bad_value("min_visible_fraction", self.min_visible_fraction, "in [0, 1]"));
         }
         let names = atlas.style_names();
         for s in &self.styles {
             if !names.contains(&s.as_str()) {
-                return Err(format!("style '{s}' is not in the emoji atlas (it has: {})", names.join(", ")));
+                return Err(DataError::UnknownStyle { style: s.clone(), available: names.join(", ") });
             }
         }
         Ok(())

@@ -8,10 +8,10 @@
 //! ImageSets/Segmentation/<split>.txt   one id per line
 //! classes.txt                    one class name per line, in index order
 //! captions.jsonl                 {"image": "JPEGImages/<id>.png", "caption": "..."} per caption
-//! objects_<split>.jsonl          (written for synthetic splits) {"id", "background", "objects"}
+//! objects_<split>.jsonl          (written for the worlds' splits) {"id", "background", "objects"}
 //! ```
 //!
-//! [`write_split`] writes scenes of a synthetic [`Split`] (ids `train_000000`, ...). Several
+//! [`write_split`] writes scenes of a world's [`Split`] (ids `train_000000`, ...). Several
 //! splits may share one root: each split has its own id list, `captions.jsonl` is rewritten
 //! keeping the other splits' lines, and `classes.txt` must agree (it is checked).
 //!
@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::synth::Split;
+use super::shapes::Split;
 use super::world::{LabelledScene, World};
 
 /// Mask value meaning "not labelled".

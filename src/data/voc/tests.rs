@@ -1,5 +1,5 @@
 use super::*;
-use crate::data::synth::{self, SceneConfig};
+use crate::data::shapes::{self, SceneConfig};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("segclip-voc-test-{}-{name}", std::process::id()));
@@ -19,11 +19,11 @@ fn round_trip() {
     assert_eq!(train.ids[0], "train_000000");
 
     let ds = VocDataset::open(&dir, "train").unwrap();
-    assert_eq!(ds.classes(), synth::shape_classes());
+    assert_eq!(ds.classes(), shapes::shape_classes());
     assert_eq!(ds.ids(), &train.ids[..]);
     for (i, sample) in ds.iter().enumerate() {
         let sample = sample.unwrap();
-        let scene = synth::generate(Split::Train, i as u64, &cfg);
+        let scene = shapes::generate(Split::Train, i as u64, &cfg);
         assert_eq!((sample.width, sample.height), (64, 64));
         assert_eq!(sample.mask, scene.class_map);
         assert!(sample.image_path.ends_with(format!("JPEGImages/{}.png", scene.id())));
@@ -52,7 +52,7 @@ fn pair_masks() {
     let ds = VocDataset::open(&dir, "compositional").unwrap();
     assert_eq!(ds.classes().len(), 89);
     let s = ds.load("compositional_000001").unwrap();
-    let scene = synth::generate(Split::Compositional, 1, &cfg);
+    let scene = shapes::generate(Split::Compositional, 1, &cfg);
     assert_eq!(s.mask, scene.pair_map.iter().map(|&p| p as u8).collect::<Vec<_>>());
     fs::remove_dir_all(&dir).unwrap();
 }

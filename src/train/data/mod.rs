@@ -1,5 +1,5 @@
-//! Training batches: where samples come from (synthetic scenes on the fly, a JSONL image-caption
-//! list, COCO captions), the reference augmentation (RandomResizedCrop, bicubic), tokens,
+//! Training batches: where samples come from (the shape or emoji world drawn on the fly, a JSONL
+//! image-caption list, COCO captions), the reference augmentation (RandomResizedCrop, bicubic), tokens,
 //! superpixel patch labels and the reconstruction masks, prepared by worker threads so the
 //! training thread only computes.
 //!
@@ -18,6 +18,7 @@ mod pairs;
 
 use super::augment::ColorJitter;
 use super::config::{DataSource, SilentBackground, TrainConfig};
+use super::error::TrainError;
 use super::superpixel_targets::patch_labels;
 use super::superpixels::felzenszwalb;
 use crate::data::emoji::{self, EmojiConfig};
@@ -52,7 +53,8 @@ pub struct Batch {
 /// Where images and captions come from.
 #[derive(Clone, Debug)]
 pub enum Source {
-    Synthetic {
+    /// The shape world; consecutive samples are a scene and its `variants` reshaped copies.
+    Shapes {
         scene: SceneConfig,
         pool: u64,
         shape_only: f32,
@@ -68,14 +70,14 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn from_config(config: &TrainConfig) -> Result<Self, String> {
+    pub fn from_config(config: &TrainConfig) -> Result<Self, TrainError> {
         let d = &config.data;
         match d.source {
-            DataSource::Synthetic => {
+            DataSource::Shapes => {
                 let scene =
                     SceneConfig { size: d.scene_size, min_objects: d.min_objects, max_objects: d.max_objects, ..SceneConfig::default() };
-                scene.validate().map_err(|e| format!("data: {e}"))?;
-                Ok(Source::Synthetic { scene, pool: d.pool, shape_only: d.shape_only_captions, variants: d.shape_variants })
+                scene.validate()?;
+                Ok(Source::Shapes { scene, pool: d.pool, shape_only: d.shape_only_captions, variants: d.shape_variants })
             }
             DataSource::Emoji => Ok(Source::Emoji { scene: config.emoji_config(), pool: d.pool }),
             DataSource::Jsonl => Ok(Source::Pairs(Arc::new(read_jsonl(Path::new(&d.path))?))),
@@ -126,7 +128,7 @@ pub fn random_resized_crop_box(
 
 /// Produces the micro-batches of every step, in order, from worker threads.
 pub struct Loader {
-    receivers: Vec<Receiver<Result<Vec<Batch>, String>>>,
+    receivers: Vec<Receiver<Result<Vec<Batch>, TrainError>>>,
     next: u64,
 }
 
@@ -141,7 +143,7 @@ struct Recipe {
 
 impl Loader {
     /// Starts `config.data.workers` threads producing steps `first_step..`.
-    pub fn start(config: &TrainConfig, model: &SegClipConfig, tokenizer_json: &[u8], first_step: u64) -> Result<Self, String> {
+    pub fn start(config: &TrainConfig, model: &SegClipConfig, tokenizer_json: &[u8], first_step: u64) -> Result<Self, TrainError> {
         let source = Source::from_config(config)?;
         let recipe = Recipe { source, model: model.clone(), config: config.clone(), tokenizer_json: Arc::new(tokenizer_json.to_vec()) };
         // Fail here, not in a thread, on a bad tokenizer or an undecodable first image.
@@ -167,31 +169,31 @@ impl Loader {
                         step += workers;
                     }
                 })
-                .map_err(|e| format!("starting a data thread: {e}"))?;
+                .map_err(TrainError::Thread)?;
             receivers.push(rx);
         }
         Ok(Self { receivers, next: first_step })
     }
 
     /// The micro-batches of the next step.
-    pub fn next_step(&mut self) -> Result<Vec<Batch>, String> {
+    pub fn next_step(&mut self) -> Result<Vec<Batch>, TrainError> {
         let n = self.receivers.len() as u64;
         let rx = &self.receivers[((self.next) % n) as usize];
         self.next += 1;
-        rx.recv().map_err(|_| "a data thread stopped".to_string())?
+        rx.recv().map_err(|_| TrainError::Internal("a data thread stopped"))?
     }
 }
 
 impl Recipe {
-    fn tokenizer(&self) -> Result<ClipTokenizer, String> {
-        ClipTokenizer::from_bytes(&self.tokenizer_json).map_err(|e| e.to_string())
+    fn tokenizer(&self) -> Result<ClipTokenizer, TrainError> {
+        Ok(ClipTokenizer::from_bytes(&self.tokenizer_json)?)
     }
 
-    fn step(&self, step: u64, tokenizer: &ClipTokenizer) -> Result<Vec<Batch>, String> {
+    fn step(&self, step: u64, tokenizer: &ClipTokenizer) -> Result<Vec<Batch>, TrainError> {
         (0..self.config.optim.accumulation).map(|m| self.micro_batch(step, m as u64, tokenizer)).collect()
     }
 
-    fn micro_batch(&self, step: u64, micro: u64, tokenizer: &ClipTokenizer) -> Result<Batch, String> {
+    fn micro_batch(&self, step: u64, micro: u64, tokenizer: &ClipTokenizer) -> Result<Batch, TrainError> {
         let c = &self.config;
         let b = c.optim.batch_size;
         let s = self.model.image_size;
@@ -212,7 +214,7 @@ impl Recipe {
                 jitter.apply(&mut crop, &mut rng);
             }
             if let Some(sp) = superpixels.as_mut() {
-                let labels = felzenszwalb(crop.as_raw(), s, s, &c.loss.felzenszwalb).map_err(|e| e.to_string())?;
+                let labels = felzenszwalb(crop.as_raw(), s, s, &c.loss.felzenszwalb).map_err(TrainError::Pipeline)?;
                 sp.push(patch_labels(&labels, s, s, self.model.patch_size)?);
             }
             let start = images.len();
@@ -244,9 +246,9 @@ impl Recipe {
     }
 
     /// Sample `global` of the stream (RGB image and its caption).
-    fn sample(&self, global: u64, single_object: bool, rng: &mut SplitMix64) -> Result<(RgbImage, String), String> {
+    fn sample(&self, global: u64, single_object: bool, rng: &mut SplitMix64) -> Result<(RgbImage, String), TrainError> {
         match &self.source {
-            Source::Synthetic { scene, pool, shape_only, variants } => {
+            Source::Shapes { scene, pool, shape_only, variants } => {
                 // Consecutive samples form groups: a scene, then its `variants` reshaped copies.
                 let group = 1 + *variants as u64;
                 let (base, variant) = (global / group, global % group);
@@ -266,7 +268,7 @@ impl Recipe {
                 // way to match it.
                 let caption =
                     if sc.captions.len() > 1 && rng.chance(*shape_only) { sc.captions[1].clone() } else { rng.pick(&sc.captions).clone() };
-                let img = RgbImage::from_raw(sc.width as u32, sc.height as u32, sc.image).ok_or("scene buffer size")?;
+                let img = RgbImage::from_raw(sc.width as u32, sc.height as u32, sc.image).ok_or(TrainError::Internal("scene buffer size"))?;
                 Ok((img, caption))
             }
             Source::Emoji { scene, pool } => {
@@ -280,7 +282,7 @@ impl Recipe {
                 };
                 let sc = emoji::generate(Split::Train, index, config);
                 let caption = rng.pick(&sc.captions).clone();
-                let img = RgbImage::from_raw(sc.width as u32, sc.height as u32, sc.image).ok_or("scene buffer size")?;
+                let img = RgbImage::from_raw(sc.width as u32, sc.height as u32, sc.image).ok_or(TrainError::Internal("scene buffer size"))?;
                 Ok((img, caption))
             }
             Source::Pairs(pairs) => {
@@ -290,9 +292,10 @@ impl Recipe {
                 let mut order: Vec<usize> = (0..pairs.len()).collect();
                 SplitMix64::new(mix64(self.config.run.seed ^ mix64(epoch + 1))).shuffle(&mut order);
                 let (path, caption) = &pairs[order[(global % n) as usize]];
-                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let rgb = decode::decode_image(&bytes, decode::DEFAULT_MAX_PIXELS).map_err(|e| format!("{}: {e}", path.display()))?;
-                let img = RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.pixels).ok_or("decoded buffer size")?;
+                let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
+                let rgb = decode::decode_image(&bytes, decode::DEFAULT_MAX_PIXELS)
+                    .map_err(|source| TrainError::Decode { path: path.clone(), source })?;
+                let img = RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.pixels).ok_or(TrainError::Internal("decoded buffer size"))?;
                 // Stored images are pre-resized to a short side of the input size in the
                 // reference; do the same here so the crop's scale range means the same.
                 let s = self.model.image_size as f32;
@@ -385,7 +388,7 @@ mod tests {
         }
         assert!(redrawn >= 6, "only {redrawn} of 9 variants were redrawn");
         let bad = ["data.shape_variants=3", "optim.batch_size=6"].map(String::from);
-        let e = TrainConfig::parse(include_str!("../../../configs/smoke.toml"), &bad).unwrap_err();
+        let e = TrainConfig::parse(include_str!("../../../configs/smoke.toml"), &bad).unwrap_err().to_string();
         assert!(e.contains("batch_size 6") && e.contains("multiple of 4"), "{e}");
     }
 

@@ -3,6 +3,7 @@
 
 use crate::data::emoji;
 use crate::tokenizer::ClipTokenizer;
+use crate::train::error::TrainError;
 
 /// The classes a micro-batch's captions name, each prompted once ("a photo of a {noun}.", the
 /// word of its first mention), and which caption names which: the group-noun term's targets
@@ -32,7 +33,7 @@ impl NounPrompts {
         silent_unknown: bool,
         tokenizer: &ClipTokenizer,
         context_length: usize,
-    ) -> Result<Option<Self>, String> {
+    ) -> Result<Option<Self>, TrainError> {
         // A target: a class by its index, or a background by the first adjective of its kind.
         #[derive(PartialEq)]
         enum Target {
@@ -78,10 +79,10 @@ impl NounPrompts {
 
 /// Token ids of `texts`, with the padding they all share trimmed (every row keeps its EOT, where
 /// the text tower reads it).
-pub(super) fn tokenize_trimmed(texts: &[String], tokenizer: &ClipTokenizer, context_length: usize) -> Result<Vec<Vec<i64>>, String> {
+pub(super) fn tokenize_trimmed(texts: &[String], tokenizer: &ClipTokenizer, context_length: usize) -> Result<Vec<Vec<i64>>, TrainError> {
     let mut tokens = Vec::with_capacity(texts.len());
     for text in texts {
-        let (ids, _) = tokenizer.encode(text, context_length).map_err(|e| format!("caption '{text}': {e}"))?;
+        let (ids, _) = tokenizer.encode(text, context_length).map_err(|source| TrainError::Caption { text: text.clone(), source })?;
         tokens.push(ids);
     }
     let longest = tokens.iter().map(|t| t.iter().rposition(|&id| id != 0).map_or(1, |i| i + 1)).max().unwrap_or(1);

@@ -1,4 +1,5 @@
-//! Deterministic synthetic shape scenes with pixel-exact ground truth and true captions.
+//! The shape world: deterministic scenes of coloured shapes with pixel-exact ground truth and
+//! true captions.
 //!
 //! Each [`Scene`] is an RGB image (square, [`SceneConfig::size`] pixels a side) showing 1 to 5
 //! flat-shaded objects over a textured background, with:
@@ -53,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
 use super::background::{Background, BackgroundKind};
+use super::error::DataError;
 use super::rng::{sin_cos, Fnv1a, SplitMix64};
 
 mod captions;
@@ -111,18 +113,19 @@ impl SceneConfig {
         self.min_visible_pixels.max((self.min_visible_fraction * full as f32).ceil() as u32).max(1)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DataError> {
         if self.size < 32 || self.size > 4096 {
-            return Err(format!("size {} must be in 32..=4096", self.size));
+            return Err(DataError::bad_value("size", self.size, "in 32..=4096"));
         }
         if self.min_objects < 1 || self.min_objects > self.max_objects || self.max_objects > MAX_OBJECTS {
-            return Err(format!("need 1 <= min_objects ({}) <= max_objects ({}) <= {MAX_OBJECTS}", self.min_objects, self.max_objects));
+            let found = format!("{}..={}", self.min_objects, self.max_objects);
+            return Err(DataError::bad_value("min_objects..=max_objects", found, format!("within 1..={MAX_OBJECTS}, min <= max")));
         }
         if self.num_captions < 1 {
-            return Err("num_captions must be at least 1".into());
+            return Err(DataError::bad_value("num_captions", self.num_captions, "at least 1"));
         }
         if !(0.0..=1.0).contains(&self.min_visible_fraction) {
-            return Err(format!("min_visible_fraction {} must be in [0, 1]", self.min_visible_fraction));
+            return Err(DataError::bad_value("min_visible_fraction", self.min_visible_fraction, "in [0, 1]"));
         }
         Ok(())
     }

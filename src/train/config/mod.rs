@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod validate;
+
+use super::error::TrainError;
 use super::superpixels::FelzenszwalbParams;
 use crate::model::SegClipConfig;
 
@@ -46,8 +49,10 @@ fn scratch() -> String {
 pub enum DataSource {
     /// The emoji world (`crate::data::emoji`), drawn in memory.
     Emoji,
-    /// The shape world (`crate::data::synth`), drawn in memory.
-    Synthetic,
+    /// The shape world (`crate::data::shapes`), drawn in memory. Configs and checkpoints written
+    /// before the worlds had one name each say `synthetic`: the alias keeps them readable.
+    #[serde(alias = "synthetic")]
+    Shapes,
     /// Lines of `{"image": path, "caption": text}`.
     Jsonl,
     /// A COCO captions JSON; images under `data.images`.
@@ -55,9 +60,10 @@ pub enum DataSource {
 }
 
 impl DataSource {
-    /// Whether the source draws scenes in memory (and so has masks to validate on).
-    pub fn is_synthetic(self) -> bool {
-        matches!(self, Self::Emoji | Self::Synthetic)
+    /// Whether the source is a world drawn in memory, shapes or emoji (and so has masks to
+    /// validate on).
+    pub fn is_world(self) -> bool {
+        matches!(self, Self::Emoji | Self::Shapes)
     }
 }
 
@@ -65,7 +71,7 @@ impl std::fmt::Display for DataSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Emoji => "emoji",
-            Self::Synthetic => "synthetic",
+            Self::Shapes => "shapes",
             Self::Jsonl => "jsonl",
             Self::Coco => "coco",
         })
@@ -75,7 +81,7 @@ impl std::fmt::Display for DataSource {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// `emoji` (the emoji world, `crate::data::emoji`), `synthetic` (the shape scenes), `jsonl`
+    /// `emoji` (the emoji world, `crate::data::emoji`), `shapes` (the shape world), `jsonl`
     /// (lines of `{"image": path, "caption": text}`) or `coco` (a COCO captions JSON; images
     /// under `images`).
     pub source: DataSource,
@@ -89,7 +95,7 @@ pub struct DataSection {
     /// COCO: the image folder (default: the annotation file's folder).
     #[serde(default)]
     pub images: String,
-    /// Synthetic: side of the rendered scenes (before the crop).
+    /// Shapes and emoji: side of the rendered scenes (before the crop).
     #[serde(default = "default_scene_size")]
     pub scene_size: usize,
     #[serde(default = "one")]
@@ -97,20 +103,20 @@ pub struct DataSection {
     #[serde(default = "default_max_objects")]
     pub max_objects: usize,
     /// A curriculum (not in the reference; 0 = off): for the first this many steps every
-    /// synthetic scene holds one object, so a caption names exactly one shape.
+    /// scene of the world holds one object, so a caption names exactly one thing.
     #[serde(default)]
     pub single_object_steps: u64,
-    /// Hard negatives (not in the reference; 0 = off): every synthetic scene is followed in its
+    /// Hard negatives (not in the reference; 0 = off): every shape-world scene is followed in its
     /// batch by this many copies with other shapes in the same places, colours and background,
     /// so only shape words tell their captions apart. `batch_size` must be a multiple of
     /// `1 + shape_variants`.
     #[serde(default)]
     pub shape_variants: usize,
-    /// Synthetic: how many distinct training scenes to cycle through (0 = a fresh scene for every
+    /// Shapes and emoji: how many distinct training scenes to cycle through (0 = a fresh scene for every
     /// sample). A small pool makes a quick overfitting check.
     #[serde(default)]
     pub pool: u64,
-    /// Synthetic: probability that a sample's caption names only shapes ("a circle and a star"):
+    /// Shapes: probability that a sample's caption names only shapes ("a circle and a star"):
     /// colour words alone otherwise solve the contrastive task (docs/training-probe.md).
     #[serde(default = "default_shape_only")]
     pub shape_only_captions: f32,
@@ -235,7 +241,7 @@ pub struct LossSection {
     pub superpixel_weight: f64,
     /// Not in the reference (0 = off): weight of a term that keeps every center in use, log L
     /// minus the entropy of the batch's mean assignment over the L centers. Meant against the
-    /// collapse onto one center seen in the synthetic runs (the superpixel KL is exactly 0 there);
+    /// collapse onto one center seen in the shape-world runs (the superpixel KL is exactly 0 there);
     /// at weight 1 and lr 1e-3 it did not prevent it (weights/README.md).
     #[serde(default)]
     pub center_usage_weight: f64,
@@ -306,7 +312,7 @@ pub struct RunSection {
     /// Steps between validation runs (0 = only at the end).
     #[serde(default)]
     pub val_every: u64,
-    /// Synthetic `val` scenes scored at each validation.
+    /// Dev scenes of the training world scored at each validation.
     #[serde(default = "default_val_scenes")]
     pub val_scenes: u64,
     /// Background threshold used by validation.
@@ -329,18 +335,19 @@ fn default_val_bg() -> f32 {
 
 /// The model sizes this run trains, from the preset and the overrides.
 impl ModelSection {
-    pub fn resolve(&self) -> Result<SegClipConfig, String> {
+    pub fn resolve(&self) -> Result<SegClipConfig, TrainError> {
         let base = match self.preset.as_str() {
             "bundled" => SegClipConfig::bundled(),
             "small" => SegClipConfig::small(),
             "vit-b16" => SegClipConfig::vit_b16(),
             "tiny" => SegClipConfig::tiny(),
-            other => return Err(format!("model.preset: unknown '{other}' (expected bundled, small, vit-b16 or tiny)")),
+            other => return Err(TrainError::config("model.preset", format!("unknown '{other}' (expected bundled, small, vit-b16 or tiny)"))),
         };
         if self.overrides.is_empty() {
             return Ok(base);
         }
-        let mut table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
+        let overrides = |e: &dyn std::fmt::Display| TrainError::config("model.overrides", e.to_string());
+        let mut table = toml::Table::try_from(&base).map_err(|e| overrides(&e))?;
         // Serialisation leaves the stem fields out at 0 (headers of stem-less files name no
         // stem); they still take an override.
         for optional in ["conv_stem", "patchify_stem"] {
@@ -348,12 +355,12 @@ impl ModelSection {
         }
         for (k, v) in &self.overrides {
             if !table.contains_key(k) {
-                return Err(format!("model.overrides: unknown model field '{k}'"));
+                return Err(overrides(&format!("unknown model field '{k}'")));
             }
             table.insert(k.clone(), v.clone());
         }
-        let config: SegClipConfig = table.try_into().map_err(|e| format!("model.overrides: {e}"))?;
-        config.validate().map_err(|e| format!("model.overrides: {e}"))?;
+        let config: SegClipConfig = table.try_into().map_err(|e| overrides(&e))?;
+        config.validate().map_err(|e| overrides(&e))?;
         Ok(config)
     }
 }
@@ -361,10 +368,11 @@ impl ModelSection {
 impl TrainConfig {
     /// Parses TOML text and applies `key.path=value` overrides (the value is TOML: `0.5`,
     /// `true`, `"text"`; a bare word is taken as a string).
-    pub fn parse(text: &str, overrides: &[String]) -> Result<Self, String> {
-        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Self, TrainError> {
+        let mut doc: toml::Table = text.parse()?;
         for o in overrides {
-            let (path, value) = o.split_once('=').ok_or_else(|| format!("override '{o}': expected key.path=value"))?;
+            let bad = |message: String| TrainError::Override { text: o.clone(), message };
+            let (path, value) = o.split_once('=').ok_or_else(|| bad("expected key.path=value".into()))?;
             let value: toml::Value = match format!("v = {value}").parse::<toml::Table>() {
                 Ok(mut t) => t.remove("v").unwrap(),
                 Err(_) => toml::Value::String(value.to_string()),
@@ -376,11 +384,11 @@ impl TrainConfig {
                     .entry(k.to_string())
                     .or_insert_with(|| toml::Value::Table(Default::default()))
                     .as_table_mut()
-                    .ok_or_else(|| format!("override '{o}': '{k}' is not a section"))?;
+                    .ok_or_else(|| bad(format!("'{k}' is not a section")))?;
             }
             table.insert(keys[keys.len() - 1].to_string(), value);
         }
-        let mut config: TrainConfig = doc.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut config: TrainConfig = doc.try_into()?;
         // `first_cycle = 0` (a config's restart turned off by --set) is no restart: stored as
         // none here, once, so the schedule and `--extend-to` need no case for it. Checkpoints
         // read their config through here too (src/train/checkpoint.rs).
@@ -389,106 +397,7 @@ impl TrainConfig {
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
-        let o = &self.optim;
-        if o.steps == 0 || o.batch_size < 2 || o.accumulation == 0 {
-            return Err("optim: steps >= 1, batch_size >= 2 (contrastive needs negatives), accumulation >= 1".into());
-        }
-        if !(o.lr_new > 0.0 && o.lr_pretrained >= 0.0) {
-            return Err(format!("optim: learning rates must be positive (lr_new {}, lr_pretrained {})", o.lr_new, o.lr_pretrained));
-        }
-        if let Some(c) = o.first_cycle {
-            if c >= o.steps {
-                return Err(format!("optim.first_cycle {c} must be in 1..{} (below optim.steps), or 0 for none", o.steps));
-            }
-        }
-        if !(0.0..1.0).contains(&o.warmup_fraction) {
-            return Err(format!("optim.warmup_fraction {} must be in [0, 1)", o.warmup_fraction));
-        }
-        let l = &self.loss;
-        if !(l.contrastive || l.reconstruction || l.superpixel) {
-            return Err("loss: every loss is switched off".into());
-        }
-        if !(l.center_usage_weight >= 0.0 && l.center_usage_weight.is_finite()) {
-            return Err(format!("loss.center_usage_weight {} must be a finite number >= 0", l.center_usage_weight));
-        }
-        if !(l.group_nouns_weight >= 0.0 && l.group_nouns_weight.is_finite()) {
-            return Err(format!("loss.group_nouns_weight {} must be a finite number >= 0", l.group_nouns_weight));
-        }
-        if l.group_nouns_weight > 0.0 && !(l.contrastive && self.data.source == DataSource::Emoji) {
-            return Err(format!(
-                "loss.group_nouns_weight {} needs loss.contrastive = true and data.source = \"emoji\" (found contrastive {}, source \"{}\")",
-                l.group_nouns_weight, l.contrastive, self.data.source
-            ));
-        }
-        if l.silent_background != SilentBackground::Negative && !l.group_nouns_background {
-            return Err("loss.silent_background = \"unknown\" needs loss.group_nouns_background = true".to_string());
-        }
-        if l.group_nouns_background && l.group_nouns_weight <= 0.0 {
-            return Err("loss.group_nouns_background = true needs loss.group_nouns_weight > 0 (it adds targets to that term)".to_string());
-        }
-        if !(0.0..1.0).contains(&l.mask_ratio) {
-            return Err(format!("loss.mask_ratio {} must be in [0, 1)", l.mask_ratio));
-        }
-        let d = &self.data;
-        if !d.styles.is_empty() && d.source != DataSource::Emoji {
-            return Err(format!("data.styles: only the emoji source has art styles (source is '{}')", d.source));
-        }
-        if d.single_object_steps > 0 && !d.source.is_synthetic() {
-            return Err(format!(
-                "data.single_object_steps: only the synthetic worlds can draw one-object scenes (source is '{}')",
-                d.source
-            ));
-        }
-        if !d.source.is_synthetic() && d.path.is_empty() {
-            return Err(format!("data.path: needed for source '{}'", d.source));
-        }
-        if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
-            return Err(format!("data.crop_scale {:?}: need 0 < lo <= hi <= 1", d.crop_scale));
-        }
-        let limits = [("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0), ("hue", 0.5)];
-        if let Some((v, (name, max))) = d.color_jitter.iter().zip(limits).find(|(v, (_, max))| !(v.is_finite() && **v >= 0.0 && **v <= *max)) {
-            return Err(format!(
-                "data.color_jitter {:?}: {name} strength {v} must be in [0, {max}] (order: brightness, contrast, saturation, hue)",
-                d.color_jitter
-            ));
-        }
-        if d.color_jitter != [0.0; 4] && d.source == DataSource::Synthetic {
-            return Err("data.color_jitter: the shape world's captions name colours, which jitter would make false; use it with other sources".into());
-        }
-        if d.shape_variants > 0 {
-            if d.source != DataSource::Synthetic {
-                return Err(format!("data.shape_variants: only the synthetic source can redraw shapes (source is '{}')", d.source));
-            }
-            if o.batch_size % (1 + d.shape_variants) != 0 {
-                return Err(format!(
-                    "data.shape_variants {}: optim.batch_size {} must be a multiple of {} so each scene's variants share its batch",
-                    d.shape_variants,
-                    o.batch_size,
-                    1 + d.shape_variants
-                ));
-            }
-        }
-        if d.context_length < 3 {
-            return Err("data.context_length must be at least 3".into());
-        }
-        let model = self.model.resolve()?;
-        if d.context_length > model.context_length {
-            return Err(format!("data.context_length {} exceeds the model's context_length {}", d.context_length, model.context_length));
-        }
-        if d.source.is_synthetic() && d.scene_size < model.image_size / 2 {
-            return Err(format!("data.scene_size {} is too small for the model's {} px input", d.scene_size, model.image_size));
-        }
-        if d.source == DataSource::Emoji {
-            self.emoji_config().validate(crate::data::emoji::Atlas::bundled()).map_err(|e| format!("data: {e}"))?;
-        }
-        if self.run.out.is_empty() {
-            return Err("run.out: the output folder is empty".into());
-        }
-        self.model.resolve().map(|_| ())
-    }
-
-    /// The synthetic world validation scores: the training world (emoji or shapes); for caption
+    /// The world validation scores: the training world (emoji or shapes); for caption
     /// files, which have no masks of their own, the shape world.
     pub fn val_world(&self) -> crate::data::world::World {
         use crate::data::world::World;
@@ -527,7 +436,7 @@ mod tests {
 [model]
 preset = "tiny"
 [data]
-source = "synthetic"
+source = "shapes"
 context_length = 16
 [optim]
 steps = 10
@@ -556,12 +465,15 @@ out = "runs/x"
 
     #[test]
     fn the_data_source_is_one_of_four_and_a_typo_is_named() {
-        for (source, synthetic) in [("emoji", true), ("synthetic", true), ("jsonl", false), ("coco", false)] {
+        for (source, world) in [("emoji", true), ("shapes", true), ("jsonl", false), ("coco", false)] {
             let c = TrainConfig::parse(MINIMAL, &[format!("data.source=\"{source}\""), "data.path=\"x\"".into()]).unwrap();
             assert_eq!(c.data.source.to_string(), source);
-            assert_eq!(c.data.source.is_synthetic(), synthetic);
+            assert_eq!(c.data.source.is_world(), world);
         }
-        let err = TrainConfig::parse(MINIMAL, &["data.source=\"cocoa\"".into()]).unwrap_err();
+        // The shape world's old name, in configs and checkpoints written before it had one.
+        let old = TrainConfig::parse(MINIMAL, &["data.source=\"synthetic\"".into()]).unwrap();
+        assert_eq!(old.data.source, DataSource::Shapes);
+        let err = TrainConfig::parse(MINIMAL, &["data.source=\"cocoa\"".into()]).unwrap_err().to_string();
         assert!(err.contains("data.source") && err.contains("cocoa") && err.contains("expected one of"), "{err}");
     }
 
@@ -572,19 +484,19 @@ out = "runs/x"
         assert_eq!(c.optim.steps, 25);
         assert!(!c.loss.superpixel);
         assert_eq!(c.run.out, "elsewhere");
-        let e = TrainConfig::parse(MINIMAL, &["optim.stepz=3".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["optim.stepz=3".into()]).unwrap_err().to_string();
         assert!(e.contains("stepz"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["optim.batch_size=1".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["optim.batch_size=1".into()]).unwrap_err().to_string();
         assert!(e.contains("batch_size"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["model.preset=huge".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["model.preset=huge".into()]).unwrap_err().to_string();
         assert!(e.contains("huge"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["model.overrides.vision_widht=3".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["model.overrides.vision_widht=3".into()]).unwrap_err().to_string();
         assert!(e.contains("vision_widht"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["data.color_jitter=[0.2, 0.2, 0.2, 0.7]".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["data.color_jitter=[0.2, 0.2, 0.2, 0.7]".into()]).unwrap_err().to_string();
         assert!(e.contains("data.color_jitter") && e.contains("hue strength 0.7"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["loss.group_nouns_background=true".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["loss.group_nouns_background=true".into()]).unwrap_err().to_string();
         assert!(e.contains("group_nouns_weight > 0"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, &["loss.silent_background=\"maybe\"".into()]).unwrap_err();
+        let e = TrainConfig::parse(MINIMAL, &["loss.silent_background=\"maybe\"".into()]).unwrap_err().to_string();
         assert!(e.contains("maybe"), "{e}");
     }
 

@@ -267,7 +267,7 @@ pub fn average_scales(map: &mut ScoreMap, others: &[ScoreMap]) {
 }
 
 /// Replaces every pixel's scores by the mean over its segment (`segments`: one id per pixel of
-/// the map, ids 0..n as src/pipeline/superpixels.rs numbers them), so a segment takes one label.
+/// the map, ids 0..n as src/pipeline/superpixels/ numbers them), so a segment takes one label.
 pub fn snap_to_segments(map: &mut ScoreMap, segments: &[u32]) {
     let c = map.channels;
     assert_eq!(segments.len() * c, map.scores.len(), "one segment id per pixel of the score map");

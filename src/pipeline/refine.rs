@@ -1,7 +1,7 @@
 //! Pixel-adaptive mask refinement (PAMR): the score map is replaced, a few times over, by a
 //! weighted average of each pixel's neighbours at several distances, the weights high where the
 //! neighbour's colour is like the pixel's. Label scores spread within an object and stop at its
-//! edges. Superpixel snapping (src/pipeline/superpixels.rs) can only average within segments,
+//! edges. Superpixel snapping (src/pipeline/superpixels/) can only average within segments,
 //! and a segment that straddles an object and its background takes one label for both; the
 //! refinement runs after the snapping and undoes that at pixel level.
 //!

@@ -193,9 +193,9 @@ struct Cli {
 enum Command {
     /// Segment images with free-form labels; writes overlays, index masks and JSON summaries.
     Segment(segment::SegmentArgs),
-    /// Score a weights file on a dataset (synthetic split or VOC layout): mIoU, per-class IoU.
+    /// Score a weights file on a dataset (a world's split, emoji:val or shapes:val, or a VOC-layout folder): mIoU, per-class IoU.
     Eval(eval::EvalArgs),
-    /// Write a split of synthetic scenes (the emoji world or the shape world) in VOC layout.
+    /// Write a split of scenes of the emoji world or the shapes world in VOC layout.
     Synth(synth::SynthArgs),
     /// Train SegCLIP (contrastive, reconstruction and superpixel losses).
     Train(train::TrainArgs),

@@ -222,7 +222,8 @@ fn cli_trains_exports_and_evaluates() {
     assert_eq!(entry["sha256"], segclip::weights::format::sha256_hex(&bytes));
     assert_eq!(entry["dtype"], "int8");
     assert_eq!(entry["trained_steps"], 3);
-    assert!(entry.get("windows").is_none(), "{entry}");
+    // The manifest stores the model's whole protocol; without flags, the release's windows.
+    assert_eq!((&entry["protocol"]["short_side"], &entry["protocol"]["stride"]), (&serde_json::json!(0), &serde_json::json!(0)), "{entry}");
 
     // The windows chosen with the threshold travel in the manifest, and eval uses them.
     let size = entry["config"]["image_size"].as_u64().unwrap();
@@ -234,7 +235,8 @@ fn cli_trains_exports_and_evaluates() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["models"][0]["windows"], serde_json::json!({"short_side": size * 3 / 2, "stride": size / 2}));
+    let p = &manifest["models"][0]["protocol"];
+    assert_eq!((&p["short_side"], &p["stride"]), (&serde_json::json!(size * 3 / 2), &serde_json::json!(size / 2)), "{p}");
     let eval = Command::new(bin)
         .args(["eval", "emoji:val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
         .args(["--out", dir.join("confusion.json").to_str().unwrap()])
@@ -243,10 +245,11 @@ fn cli_trains_exports_and_evaluates() {
     let want = format!("windows: short side {short_side} px, windows of the model's input size every {stride} px");
     assert!(eval.status.success() && text(&eval).contains(&want) && text(&eval).contains("background threshold: 0.4"), "{}", text(&eval));
     let bad = Command::new(bin)
-        .args(["export", run.to_str().unwrap(), weights.to_str().unwrap(), "--short-side", &short_side, "--stride", "0"])
+        .args(["export", run.to_str().unwrap(), weights.to_str().unwrap(), "--short-side", &short_side, "--stride", &(size + 1).to_string()])
         .output()
         .unwrap();
-    assert!(!bad.status.success() && text(&bad).contains("windows.stride is 0"), "{}", text(&bad));
+    let want = format!("--stride: {} is larger than the window side {size} px", size + 1);
+    assert!(!bad.status.success() && text(&bad).contains(&want), "{}", text(&bad));
 
     // Superpixel snapping travels in the manifest the same way, and eval applies it.
     let out = Command::new(bin)
@@ -255,7 +258,7 @@ fn cli_trains_exports_and_evaluates() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["models"][0]["superpixels"], serde_json::json!({"scale": 80.0, "sigma": 0.5, "min_size": 20}));
+    assert_eq!(manifest["models"][0]["protocol"]["superpixels"], serde_json::json!({"scale": 80.0, "sigma": 0.5, "min_size": 20}));
     let eval = |extra: &[&str]| {
         Command::new(bin)
             .args(["eval", "emoji:val", "--weights", weights.to_str().unwrap(), "--count", "1", "--size", &size.to_string()])
@@ -280,7 +283,7 @@ fn cli_trains_exports_and_evaluates() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["models"][0]["refine"], serde_json::json!({"iterations": 4}));
+    assert_eq!(manifest["models"][0]["protocol"]["refine"], serde_json::json!({"iterations": 4}));
     let refined = eval(&[]);
     assert!(refined.status.success() && text(&refined).contains("refine: 4 passes"), "{}", text(&refined));
     let off = eval(&["--refine", "none"]);
@@ -297,15 +300,15 @@ fn cli_trains_exports_and_evaluates() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    let want = serde_json::json!({"short_side": size * 3 / 2, "stride": size / 2, "extra_short_sides": [size * 2]});
-    assert_eq!(manifest["models"][0]["windows"], want);
+    let p = &manifest["models"][0]["protocol"];
+    assert_eq!((&p["short_side"], &p["stride"], &p["extra_short_sides"]), (&serde_json::json!(size * 3 / 2), &serde_json::json!(size / 2), &serde_json::json!([size * 2])), "{p}");
     let scaled = eval(&[]);
     let line = format!("more scales: short sides {extra} px");
     assert!(scaled.status.success() && text(&scaled).contains(&line), "{}", text(&scaled));
     let off = eval(&["--extra-short-sides", "none"]);
     assert!(off.status.success() && !text(&off).contains("more scales:"), "{}", text(&off));
     let bad = eval(&["--extra-short-sides", &format!("{extra},x")]);
-    assert!(!bad.status.success() && text(&bad).contains("--extra-short-sides: \"x\" is not a size"), "{}", text(&bad));
+    assert!(!bad.status.success() && text(&bad).contains("--extra-short-sides") && text(&bad).contains("\"x\" is not a size"), "{}", text(&bad));
     let small = (size - 1).to_string();
     let bad = eval(&["--extra-short-sides", &small]);
     let want = format!("--extra-short-sides: {small} is below the window side {size} px");
@@ -315,7 +318,7 @@ fn cli_trains_exports_and_evaluates() {
         .args(["--extra-short-sides", &short_side])
         .output()
         .unwrap();
-    let want = format!("windows.extra_short_sides: {short_side} is the short side itself");
+    let want = format!("--extra-short-sides: {short_side} is the short side itself");
     assert!(!bad.status.success() && text(&bad).contains(&want), "{}", text(&bad));
 
     // A finished run goes on past its schedule with --extend-to, and only to a larger total.

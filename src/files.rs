@@ -12,9 +12,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     name.push(".partial");
     let tmp: PathBuf = path.with_file_name(name);
     let mut file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let written = file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()));
     drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), path.display()))
+    let done = written.and_then(|_| std::fs::rename(&tmp, path).map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), path.display())));
+    if done.is_err() {
+        // A full disk or a failed rename leaves no half-written temporary behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@ pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
 pub enum DecodeError {
     #[error("not an image in a format segclip reads (PNG, JPEG, WebP, BMP, GIF)")]
     UnknownFormat,
+    /// A format the `image` crate knows but this build does not read (TIFF, AVIF, ...).
+    #[error("{0} images are not read by segclip: convert it to PNG, JPEG, WebP, BMP or GIF")]
+    Unsupported(String),
     #[error("image is {width}x{height} = {pixels} pixels, above the limit of {limit} pixels")]
     TooLarge { width: u32, height: u32, pixels: u64, limit: u64 },
     #[error("image could not be decoded (truncated or corrupt?): {0}")]
@@ -24,8 +27,10 @@ pub enum DecodeError {
 /// Decodes `bytes` to RGB, refusing images of more than `max_pixels` before decoding them.
 pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Rgb, DecodeError> {
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(DecodeError::UnknownFormat);
+    match reader.format() {
+        None => return Err(DecodeError::UnknownFormat),
+        Some(format) if !format.reading_enabled() => return Err(DecodeError::Unsupported(format!("{format:?}").to_uppercase())),
+        Some(_) => {}
     }
     let (width, height) = reader.into_dimensions().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let pixels = width as u64 * height as u64;
@@ -53,6 +58,13 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Rgb, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_format_this_build_does_not_read_is_named() {
+        // A little-endian TIFF header: the crate knows the format, this build does not read it.
+        let e = decode_image(b"II*\x00\x08\x00\x00\x00rest", DEFAULT_MAX_PIXELS).unwrap_err().to_string();
+        assert!(e.starts_with("TIFF images are not read by segclip"), "{e}");
+    }
 
     fn png(width: u32, height: u32) -> Vec<u8> {
         let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 7]));

@@ -53,11 +53,11 @@ pub struct Protocol {
     /// being background. SegCLIP: per group (src/pipeline/combine.rs `group_scores`), a model
     /// trained to name its backgrounds carries them in its header; a dense file: the words of
     /// its background class, a word typed as a label leaving it. "none" turns them off.
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long, required = false, value_parser = parse_words))]
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, required = false, value_name = "WORDS", value_parser = parse_words))]
     pub background_prompts: std::vec::Vec<String>,
     /// More background words, comma-separated, added to the model's own (a photo's "carpet,
     /// poster" next to a dense file's 26 words) without typing those again. "none": no more.
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long = "add-background", required = false, value_parser = parse_words))]
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long = "add-background", required = false, value_name = "WORDS", value_parser = parse_words))]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub more_background: std::vec::Vec<String>,
     /// Labels kept from the image-level ranking before groups are named (the release: 5).

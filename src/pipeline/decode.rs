@@ -26,6 +26,13 @@ pub enum DecodeError {
 
 /// Decodes `bytes` to RGB, refusing images of more than `max_pixels` before decoding them.
 pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Rgb, DecodeError> {
+    decode_image_within(bytes, max_pixels, None).map(|(rgb, _)| rgb)
+}
+
+/// `decode_image`, and with `long_side` an image whose long side is larger is scaled down to it
+/// straight from the decoder's buffer (the page: a 40-megapixel photo becomes 2048 px without a
+/// full-size RGB or float copy). Returns the image and its size as stored, upright.
+pub fn decode_image_within(bytes: &[u8], max_pixels: u64, long_side: Option<u32>) -> Result<(Rgb, (u32, u32)), DecodeError> {
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     match reader.format() {
         None => return Err(DecodeError::UnknownFormat),
@@ -50,14 +57,31 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<Rgb, DecodeError> {
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut decoded = DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     decoded.apply_orientation(orientation);
+    let original = (decoded.width(), decoded.height());
+    if let Some(cap) = long_side.filter(|&cap| cap > 0 && original.0.max(original.1) > cap) {
+        let s = cap as f64 / original.0.max(original.1) as f64;
+        let (w, h) = (((original.0 as f64 * s) as u32).max(1), ((original.1 as f64 * s) as u32).max(1));
+        decoded = decoded.resize_exact(w, h, image::imageops::FilterType::Triangle);
+    }
     let rgb = decoded.to_rgb8();
     let (w, h) = rgb.dimensions();
-    Rgb::new(w as usize, h as usize, rgb.into_raw()).map_err(|e| DecodeError::Corrupt(e.to_string()))
+    let rgb = Rgb::new(w as usize, h as usize, rgb.into_raw()).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    Ok((rgb, original))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_image_is_scaled_down_on_decode_and_a_small_one_kept() {
+        let bytes = png(300, 120);
+        let (rgb, original) = decode_image_within(&bytes, DEFAULT_MAX_PIXELS, Some(100)).unwrap();
+        assert_eq!(((rgb.width, rgb.height), original), ((100, 40), (300, 120)));
+        let (rgb, _) = decode_image_within(&bytes, DEFAULT_MAX_PIXELS, Some(400)).unwrap();
+        assert_eq!((rgb.width, rgb.height), (300, 120));
+        assert_eq!(rgb.pixels, decode_image(&bytes, DEFAULT_MAX_PIXELS).unwrap().pixels);
+    }
 
     #[test]
     fn a_format_this_build_does_not_read_is_named() {

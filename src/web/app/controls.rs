@@ -12,7 +12,7 @@ use super::state::*;
 use super::view::{context, download, message, paint, publish, render_chips};
 use crate::data::{emoji, generate, shape_classes, SceneConfig, Split};
 use crate::labels;
-use crate::pipeline::{decode, preprocess, Rgb};
+use crate::pipeline::{decode, Rgb};
 use crate::web::dom;
 use crate::web::dom::input;
 use crate::web::PageError;
@@ -29,8 +29,14 @@ pub(super) fn load_image_file(file: web_sys::File) {
 }
 
 pub(super) fn handle_image_bytes(bytes: &[u8], name: &str) {
-    match decode::decode_image(bytes, MAX_PIXELS) {
-        Ok(rgb) => set_image(rgb, None),
+    // Scaled to the display size as it is decoded: the page never holds a large photo's
+    // full-size pixels beyond the decoder's own buffer.
+    match decode::decode_image_within(bytes, MAX_PIXELS, Some(DISPLAY_LONG_SIDE as u32)) {
+        Ok((rgb, (w, h))) if (rgb.width, rgb.height) != (w as usize, h as usize) => {
+            let note = format!("Large image ({w}x{h}) downscaled to {}x{} for display and segmentation.", rgb.width, rgb.height);
+            set_image(rgb, Some(note), false);
+        }
+        Ok((rgb, _)) => set_image(rgb, None, false),
         Err(e) => message(&format!("{name}: {e}"), true),
     }
 }
@@ -135,7 +141,7 @@ pub(super) fn wire_controls() -> Result<(), PageError> {
         use_default_labels(&defaults);
         if let Ok(rgb) = rgb {
             let world = if shapes { "Shape" } else { "Emoji" };
-            set_image(rgb, Some(format!("{world} scene val #{index}: {}", caption.unwrap_or_default())));
+            set_image(rgb, Some(format!("{world} scene val #{index}: {}", caption.unwrap_or_default())), true);
         }
     })?;
     on::<web_sys::KeyboardEvent>("label-input", "keydown", |e| {
@@ -280,23 +286,14 @@ pub(super) fn wire_drop_and_paste() -> Result<(), PageError> {
     Ok(())
 }
 
-pub(super) fn set_image(rgb: Rgb, note: Option<String>) {
-    let rgb = if rgb.width.max(rgb.height) > DISPLAY_LONG_SIDE {
-        let s = DISPLAY_LONG_SIDE as f64 / rgb.width.max(rgb.height) as f64;
-        let (w, h) = (((rgb.width as f64 * s) as usize).max(1), ((rgb.height as f64 * s) as usize).max(1));
-        let src: Vec<f32> = rgb.pixels.iter().map(|&v| v as f32).collect();
-        let out = preprocess::resize_bilinear(&src, rgb.width, rgb.height, 3, w, h);
-        message(&format!("Large image ({}x{}) downscaled to {w}x{h} for display and segmentation.", rgb.width, rgb.height), false);
-        Rgb::new(w, h, out.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect()).expect("resized image")
-    } else {
-        message(note.as_deref().unwrap_or(""), false);
-        rgb
-    };
+/// Shows a new image (a visitor's, or a drawn sample when `sample`) with `note` under it.
+pub(super) fn set_image(rgb: Rgb, note: Option<String>, sample: bool) {
+    message(note.as_deref().unwrap_or(""), false);
     {
         let app = app();
         let mut a = app.borrow_mut();
         a.image = Some(rgb);
-        a.image_is_sample = note.is_some();
+        a.image_is_sample = sample;
         a.forget_features();
     }
     if let Some(el) = dom::element("placeholder") {

@@ -1,7 +1,8 @@
 //! Fuzzing on the stable toolchain: each target feeds mutated inputs to a real entry point (the
 //! weights reader, the manifest and presets, the checkpoint importer, image decoding, labels and
 //! the tokenizer, the training config, the VOC reader, the streamed converter at arbitrary chunk
-//! boundaries) and fails on a panic, a case over 1 s or an allocation over 256 MB.
+//! boundaries) and fails on a panic, a case over 1 s (timed twice, so a case the scheduler set
+//! aside is not called slow) or an allocation over 256 MB.
 //!
 //! Inputs are the seeds (made here from the committed fixtures and configs, plus any file under
 //! `tests/fuzz/seeds/<target>/`) mutated by a seeded generator: bit flips, interesting bytes,
@@ -167,9 +168,16 @@ fn run(target: &str, crashes: &Path, seeds: Vec<Vec<u8>>, seconds: f64, case: im
         let started = Instant::now();
         WATCHED.with(|w| w.set(true));
         HELD.with(|h| h.set(0));
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(input)));
+        let mut outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(input)));
+        let mut took = started.elapsed();
+        if outcome.is_ok() && took > MAX_CASE_TIME {
+            // Once more before calling it slow: a case the scheduler set aside (other jobs on
+            // the cores) is fast the second time; a real hang is not.
+            let again = Instant::now();
+            outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(input)));
+            took = took.min(again.elapsed());
+        }
         WATCHED.with(|w| w.set(false));
-        let took = started.elapsed();
         report.cases += 1;
         report.slowest = report.slowest.max(took);
         let problem = match outcome {

@@ -57,22 +57,8 @@ pub fn patch_labels(labels: &[u32], width: usize, height: usize, patch: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::SplitMix64;
     use crate::pipeline::superpixels::{felzenszwalb, FelzenszwalbParams};
-
-    /// Deterministic noise without a crate dependency (SplitMix64), as the superpixel tests draw it.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn byte(&mut self) -> u8 {
-            (self.next() >> 56) as u8
-        }
-    }
 
     fn image(width: usize, height: usize, mut colour: impl FnMut(usize, usize) -> [u8; 3]) -> Vec<u8> {
         let mut rgb = Vec::with_capacity(width * height * 3);
@@ -122,9 +108,9 @@ mod tests {
     #[test]
     fn release_pipeline_shape() {
         // 224x224 with 16-pixel patches gives the 14x14 grid the model uses.
-        let mut rng = Rng(5);
+        let mut rng = SplitMix64::new(5);
         let rgb = image(224, 224, |x, y| {
-            let n = rng.byte() % 16;
+            let n = (rng.next_u64() >> 56) as u8 % 16;
             if x.abs_diff(112).pow(2) + y.abs_diff(112).pow(2) < 60 * 60 {
                 [200 + n, 40, 40]
             } else {

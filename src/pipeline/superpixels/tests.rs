@@ -1,19 +1,10 @@
 use super::smooth::{gaussian_half_kernel, numpy_sum, reflect};
 use super::*;
+use crate::data::SplitMix64;
 
-/// Deterministic noise without a crate dependency (SplitMix64).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn byte(&mut self) -> u8 {
-        (self.next() >> 56) as u8
-    }
+/// A noise byte from the worlds' deterministic generator.
+fn byte(rng: &mut SplitMix64) -> u8 {
+    (rng.next_u64() >> 56) as u8
 }
 
 fn image(width: usize, height: usize, mut colour: impl FnMut(usize, usize) -> [u8; 3]) -> Vec<u8> {
@@ -147,9 +138,9 @@ fn matches_skimage_on_a_noisy_block_image() {
         "nnnxxxxxxxjkyyyuuzzzzAqrrrrrrrBB",
     ];
     let (w, h) = (32, 24);
-    let mut rng = Rng(2024);
-    let base: Vec<[u8; 3]> = (0..6).map(|_| [rng.byte(), rng.byte(), rng.byte()]).collect();
-    let rgb = image(w, h, |x, y| base[(x / 11 + 3 * (y / 12)) % 6].map(|v| v.saturating_add(rng.byte() % 32)));
+    let mut rng = SplitMix64::new(2024);
+    let base: Vec<[u8; 3]> = (0..6).map(|_| [byte(&mut rng), byte(&mut rng), byte(&mut rng)]).collect();
+    let rgb = image(w, h, |x, y| base[(x / 11 + 3 * (y / 12)) % 6].map(|v| v.saturating_add(byte(&mut rng) % 32)));
     let labels = felzenszwalb(&rgb, w, h, &FelzenszwalbParams { scale: 10.0, sigma: 0.8, min_size: 5 }).unwrap();
     let digits = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let expected: Vec<u32> = SKIMAGE.concat().chars().map(|c| digits.find(c).unwrap() as u32).collect();
@@ -176,8 +167,8 @@ fn min_size_merges_a_speck_into_its_surroundings() {
 #[test]
 fn every_segment_reaches_min_size_and_labels_are_canonical() {
     let (w, h) = (64, 48);
-    let mut rng = Rng(7);
-    let rgb: Vec<u8> = (0..w * h * 3).map(|_| rng.byte()).collect();
+    let mut rng = SplitMix64::new(7);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|_| byte(&mut rng)).collect();
     for params in [
         FelzenszwalbParams::default(),
         FelzenszwalbParams { scale: 20.0, sigma: 0.5, min_size: 5 },
@@ -209,8 +200,8 @@ fn labels_follow_first_appearance_in_raster_order() {
 #[test]
 fn reused_buffers_do_not_leak_between_calls() {
     // The per-thread workspace is reused; results must not depend on what ran before.
-    let mut rng = Rng(17);
-    let big: Vec<u8> = (0..64 * 48 * 3).map(|_| rng.byte() / 4 + 100).collect();
+    let mut rng = SplitMix64::new(17);
+    let big: Vec<u8> = (0..64 * 48 * 3).map(|_| byte(&mut rng) / 4 + 100).collect();
     let small = image(9, 7, |x, _| if x < 4 { [0, 0, 0] } else { [255, 255, 255] });
     let p = FelzenszwalbParams { scale: 30.0, sigma: 0.7, min_size: 10 };
     let first = felzenszwalb(&big, 64, 48, &p).unwrap();
@@ -309,15 +300,15 @@ fn numpy_sum_matches_plain_sum_up_to_rounding() {
 
 #[test]
 fn sort_keys_is_a_stable_sort_by_exact_weight() {
-    let mut rng = Rng(3);
+    let mut rng = SplitMix64::new(3);
     let costs: Vec<f64> = (0..60_000)
-        .map(|_| match rng.next() % 4 {
+        .map(|_| match rng.next_u64() % 4 {
             // Exact ties, zeros, full-precision weights, and near-ties that round to the
             // same f32 but differ as f64 (the case the run fix-up exists for).
-            0 => (rng.next() % 5) as f64 * 0.25,
+            0 => (rng.next_u64() % 5) as f64 * 0.25,
             1 => 0.0,
-            2 => (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 1.8,
-            _ => 0.3 + (rng.next() % 64) as f64 * f64::EPSILON,
+            2 => (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 1.8,
+            _ => 0.3 + (rng.next_u64() % 64) as f64 * f64::EPSILON,
         })
         .collect();
     let mut keys: Vec<u64> = (0..costs.len()).map(|id| ((costs[id] as f32).to_bits() as u64) << 32 | id as u64).collect();
@@ -412,7 +403,7 @@ fn skimage_transcription(rgb: &[u8], w: usize, h: usize, p: &FelzenszwalbParams)
 
 #[test]
 fn fast_path_equals_the_literal_transcription() {
-    let mut rng = Rng(11);
+    let mut rng = SplitMix64::new(11);
     for (w, h, params) in [
         (48, 40, FelzenszwalbParams::default()),
         (33, 29, FelzenszwalbParams { scale: 50.0, sigma: 0.8, min_size: 20 }),
@@ -421,9 +412,9 @@ fn fast_path_equals_the_literal_transcription() {
         (7, 1, FelzenszwalbParams { scale: 100.0, sigma: 2.0, min_size: 2 }),
     ] {
         // Blocky shapes plus noise: both large flat-ish regions and many near-ties.
-        let base: Vec<[u8; 3]> = (0..16).map(|_| [rng.byte(), rng.byte(), rng.byte()]).collect();
+        let base: Vec<[u8; 3]> = (0..16).map(|_| [byte(&mut rng), byte(&mut rng), byte(&mut rng)]).collect();
         let rgb = image(w, h, |x, y| base[(x / 12 + 4 * (y / 10)) % 16]);
-        let noisy: Vec<u8> = rgb.iter().map(|&v| v.saturating_add(rng.byte() % 24)).collect();
+        let noisy: Vec<u8> = rgb.iter().map(|&v| v.saturating_add(byte(&mut rng) % 24)).collect();
         for img in [&rgb, &noisy] {
             let fast = felzenszwalb(img, w, h, &params).unwrap();
             assert_eq!(fast, skimage_transcription(img, w, h, &params), "{w}x{h} {params:?}");

@@ -375,7 +375,7 @@ pub fn score_world(
     use crate::pipeline::{block_on, Rgb};
     let classes = world.classes();
     let labels = classes[1..].to_vec();
-    let embeddings = block_on(segmenter.encode_labels(&labels)).map_err(EvalError::Pipeline)?;
+    let embeddings = block_on(segmenter.encode_labels(&labels))?;
     let mut scores = SceneScores {
         pipeline: ConfusionMatrix::new(classes.len()),
         true_background: ConfusionMatrix::new(classes.len()),
@@ -389,18 +389,21 @@ pub fn score_world(
     for i in indices {
         let sc = world.scene(split, i);
         let in_scene = |e: EvalError| EvalError::Scene { scene: i, source: Box::new(e) };
-        let image = Rgb::new(sc.width, sc.height, sc.image).map_err(EvalError::Pipeline)?;
-        let features = block_on(segmenter.encode_image(&image)).map_err(EvalError::Pipeline)?;
-        let result = block_on(segmenter.combine(&features, &labels, &embeddings)).map_err(EvalError::Pipeline)?;
+        let image = Rgb::new(sc.width, sc.height, sc.image)?;
+        let features = block_on(segmenter.encode_image(&image))?;
+        let result = block_on(segmenter.combine(&features, &labels, &embeddings))?;
         scores.pipeline.add(&result.label_map, &sc.truth).map_err(in_scene)?;
         // The same features without a background rule: every pixel takes its best label.
-        let thresh = segmenter.protocol.bg_thresh;
-        let prompts = std::mem::take(&mut segmenter.protocol.background_prompts);
-        segmenter.protocol.bg_thresh = 0.0;
+        let no_background = crate::pipeline::Protocol {
+            bg_thresh: 0.0,
+            background_prompts: Vec::new(),
+            more_background: Vec::new(),
+            ..segmenter.protocol.clone()
+        };
+        let own = std::mem::replace(&mut segmenter.protocol, no_background);
         let named = block_on(segmenter.combine(&features, &labels, &embeddings));
-        segmenter.protocol.bg_thresh = thresh;
-        segmenter.protocol.background_prompts = prompts;
-        let named = named.map_err(EvalError::Pipeline)?;
+        segmenter.protocol = own;
+        let named = named?;
         let given: Vec<u8> = named.label_map.iter().zip(&sc.truth).map(|(&p, &t)| if t == 0 { 0 } else { p }).collect();
         scores.true_background.add(&given, &sc.truth).map_err(in_scene)?;
         for (&p, &t) in named.label_map.iter().zip(&sc.truth) {

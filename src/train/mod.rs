@@ -84,7 +84,7 @@ pub fn validate(
 ) -> Result<ValSignals, TrainError> {
     let inference = model.valid();
     let tokenizer = ClipTokenizer::from_bytes(tokenizer_json)?;
-    let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device.clone()).map_err(TrainError::Pipeline)?;
+    let mut segmenter = Segmenter::new(inference, model_config.clone(), tokenizer, device.clone())?;
     segmenter.protocol.bg_thresh = config.run.val_bg_thresh;
     // The rule the exported file will carry (src/bin/segclip/export.rs).
     if config.loss.group_nouns_background {

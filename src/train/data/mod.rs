@@ -214,7 +214,7 @@ impl Recipe {
                 jitter.apply(&mut crop, &mut rng);
             }
             if let Some(sp) = superpixels.as_mut() {
-                let labels = felzenszwalb(crop.as_raw(), s, s, &c.loss.felzenszwalb).map_err(TrainError::Pipeline)?;
+                let labels = felzenszwalb(crop.as_raw(), s, s, &c.loss.felzenszwalb)?;
                 sp.push(patch_labels(&labels, s, s, self.model.patch_size)?);
             }
             let start = images.len();
